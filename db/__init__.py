@@ -1,0 +1,57 @@
+"""Database access: the SQLAlchemy engine for the configured database, and raw psycopg2 connections.
+
+``database_url()`` is the one answer to "which database?": ``DATABASE_URL`` when set, otherwise the
+embedded cluster, which it starts if needed. The web app and query layer use the pooled SQLAlchemy
+engine; the loaders use a raw psycopg2 connection because they stream COPY.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import psycopg2
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine, make_url
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+
+
+def database_url() -> str:
+    from safestats.config import get_settings
+
+    settings = get_settings()
+    if settings.database_url:
+        return settings.database_url
+    from safestats.embedded_pg import EmbeddedPostgres
+
+    return EmbeddedPostgres.from_settings(settings).ensure_running()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Normalise postgres:// and postgresql:// URLs to the psycopg2 driver SQLAlchemy should use."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def libpq_dsn(url: str) -> str:
+    """A libpq connection string for psycopg2 from a SQLAlchemy-style URL."""
+    u = make_url(sqlalchemy_url(url))
+    return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str | None = None) -> Engine:
+    return create_engine(sqlalchemy_url(url or database_url()), pool_pre_ping=True, future=True)
+
+
+def connect(url: str | None = None):
+    """A raw psycopg2 connection (autocommit off) for loaders that stream COPY."""
+    return psycopg2.connect(libpq_dsn(url or database_url()))
+
+
+def read_sql(name: str) -> str:
+    """The text of a SQL file kept under db/sql/ (views and functions live there, not in Python)."""
+    return (SQL_DIR / name).read_text()

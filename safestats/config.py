@@ -1,0 +1,72 @@
+"""Settings read from the environment, in one place, with the defaults a fresh checkout needs.
+
+Everything a deployment may change is an environment variable (documented in the README): where the
+database is (``DATABASE_URL``; unset means the embedded cluster under ``SAFESTATS_HOME``), which boundary
+areas are in scope, the base-map tiles, and the Flask secret. Code asks ``get_settings()``; nothing else reads
+``os.environ`` for these names.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# OpenStreetMap's standard tiles; analysts on a locked-down network point this at their own tile server.
+DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+DEFAULT_TILE_ATTRIBUTION = "&copy; OpenStreetMap contributors"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    home: Path
+    boundary_regions: tuple[str, ...]
+    area_snap_tolerance_m: float
+    tile_url: str
+    tile_attribution: str
+    secret_key: str
+    host: str = "127.0.0.1"
+    port: int = 8050
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return not self.database_url
+
+
+def _secret_key(home: Path) -> str:
+    """A stable per-installation secret: from SAFESTATS_SECRET_KEY, else generated once under home."""
+    if os.environ.get("SAFESTATS_SECRET_KEY"):
+        return os.environ["SAFESTATS_SECRET_KEY"]
+    path = home / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        home.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    home = Path(os.environ.get("SAFESTATS_HOME", PROJECT_ROOT / ".safestats")).resolve()
+    regions = tuple(
+        r.strip() for r in os.environ.get("SAFESTATS_BOUNDARY_REGIONS", "london").split(",") if r.strip()
+    )
+    return Settings(
+        database_url=os.environ.get("DATABASE_URL") or None,
+        home=home,
+        boundary_regions=regions,
+        area_snap_tolerance_m=float(os.environ.get("SAFESTATS_AREA_SNAP_TOLERANCE_M", "200")),
+        tile_url=os.environ.get("SAFESTATS_TILE_URL", DEFAULT_TILE_URL),
+        tile_attribution=os.environ.get("SAFESTATS_TILE_ATTRIBUTION", DEFAULT_TILE_ATTRIBUTION),
+        secret_key=_secret_key(home),
+        host=os.environ.get("SAFESTATS_HOST", "127.0.0.1"),
+        port=int(os.environ.get("SAFESTATS_PORT", "8050")),
+    )
