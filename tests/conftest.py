@@ -18,6 +18,8 @@ from db import libpq_dsn, migrate
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SAFESTATS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Separate names let several test runs share one embedded cluster without dropping each other's database.
+TEST_DB_NAME = os.environ.get("SAFESTATS_TEST_DB_NAME", "safestats_test")
 
 
 def _embedded():
@@ -56,7 +58,7 @@ def make_database(name: str) -> str:
 @pytest.fixture(scope="session")
 def db_url() -> str:
     """The session's test database, migrated to head."""
-    url = make_database("safestats_test")
+    url = make_database(TEST_DB_NAME)
     migrate.upgrade(url)
     return url
 
