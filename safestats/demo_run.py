@@ -193,8 +193,8 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
         return _fail(f"port {port} on {host} is already in use (another portal running?). Stop that program, "
                      "or choose another port: SAFESTATS_PORT=8051 ./dev portal")
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    stop_db = ("`./dev db stop` stops the database." if settings.uses_embedded_database
-               else "The database is your DATABASE_URL server; nothing to stop.")
+    stop_db = ("keeps running; ./dev db stop stops it" if settings.uses_embedded_database
+               else "your DATABASE_URL server; nothing to stop")
     _print_box([
         "SafeStats demo portal",
         "",
@@ -202,11 +202,12 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
         f"Email     {DEMO_EMAIL}",
         f"Password  {password}",
         "",
-        "Ctrl-C stops the portal; " + stop_db,
+        "Stop      Ctrl-C stops the portal",
+        f"Database  {stop_db}",
     ])
     from dashapp import create_app
 
-    app = create_app()
+    app = create_app(url)
     server = getattr(app, "server", app)  # a Dash app wraps a Flask server
     try:
         server.run(host=host, port=port, threaded=True, debug=False)
