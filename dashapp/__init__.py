@@ -1,0 +1,86 @@
+"""The web portal's app factory: a Flask server with Flask-Login, and the Dash app mounted on it behind login.
+
+``create_app()`` returns the Flask server (what ``wsgi:app``, ``safestats serve`` and the tests run). A
+``before_request`` guard lets nothing through to Dash without a logged-in user: pages redirect to /login,
+and Dash's JSON and asset routes (``/_dash-layout``, ``/_dash-dependencies``, ``/_dash-update-component``,
+``/_dash-component-suites/…``, ``/assets/…``) answer 401, so the app's structure and data never reach an
+anonymous browser. The only public routes are the login and logout pages and the two stylesheets the login
+page needs. Each page module registers its own callbacks on this app instance (never the global
+``dash.callback``), and every callback checks the user again itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+from flask import Flask, abort, jsonify, redirect, request, send_from_directory, url_for
+from flask_login import current_user
+
+from dashapp import auth
+from dashapp.callbacks import overview as overview_callbacks
+from dashapp.layouts import overview as overview_layout
+from db import get_engine
+from safestats.config import get_settings
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+# Served without login, for the login page only: styling, nothing about the data or the app's structure.
+PUBLIC_ASSETS = frozenset({"bootstrap.min.css", "safestats.css"})
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.logout", "public_asset"})
+
+
+def create_app(database_url: str | None = None) -> Flask:
+    """The portal as a Flask app: ``database_url`` or, when None, the configured database (see ``db``)."""
+    settings = get_settings()
+    server = Flask(__name__, static_folder=None)
+    server.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+    )
+    server.extensions["safestats_engine"] = get_engine(database_url)
+
+    auth.login_manager.init_app(server)
+    server.register_blueprint(auth.bp)
+
+    @server.get("/static/<path:filename>", endpoint="public_asset")
+    def public_asset(filename: str):
+        if filename not in PUBLIC_ASSETS:
+            abort(404)
+        return send_from_directory(ASSETS_DIR, filename)
+
+    @server.before_request
+    def require_login():
+        if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
+            return None
+        # Dash's machinery (JSON, scripts, assets) gets a bare 401; only page loads are sent to the form.
+        if request.path.startswith(("/_", "/assets/")) or request.method != "GET":
+            return jsonify(error="login required"), 401
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+    @server.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.endpoint != "public_asset" and not request.path.startswith(
+                ("/assets/", "/_dash-component-suites/")):
+            # Pages and data are per-user: never let a shared proxy or the back button after logout show them.
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    app = dash.Dash(
+        __name__,
+        server=server,
+        url_base_pathname="/",
+        assets_folder=str(ASSETS_DIR),
+        title="SafeStats · London",
+        update_title=None,
+        # Everything is served from this server: the portal must work on a network with no internet.
+        serve_locally=True,
+    )
+    app.layout = overview_layout.layout  # a function: built per request, for the logged-in user
+    overview_callbacks.register_callbacks(app)
+    server.extensions["safestats_dash"] = app
+    return server
