@@ -9,7 +9,6 @@ under test-artifacts/ (git-ignored) for a human to look at.
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -135,10 +134,12 @@ def _click_borough(page, code: str) -> None:
     point = page.evaluate("""(code) => {
         const path = document.querySelector(`path[data-borough="${code}"]`);
         const box = path.getBoundingClientRect();
-        for (let fy = 0.5, step = 0; step < 400; step++) {
-            const fx = ((step * 0.618) % 1), gy = ((step * 0.382 + 0.5) % 1);
-            const x = box.left + box.width * (0.1 + 0.8 * (step === 0 ? 0.5 : fx));
-            const y = box.top + box.height * (0.1 + 0.8 * (step === 0 ? fy : gy));
+        // The centre first, then a spread of points over the box (golden-ratio steps), until one hits the path.
+        for (let step = 0; step < 400; step++) {
+            const fx = step === 0 ? 0.5 : (step * 0.618) % 1;
+            const fy = step === 0 ? 0.5 : (step * 0.382 + 0.5) % 1;
+            const x = box.left + box.width * (0.1 + 0.8 * fx);
+            const y = box.top + box.height * (0.1 + 0.8 * fy);
             if (document.elementFromPoint(x, y) === path) return [x, y];
         }
         return null;
@@ -210,6 +211,3 @@ def test_wrong_password_stays_on_the_login_form(page, live_server):
     assert response.status == 401
     page.screenshot(path=str(ARTIFACTS / "overview-3-bad-password.png"))
 
-
-if os.environ.get("SAFESTATS_BROWSER_DEBUG"):  # pragma: no cover - a developer's aid only
-    CHROMIUM_ARGS = [a for a in CHROMIUM_ARGS if a != "--headless"]
