@@ -9,12 +9,11 @@ attributes. Rows without coordinates ("No Location") are quarantined.
 """
 from __future__ import annotations
 
-import json
 import re
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from loaders.pipeline import CategoryMapping, Quarantine, SupplierFormat
+from loaders.pipeline import CategoryMapping, Quarantine, SupplierFormat, json_object
 
 LONDON = ZoneInfo("Europe/London")
 MONTH_RE = re.compile(r"(\d{4})-(\d{2})")
@@ -80,11 +79,9 @@ class PoliceUkStreetFormat(SupplierFormat):
             raise Quarantine("blank 'Reported by' (the force)")
         self.forces.add(force)
         self.months_seen.add(month)
-        attributes = {"force": force, "falls_within": falls_within, "location": location,
-                      "lsoa_code": lsoa_code, "lsoa_name": lsoa_name, "last_outcome_category": outcome,
-                      "context": context}
-        attributes_json = json.dumps({k: v for k, v in attributes.items() if v}, ensure_ascii=False,
-                                     separators=(",", ":"))
+        attributes_json = json_object(("force", force), ("falls_within", falls_within), ("location", location),
+                                      ("lsoa_code", lsoa_code), ("lsoa_name", lsoa_name),
+                                      ("last_outcome_category", outcome), ("context", context))
         # police.uk gives months only, so night-time-economy hours cannot be known (NULL, not FALSE).
         return (line_no, crime_id or None, occurred_at, "month", mapped.category_id, crime_type,
                 mapped.theme_weapon, mapped.theme_dava, mapped.theme_young_victim, None, mapped.theme_arson,

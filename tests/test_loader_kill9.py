@@ -22,7 +22,7 @@ from tests.conftest import REPO_ROOT, query
 
 pytestmark = pytest.mark.shared_data
 
-STAGES = ["parse", "partitions", "drop_row", "staged", "replaced", "inserted", "before_commit"]
+STAGES = ["parse", "partitions", "drop_row", "replaced", "inserted", "before_commit"]
 
 
 def snapshot(url):
