@@ -69,6 +69,14 @@ class AreaIndex:
         east, north = np.asarray(east, dtype=float), np.asarray(north, dtype=float)
         found = np.full(len(east), -1, dtype=np.int64)
         if len(east) and len(self.lsoa_codes):
+            # police.uk reuses its snap points, so each distinct point is looked up once.
+            distinct, inverse = np.unique(np.column_stack([east, north]), axis=0, return_inverse=True)
+            found[:] = self._lookup(distinct[:, 0], distinct[:, 1], tolerance_m)[inverse.ravel()]
+        return AssignedPoints(east, north, np.asarray(lon, dtype=float), np.asarray(lat, dtype=float), found)
+
+    def _lookup(self, east: np.ndarray, north: np.ndarray, tolerance_m: float) -> np.ndarray:
+        found = np.full(len(east), -1, dtype=np.int64)
+        if len(east):
             points = shapely.points(east, north)
             point_idx, area_idx = self.tree.query(points, predicate="intersects")
             best = np.full(len(east), np.iinfo(np.int64).max, dtype=np.int64)
@@ -83,7 +91,7 @@ class AreaIndex:
                 np.minimum.at(nearest, near_point, near_area)
                 ok = nearest != np.iinfo(np.int64).max
                 found[missing[ok]] = nearest[ok]
-        return AssignedPoints(east, north, np.asarray(lon, dtype=float), np.asarray(lat, dtype=float), found)
+        return found
 
 
 _cached: dict[str, AreaIndex] = {}
