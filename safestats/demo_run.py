@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -107,6 +108,10 @@ def _port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_box(lines: list[str]) -> None:
@@ -209,10 +214,13 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
 
     app = create_app(url)
     server = getattr(app, "server", app)  # a Dash app wraps a Flask server
+    previous_sigterm = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` stops it like Ctrl-C
     try:
         server.run(host=host, port=port, threaded=True, debug=False)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     print("\nPortal stopped." + ("" if not settings.uses_embedded_database
                                  else " The database is still running; `./dev db stop` stops it."))
     return 0
