@@ -175,8 +175,10 @@ def test_login_then_click_a_borough_filters_the_chart(page, live_server):
     camden = _chart_values(page)
     assert camden == _monthly_sql(url, CAMDEN) and camden != all_london
     assert page.locator(f"#{ids.OVERVIEW_SELECTION_NAME}").inner_text() == "Camden"
-    # The map highlights the selection with a heavier outline (once the pointer has left it: hover restyles).
-    page.mouse.move(2, 790)
+    # The map highlights the selection with a heavier outline (once the pointer has moved off the
+    # map: hovering restyles a borough).
+    title = page.locator(f"#{ids.OVERVIEW_CHART_TITLE}").bounding_box()
+    page.mouse.move(title["x"] + title["width"] / 2, title["y"] + title["height"] / 2, steps=12)
     page.wait_for_function(f"""() => document.querySelector('path[data-borough="{CAMDEN}"]')
                                    .getAttribute('stroke-width') === '4'""")
     page.screenshot(path=str(ARTIFACTS / "overview-2-camden.png"))

@@ -9,6 +9,7 @@ window.safestats = Object.assign({}, window.safestats, {
         // Fill from the count's class (classes are lower bounds, ascending); the selection gets a dark outline.
         boroughStyle: function (feature, context) {
             const h = (context && context.hideout) || {};
+            window.safestats.map.lastHideout = h;  // for the mouseout repair in boroughOnEachFeature
             const code = feature.properties.code;
             const count = (h.counts && h.counts[code]) || 0;
             const classes = h.classes || [];
@@ -34,14 +35,32 @@ window.safestats = Object.assign({}, window.safestats, {
         boroughOnEachFeature: function (feature, layer) {
             const props = feature.properties;
             const setStyle = layer.setStyle.bind(layer);
+            let hovered = false;
             layer.setStyle = function (style) {
                 const result = setStyle(style);
-                if (style && style.ssSelected && layer._map) {
+                // Raising a path re-inserts its SVG node; under the pointer that loses the browser's hover state
+                // (no mouseout ever comes), so a hovered selection is raised when the pointer leaves instead.
+                if (style && style.ssSelected && layer._map && !hovered) {
                     layer.bringToFront();
                 }
                 return result;
             };
             layer.bindTooltip(props.name, {sticky: true, direction: "top", className: "ss-tooltip"});
+            layer.on("mouseover", function () {
+                hovered = true;
+            });
+            // dash-leaflet's hoverStyle restores, on mouseout, the style captured on mouseover. If the selection
+            // changed while the pointer was over the borough (the usual case: it was just clicked), that style is
+            // stale, so the current one is applied again (and the selection raised) once dash-leaflet is done.
+            layer.on("mouseout", function () {
+                hovered = false;
+                setTimeout(function () {
+                    const h = window.safestats.map.lastHideout;
+                    if (h && layer._map && !hovered) {
+                        layer.setStyle(window.safestats.map.boroughStyle(feature, {hideout: h}));
+                    }
+                }, 0);
+            });
             layer.on("add", function () {
                 const el = layer.getElement && layer.getElement();
                 if (el) {
