@@ -55,6 +55,22 @@ def make_database(name: str) -> str:
     return _embedded().create_database(name, drop_existing=True)
 
 
+def drop_database(url: str) -> None:
+    """Drop the database ``url`` names (connected to the same server's ``postgres`` database)."""
+    from sqlalchemy.engine import make_url
+
+    from db import sqlalchemy_url
+
+    parsed = make_url(sqlalchemy_url(url))
+    conn = psycopg2.connect(libpq_dsn(parsed.set(database="postgres").render_as_string(hide_password=False)))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def db_url() -> str:
     """The session's test database, migrated to head."""

@@ -12,13 +12,11 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
 
-from db import libpq_dsn, migrate, sqlalchemy_url
-from tests.conftest import make_database
+from db import migrate
+from tests.conftest import drop_database, make_database
 
 SUBCOMMANDS = ("db", "migrate", "boundaries", "load", "demo", "users", "serve")
 
@@ -29,25 +27,13 @@ def _safestats(args: list[str], env: dict | None = None) -> subprocess.Completed
     return subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _drop_database(url: str) -> None:
-    admin_url = make_url(sqlalchemy_url(url)).set(database="postgres").render_as_string(hide_password=False)
-    name = make_url(sqlalchemy_url(url)).database
-    conn = psycopg2.connect(libpq_dsn(admin_url))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def fresh_database():
     url = make_database(f"safestats_test_cli_{uuid.uuid4().hex[:10]}")
     try:
         yield url
     finally:
-        _drop_database(url)
+        drop_database(url)
 
 
 def test_help_lists_every_subcommand():

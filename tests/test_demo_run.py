@@ -13,23 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
-from db import get_engine, libpq_dsn, sqlalchemy_url
-from tests.conftest import make_database, query
-
-
-def _drop_database(url: str) -> None:
-    import psycopg2
-
-    admin = make_url(sqlalchemy_url(url)).set(database="postgres").render_as_string(hide_password=False)
-    conn = psycopg2.connect(libpq_dsn(admin))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{make_url(sqlalchemy_url(url)).database}" WITH (FORCE)')
-    finally:
-        conn.close()
+from db import get_engine
+from tests.conftest import drop_database, make_database, query
 
 
 @pytest.fixture
@@ -39,7 +25,7 @@ def demo_env(tmp_path):
         yield url, tmp_path / "home", dict(os.environ, DATABASE_URL=url, SAFESTATS_HOME=str(tmp_path / "home"))
     finally:
         get_engine.cache_clear()
-        _drop_database(url)
+        drop_database(url)
 
 
 def _demo_run(env: dict) -> subprocess.CompletedProcess:
