@@ -283,20 +283,20 @@ def parse_rows(fmt: SupplierFormat, decoded: DecodedText, progress=None) -> Pars
             continue  # blank line
         rows_read += 1
         line_no = start + 2          # 1-based, counting the header as line 1
-        if bad_lines and any(i in bad_lines for i in range(start + 1, consumed + 1)):
-            reason = next(bad_lines[i] for i in range(start + 1, consumed + 1) if i in bad_lines)
+        reason = None
+        if bad_lines:
+            reason = next((bad_lines[i] for i in range(start + 1, consumed + 1) if i in bad_lines), None)
+        if reason is None and len(fields) != n_columns:
+            reason = f"expected {n_columns} fields, found {len(fields)} (truncated or malformed row)"
+        if reason is None:
+            if reorder:
+                fields = [fields[p] for p in positions]
+            try:
+                keep(harmonise(fields, line_no))
+            except Quarantine as q:
+                reason = str(q)
+        if reason is not None:
             quarantined.append((line_no, "".join(lines[1 + start:1 + consumed]), reason))
-            continue
-        if len(fields) != n_columns:
-            quarantined.append((line_no, "".join(lines[1 + start:1 + consumed]),
-                                f"expected {n_columns} fields, found {len(fields)} (truncated or malformed row)"))
-            continue
-        if reorder:
-            fields = [fields[p] for p in positions]
-        try:
-            keep(harmonise(fields, line_no))
-        except Quarantine as q:
-            quarantined.append((line_no, "".join(lines[1 + start:1 + consumed]), str(q)))
             continue
         keep_end(1 + consumed)
         if progress is not None:
@@ -332,41 +332,43 @@ class LocatedDrop:
         self.latitude = assigned.latitude.round(7).tolist()
         self.found = assigned.area_index.tolist()
 
+        # Where each row goes, decided once: (row index, its point's index or -1 for a borough-only row).
+        self.placed: list[tuple[int, int]] = []
         self.outside: list[tuple[int, str]] = []   # (row index, reason) of rows with nowhere to go
-        i = 0
+        i = -1
         for k, row in enumerate(rows):
             if row[X_POS] is None:
                 if row[BOROUGH_HINT_POS] is None:
                     self.outside.append((k, "no location: neither a point nor a borough"))
+                else:
+                    self.placed.append((k, -1))
                 continue
+            i += 1
             if self.found[i] < 0:
                 self.outside.append((k, f"outside the configured area: no LSOA within {tolerance_m:g} m of "
                                         f"the point ({row[X_POS]}, {row[Y_POS]})"))
-            i += 1
-        self.staged_rows = len(rows) - len(self.outside)
-        located = [r[OCCURRED_POS] for r in rows]
-        self.first_at = min(located) if located else None
-        self.last_at = max(located) if located else None
+            else:
+                self.placed.append((k, i))
+        self.staged_rows = len(self.placed)
+        placed_at = [rows[k][OCCURRED_POS] for k, _ in self.placed]
+        self.first_at = min(placed_at) if placed_at else None
+        self.last_at = max(placed_at) if placed_at else None
 
     def copy_chunks(self, supplier: str, drop_id: int):
         """COPY text-format lines, a chunk at a time, so formatting overlaps with the server's work."""
         lsoa, msoa, borough, found = self.lsoa, self.msoa, self.borough, self.found
         lon, lat, ewkb_hex = self.longitude, self.latitude, self.ewkb_hex
         tabs = len(INCIDENT_COPY_COLUMNS) - 1
+        rows = self.rows
         lines: list[str] = []
-        i = 0
-        for row in self.rows:
+        for k, i in self.placed:
+            row = rows[k]
             head = (supplier, row[1], drop_id) + row[2:11]
-            if row[X_POS] is None:
-                if row[BOROUGH_HINT_POS] is None:
-                    continue
+            if i < 0:
                 values = head + (None, None, None, row[13], None, None, row[BOROUGH_HINT_POS], row[15], row[16])
             else:
                 a = found[i]
-                i += 1
-                if a < 0:
-                    continue
-                values = head + (ewkb_hex[50 * i - 50:50 * i], lon[i - 1], lat[i - 1], row[13], lsoa[a], msoa[a],
+                values = head + (ewkb_hex[50 * i:50 * i + 50], lon[i], lat[i], row[13], lsoa[a], msoa[a],
                                  borough[a], row[15], row[16])
             line = "\t".join(["" if v is None else str(v) for v in values])
             # Almost no supplier value holds a tab, newline or backslash; the few that do are escaped.
@@ -585,11 +587,12 @@ def commit_drop(conn, prepared: PreparedDrop) -> DropResult:
                        WHERE id = %s""",
                     (replace_key, parsed.rows_read, rows_loaded, len(quarantined), located.first_at,
                      located.last_at, drop_id))
+        # Checked before the commit, so a drop whose rows do not add up rolls back instead of landing.
+        if rows_loaded + len(quarantined) != parsed.rows_read:
+            raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} != "
+                                 f"{parsed.rows_read}")
         _pause_for_tests("before_commit")
     # Leaving the `with conn` block committed the transaction: everything above lands together or not at all.
-    if rows_loaded + len(quarantined) != parsed.rows_read:
-        raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} != "
-                             f"{parsed.rows_read}")
     result.status, result.drop_id = "loaded", drop_id
     result.rows_read, result.rows_loaded, result.rows_quarantined = parsed.rows_read, rows_loaded, len(quarantined)
     result.replaced_drop_ids = replaced
@@ -630,7 +633,7 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True) -> list[D
     try:
         _prepare_session(conn)
         with read_conn.cursor() as cur:
-            area_index = area_index_for(cur, url)
+            area_index = area_index_for(cur, read_conn.dsn)
         read_conn.rollback()
 
         def prepare(path: Path):
