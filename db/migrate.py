@@ -25,6 +25,13 @@ def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+def head_revision() -> str:
+    """The newest migration in ``db/migrations/versions`` (what ``upgrade`` reaches)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
 def current_revision(url: str) -> str | None:
     from sqlalchemy import create_engine, pool, text
 
