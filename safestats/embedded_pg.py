@@ -65,7 +65,10 @@ def install_packages(log=print) -> None:
         conf.write_text("# written by SafeStats: the project runs its own cluster\ncreate_main_cluster = false\n")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     log("Installing " + " ".join(APT_PACKAGES) + " from Debian's packages (one-off, a minute or two)...")
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *APT_PACKAGES]):
+    # Wait for another apt/dpkg run (e.g. a second checkout installing at the same time) rather than fail.
+    wait_for_lock = ["-o", "DPkg::Lock::Timeout=600"]
+    for cmd in (["apt-get", *wait_for_lock, "update", "-q"],
+                ["apt-get", *wait_for_lock, "install", "-y", "-q", *APT_PACKAGES]):
         result = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if result.returncode != 0:
             raise EmbeddedDatabaseError(
