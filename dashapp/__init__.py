@@ -16,9 +16,9 @@ import dash
 from flask import Flask, abort, jsonify, redirect, request, send_from_directory, url_for
 from flask_login import current_user
 
-from dashapp import auth
-from dashapp.callbacks import overview as overview_callbacks
-from dashapp.layouts import overview as overview_layout
+from dashapp import auth, tiles
+from dashapp.callbacks import dashboard as dashboard_callbacks
+from dashapp.layouts import dashboard as dashboard_layout
 from db import get_engine
 from safestats.config import get_settings
 
@@ -43,6 +43,7 @@ def create_app(database_url: str | None = None) -> Flask:
 
     auth.login_manager.init_app(server)
     server.register_blueprint(auth.bp)
+    server.register_blueprint(tiles.bp)
 
     @server.get("/static/<path:filename>", endpoint="public_asset")
     def public_asset(filename: str):
@@ -55,7 +56,7 @@ def create_app(database_url: str | None = None) -> Flask:
         if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
             return None
         # Dash's machinery (JSON, scripts, assets) gets a bare 401; only page loads are sent to the form.
-        if request.path.startswith(("/_", "/assets/")) or request.method != "GET":
+        if request.path.startswith(("/_", "/assets/", "/tiles/")) or request.method != "GET":
             return jsonify(error="login required"), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
@@ -65,7 +66,7 @@ def create_app(database_url: str | None = None) -> Flask:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if request.endpoint != "public_asset" and not request.path.startswith(
-                ("/assets/", "/_dash-component-suites/")):
+                ("/assets/", "/_dash-component-suites/", "/tiles/")):
             # Pages and data are per-user: never let a shared proxy or the back button after logout show them.
             response.headers.setdefault("Cache-Control", "no-store")
         return response
@@ -80,7 +81,7 @@ def create_app(database_url: str | None = None) -> Flask:
         # Everything is served from this server: the portal must work on a network with no internet.
         serve_locally=True,
     )
-    app.layout = overview_layout.layout  # a function: built per request, for the logged-in user
-    overview_callbacks.register_callbacks(app)
+    app.layout = dashboard_layout.layout  # a function: built per request, for the logged-in user
+    dashboard_callbacks.register_callbacks(app)
     server.extensions["safestats_dash"] = app
     return server

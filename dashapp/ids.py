@@ -4,24 +4,60 @@ An id is part of the page's contract: the browser tests find elements by these n
 renaming one here renames it everywhere. Ids are prefixed by the page they belong to.
 """
 
-# Overview page: shared state
-OVERVIEW_URL = "overview-url"
-OVERVIEW_FILTER_STATE = "overview-filter-state"  # dcc.Store: FilterState.to_query_string()
+# Dashboard: state. The URL is the source of truth; the stores hold its parsed halves for the panels.
+URL = "dash-url"
+VIEW_STATE = "dash-view-state"  # dcc.Store: the whole FilterState query string (what the map draws)
+DATA_STATE = "dash-data-state"  # dcc.Store: FilterState.data_filters() query string (what panels count)
+STATE_ERROR = "dash-state-error"  # alert for a refused link or control value
 
-# Overview page: navbar
+# Navbar
 NAVBAR_USER = "navbar-user"
 NAVBAR_LOGOUT = "navbar-logout"
 
-# Overview page: map
-OVERVIEW_MAP = "overview-map"
-OVERVIEW_TILES = "overview-tiles"
-OVERVIEW_BOROUGHS = "overview-boroughs"  # dl.GeoJSON of the borough boundaries
-OVERVIEW_LEGEND = "overview-legend"
+# Filter panel
+FILTER_DATES = "filter-dates"
+FILTER_QUICK_PICK = "filter-quick-pick"
+FILTER_SUPPLIERS = "filter-suppliers"
+FILTER_DOMAINS = "filter-domains"
+FILTER_CATEGORIES = "filter-categories"
+FILTER_THEMES = "filter-themes"
+FILTER_BOROUGH = "filter-borough"
+FILTER_MSOA = "filter-msoa"
+FILTER_LSOA = "filter-lsoa"
+FILTER_HOURS = "filter-hours"
+FILTER_DAYS = "filter-days"
+FILTER_RESET = "filter-reset"
+FILTER_CHIPS = "filter-chips"
+CHIP_REMOVE = "chip-remove"  # pattern-matching type: {"type": CHIP_REMOVE, "key": <filter key>}
 
-# Overview page: selection and chart
-OVERVIEW_SELECTION = "overview-selection"  # "Selected borough: X (clear)"
-OVERVIEW_SELECTION_NAME = "overview-selection-name"
-OVERVIEW_CLEAR_SELECTION = "overview-clear-selection"
-OVERVIEW_CHART = "overview-chart"
-OVERVIEW_CHART_TITLE = "overview-chart-title"
-OVERVIEW_TOTAL = "overview-total"
+# Headline cards
+HEADLINE = "headline"
+HEADLINE_TOTAL = "headline-total"
+FRESHNESS = "freshness"
+
+# Map
+MAP = "map"
+MAP_TILES = "map-tiles"
+MAP_DENSITY = "map-density"  # dl.TileLayer of server-rendered density tiles
+MAP_AREAS = {"borough": "map-areas-borough", "msoa": "map-areas-msoa", "lsoa": "map-areas-lsoa"}
+MAP_POINTS = "map-points"
+MAP_DRAW = "map-draw"  # dl.EditControl
+MAP_LEGEND = "map-legend"
+MAP_LEVEL = "map-level"
+MAP_MEASURE = "map-measure"
+MAP_BREAKS = "map-breaks"
+MAP_LAYERS = "map-layers"
+MAP_NOTE = "map-note"
+SELECTION = "selection"
+SELECTION_NAME = "selection-name"
+CLEAR_SELECTION = "clear-selection"
+COPY_LINK = "copy-link"
+SHARE_URL = "share-url"
+
+# Charts
+TIMESERIES = "chart-timeseries"
+CATEGORIES = "chart-categories"
+HOUR_DAY = "chart-hour-day"
+HOUR_DAY_NOTE = "chart-hour-day-note"
+TOP_AREAS = "table-top-areas"
+TOP_AREAS_TITLE = "table-top-areas-title"

@@ -612,8 +612,12 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_paths(url: str, paths: Iterable[Path], progress: bool = True) -> list[DropResult]:
+def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
+               refresh_rollups: bool = True) -> list[DropResult]:
     """Load files (or folders of files) one drop at a time; print a line per drop and a summary line.
+
+    When anything was loaded, the dashboard's rollups are refreshed afterwards (once for the whole batch,
+    concurrently, so analysts keep querying); ``refresh_rollups=False`` leaves that to the caller.
 
     While one drop is written, the next is read and parsed in a worker thread on its own read-only
     connection: psycopg2 releases the GIL while PostgreSQL works through a COPY, so the two overlap.
@@ -679,4 +683,8 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True) -> list[D
     for r in results:
         if r.status in ("rejected", "failed"):
             print(f"  {r.summary_line()}")
+    if refresh_rollups and counts["loaded"]:
+        from safestats.rollups import refresh_rollups as refresh
+
+        refresh(url, trigger=f"load of {counts['loaded']} drop(s)", log=print if progress else None)
     return results

@@ -1,59 +1,185 @@
 """The dashboard's filter state: one frozen dataclass, and its strict round trip through a URL query string.
 
-Every page and every query function takes a ``FilterState`` instead of loose arguments, so "what is the user
-looking at?" has one answer that can be logged, cached on and (a later issue) kept in the URL. Values
-arriving from the browser are untrusted: ``from_query_string`` accepts only the keys and formats it knows and
-raises ``ValueError`` on anything else — a mistyped or tampered filter must never silently become an
-unfiltered (all-London) query. It checks format only; whether a well-formed borough code actually exists is
-checked against the database's boroughs by the caller (see ``safestats.queries.known_borough_codes``).
-To grow the state, add a field with a default, its key in ``_KEYS``, and a parse and a format step.
+Everything an analyst has chosen — dates, suppliers, categories, themes, the selected area or drawn polygon,
+time of day, day of week, and how the map is drawn (level, measure, class breaks, layers, zoom and centre) —
+lives in one ``FilterState``. It is the only thing a shared link encodes: ``to_query_string`` writes it into
+the page URL, ``from_query_string`` reads it back, and the query layer takes it (never loose arguments).
+Values arriving from the browser are untrusted: parsing accepts only the keys and formats it knows and
+raises ``ValueError`` with a message fit to show the user on anything else — a mistyped or tampered filter
+must never silently become an unfiltered (all-London) query. It checks format only; whether a well-formed
+code exists (a borough, a supplier) is checked against the database by ``safestats.queries.check_state``.
+``data_filters()`` drops the fields that only change how the map is drawn, so panels, caches and history
+entries key on what changes the numbers. To grow the state: a field with a default, its key in ``_KEYS``,
+a parse step and a format step.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
-from datetime import date, datetime
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode
 
 # ONS codes (E09000007) and the name-derived keys the boundary loader makes when a source has no code.
 _AREA_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,39}$")
-_KEYS = ("borough", "from", "to")
-MAX_QUERY_STRING_LENGTH = 2000
+_SIMPLE_CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_QUERY_STRING_LENGTH = 4000
+
+# Cross-cutting themes analysts report on; each is an incidents.theme_* column and a bit in the rollups.
+THEMES = {
+    "weapon": ("theme_weapon", 1, "Weapon or knife involved"),
+    "dava": ("theme_dava", 2, "Domestic abuse / VAWG"),
+    "young_victim": ("theme_young_victim", 4, "Young victim"),
+    "night_time_economy": ("theme_night_time_economy", 8, "Night-time economy"),
+    "arson": ("theme_arson", 16, "Arson"),
+}
+MAP_LEVELS = ("borough", "msoa", "lsoa")
+MAP_MEASURES = ("count", "change", "rate_area", "rate_population")
+MAP_BREAKS = ("quantile", "jenks")
+MAP_LAYERS = ("density", "points")
+MIN_ZOOM, MAX_ZOOM = 8, 18
+MAX_POLYGON_VERTICES = 100
+# Generous bounds of Great Britain: a drawn polygon or map centre outside it is a tampered value.
+_GB_LON, _GB_LAT = (-9.0, 2.5), (49.0, 61.5)
+
+_KEYS = ("from", "to", "supplier", "domain", "cat", "theme", "borough", "msoa", "lsoa", "poly", "hours",
+         "dow", "level", "measure", "breaks", "layer", "z", "c")
+# Keys that change only how the map is drawn, not which incidents are counted.
+_VIEW_ONLY_FIELDS = ("map_level", "map_measure", "map_breaks", "map_layers", "zoom", "centre")
+
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO day 1..7
 
 
 @dataclass(frozen=True)
 class FilterState:
-    """What the user has chosen to look at; ``None`` in a field means "not filtered on this"."""
+    """What the user has chosen to look at; an empty or ``None`` field means "not filtered on this"."""
 
-    borough_code: str | None = None
     date_from: date | None = None  # inclusive, a calendar date in Europe/London
     date_to: date | None = None  # inclusive
+    suppliers: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # a domain selects all its categories
+    categories: tuple[int, ...] = ()
+    themes: tuple[str, ...] = ()  # any of these themes (OR): "knife or domestic abuse"
+    borough_code: str | None = None
+    msoa_code: str | None = None
+    lsoa_code: str | None = None
+    polygon: tuple[tuple[float, float], ...] | None = None  # (lon, lat) ring drawn on the map, not closed
+    hours: tuple[int, int] | None = None  # inclusive local hours; (22, 4) wraps past midnight
+    days: tuple[int, ...] = ()  # ISO weekdays, 1 = Monday
+    map_level: str | None = None  # None: the level follows the zoom
+    map_measure: str = "count"
+    map_breaks: str = "quantile"
+    map_layers: tuple[str, ...] = ()
+    zoom: float | None = None
+    centre: tuple[float, float] | None = None  # (lat, lon)
 
     def __post_init__(self) -> None:
-        if self.borough_code is not None:
-            if not isinstance(self.borough_code, str) or not _AREA_CODE.match(self.borough_code):
-                raise ValueError(f"not a valid borough code: {self.borough_code!r}")
         for name in ("date_from", "date_to"):
             value = getattr(self, name)
             # datetime is a subclass of date, but a time of day here would be silently ignored by the SQL.
             if value is not None and (not isinstance(value, date) or isinstance(value, datetime)):
                 raise ValueError(f"{name} must be a date, not {value!r}")
         if self.date_from and self.date_to and self.date_from > self.date_to:
-            raise ValueError(f"date_from {self.date_from} is after date_to {self.date_to}")
+            raise ValueError(f"the start date {self.date_from} is after the end date {self.date_to}")
+        _check_codes("supplier", self.suppliers, _SIMPLE_CODE)
+        _check_codes("domain", self.domains, _SIMPLE_CODE)
+        if not isinstance(self.categories, tuple) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 0 < c < 1000 for c in self.categories):
+            raise ValueError(f"categories must be category numbers, not {self.categories!r}")
+        _check_unique("category", self.categories)
+        if not isinstance(self.themes, tuple) or any(t not in THEMES for t in self.themes):
+            raise ValueError(f"unknown theme in {self.themes!r} (known: {', '.join(THEMES)})")
+        _check_unique("theme", self.themes)
+        for name in ("borough_code", "msoa_code", "lsoa_code"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not _AREA_CODE.match(value)):
+                raise ValueError(f"not a valid area code: {value!r}")
+        if self.polygon is not None:
+            _check_polygon(self.polygon)
+        if self.hours is not None:
+            if (not isinstance(self.hours, tuple) or len(self.hours) != 2
+                    or not all(isinstance(h, int) and 0 <= h <= 23 for h in self.hours)):
+                raise ValueError(f"hours must be two hours of the day 0-23, not {self.hours!r}")
+        if not isinstance(self.days, tuple) or not all(isinstance(d, int) and 1 <= d <= 7 for d in self.days):
+            raise ValueError(f"days must be weekdays 1 (Monday) to 7 (Sunday), not {self.days!r}")
+        _check_unique("day", self.days)
+        if self.map_level is not None and self.map_level not in MAP_LEVELS:
+            raise ValueError(f"unknown map level {self.map_level!r} (known: {', '.join(MAP_LEVELS)})")
+        if self.map_measure not in MAP_MEASURES:
+            raise ValueError(f"unknown map measure {self.map_measure!r} (known: {', '.join(MAP_MEASURES)})")
+        if self.map_breaks not in MAP_BREAKS:
+            raise ValueError(f"unknown class breaks {self.map_breaks!r} (known: {', '.join(MAP_BREAKS)})")
+        if not isinstance(self.map_layers, tuple) or any(layer not in MAP_LAYERS for layer in self.map_layers):
+            raise ValueError(f"unknown map layer in {self.map_layers!r} (known: {', '.join(MAP_LAYERS)})")
+        if self.zoom is not None and not (isinstance(self.zoom, (int, float)) and MIN_ZOOM <= self.zoom <= MAX_ZOOM):
+            raise ValueError(f"zoom must be between {MIN_ZOOM} and {MAX_ZOOM}, not {self.zoom!r}")
+        if self.centre is not None:
+            lat, lon = self.centre
+            if not (_GB_LAT[0] <= lat <= _GB_LAT[1] and _GB_LON[0] <= lon <= _GB_LON[1]):
+                raise ValueError(f"the map centre {self.centre!r} is outside Great Britain")
 
-    def with_borough(self, borough_code: str | None) -> "FilterState":
-        return replace(self, borough_code=borough_code)
+    # ---- derived views of the state -------------------------------------------------------------------
+
+    def data_filters(self) -> "FilterState":
+        """The state without the map-drawing fields: what decides which incidents are counted."""
+        return replace(self, **{f.name: f.default for f in fields(self) if f.name in _VIEW_ONLY_FIELDS})
+
+    def without_spatial_selection(self) -> "FilterState":
+        """The state with no area and no drawn polygon (the map shows every area, the selection highlighted)."""
+        return replace(self, borough_code=None, msoa_code=None, lsoa_code=None, polygon=None)
+
+    @property
+    def selected_area(self) -> tuple[str, str] | None:
+        """(level, code) of the finest area selected, or None."""
+        for level, code in (("lsoa", self.lsoa_code), ("msoa", self.msoa_code), ("borough", self.borough_code)):
+            if code is not None:
+                return level, code
+        return None
+
+    @property
+    def theme_mask(self) -> int:
+        mask = 0
+        for theme in self.themes:
+            mask |= THEMES[theme][1]
+        return mask
+
+    def is_default(self) -> bool:
+        return self.data_filters() == FilterState()
+
+    # ---- URL round trip ---------------------------------------------------------------------------------
 
     def to_query_string(self) -> str:
-        """``borough=E09000007&from=2024-01-01&to=2024-12-31``, keys in a fixed order, unset fields left out."""
-        pairs = []
-        if self.borough_code is not None:
-            pairs.append(("borough", self.borough_code))
+        """``from=2024-01-01&to=2024-12-31&borough=E09000007…``: keys in a fixed order, unset fields left out."""
+        pairs: list[tuple[str, str]] = []
         if self.date_from is not None:
             pairs.append(("from", self.date_from.isoformat()))
         if self.date_to is not None:
             pairs.append(("to", self.date_to.isoformat()))
-        return urlencode(pairs)
+        for key, values in (("supplier", self.suppliers), ("domain", self.domains),
+                            ("cat", self.categories), ("theme", self.themes)):
+            if values:
+                pairs.append((key, ",".join(str(v) for v in values)))
+        for key, code in (("borough", self.borough_code), ("msoa", self.msoa_code), ("lsoa", self.lsoa_code)):
+            if code is not None:
+                pairs.append((key, code))
+        if self.polygon is not None:
+            pairs.append(("poly", ";".join(f"{lon:.5f},{lat:.5f}" for lon, lat in self.polygon)))
+        if self.hours is not None:
+            pairs.append(("hours", f"{self.hours[0]}-{self.hours[1]}"))
+        if self.days:
+            pairs.append(("dow", ",".join(str(d) for d in self.days)))
+        if self.map_level is not None:
+            pairs.append(("level", self.map_level))
+        if self.map_measure != "count":
+            pairs.append(("measure", self.map_measure))
+        if self.map_breaks != "quantile":
+            pairs.append(("breaks", self.map_breaks))
+        if self.map_layers:
+            pairs.append(("layer", ",".join(self.map_layers)))
+        if self.zoom is not None:
+            pairs.append(("z", f"{self.zoom:g}"))
+        if self.centre is not None:
+            pairs.append(("c", f"{self.centre[0]:.5f},{self.centre[1]:.5f}"))
+        return urlencode(pairs, safe=",;")
 
     @classmethod
     def from_query_string(cls, query: str | None) -> "FilterState":
@@ -63,28 +189,110 @@ class FilterState:
         if not isinstance(query, str):
             raise ValueError(f"filter state must be a query string, not {type(query).__name__}")
         if len(query) > MAX_QUERY_STRING_LENGTH:
-            raise ValueError("filter query string is too long")
+            raise ValueError("the link's filter is too long")
         query = query[1:] if query.startswith("?") else query
         if not query:
             return cls()
         try:
             pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
         except ValueError as exc:
-            raise ValueError(f"malformed filter query string: {query!r}") from exc
+            raise ValueError(f"malformed filter in the link: {query[:80]!r}") from exc
         values: dict[str, str] = {}
         for key, value in pairs:
             if key not in _KEYS:
-                raise ValueError(f"unknown filter {key!r} (known: {', '.join(_KEYS)})")
+                raise ValueError(f"unknown filter {key!r} in the link (known: {', '.join(_KEYS)})")
             if key in values:
                 raise ValueError(f"filter {key!r} given more than once")
             if value == "":
                 raise ValueError(f"filter {key!r} has an empty value")
             values[key] = value
-        return cls(
-            borough_code=values.get("borough"),
-            date_from=_parse_date("from", values.get("from")),
-            date_to=_parse_date("to", values.get("to")),
-        )
+        try:
+            return cls(
+                date_from=_parse_date("from", values.get("from")),
+                date_to=_parse_date("to", values.get("to")),
+                suppliers=_parse_list(values.get("supplier")),
+                domains=_parse_list(values.get("domain")),
+                categories=tuple(_parse_int("cat", v) for v in _parse_list(values.get("cat"))),
+                themes=_parse_list(values.get("theme")),
+                borough_code=values.get("borough"),
+                msoa_code=values.get("msoa"),
+                lsoa_code=values.get("lsoa"),
+                polygon=_parse_polygon(values.get("poly")),
+                hours=_parse_hours(values.get("hours")),
+                days=tuple(_parse_int("dow", v) for v in _parse_list(values.get("dow"))),
+                map_level=values.get("level"),
+                map_measure=values.get("measure", "count"),
+                map_breaks=values.get("breaks", "quantile"),
+                map_layers=_parse_list(values.get("layer")),
+                zoom=_parse_float("z", values["z"]) if "z" in values else None,
+                centre=_parse_pair("c", values["c"]) if "c" in values else None,
+            )
+        except (TypeError, OverflowError) as exc:  # e.g. a NaN smuggled into a number
+            raise ValueError(f"invalid filter in the link: {exc}") from exc
+
+
+def _check_codes(what: str, codes, pattern) -> None:
+    if not isinstance(codes, tuple) or not all(isinstance(c, str) and pattern.match(c) for c in codes):
+        raise ValueError(f"not valid {what} codes: {codes!r}")
+    _check_unique(what, codes)
+
+
+def _check_unique(what: str, values) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"a {what} is given more than once: {values!r}")
+
+
+def _check_polygon(polygon) -> None:
+    if not isinstance(polygon, tuple) or not 3 <= len(polygon) <= MAX_POLYGON_VERTICES:
+        raise ValueError(f"a drawn area needs 3 to {MAX_POLYGON_VERTICES} corners")
+    for point in polygon:
+        if (not isinstance(point, tuple) or len(point) != 2
+                or not all(isinstance(v, (int, float)) and v == v for v in point)):
+            raise ValueError(f"not a map point: {point!r}")
+        lon, lat = point
+        if not (_GB_LON[0] <= lon <= _GB_LON[1] and _GB_LAT[0] <= lat <= _GB_LAT[1]):
+            raise ValueError(f"a corner of the drawn area ({lon}, {lat}) is outside Great Britain")
+
+
+def _parse_list(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split(",")) if text else ()
+
+
+def _parse_int(key: str, text: str) -> int:
+    if not re.fullmatch(r"\d{1,4}", text):
+        raise ValueError(f"filter {key!r} must be whole numbers, not {text!r}")
+    return int(text)
+
+
+def _parse_float(key: str, text: str) -> float:
+    if not re.fullmatch(r"-?\d{1,3}(\.\d{1,7})?", text):
+        raise ValueError(f"filter {key!r} must be a number, not {text!r}")
+    return float(text)
+
+
+def _parse_pair(key: str, text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"filter {key!r} must be two numbers separated by a comma, not {text!r}")
+    return _parse_float(key, parts[0]), _parse_float(key, parts[1])
+
+
+def _parse_polygon(text: str | None):
+    if text is None:
+        return None
+    corners = text.split(";")
+    if len(corners) > MAX_POLYGON_VERTICES:
+        raise ValueError(f"a drawn area may have at most {MAX_POLYGON_VERTICES} corners")
+    return tuple(_parse_pair("poly", corner) for corner in corners)
+
+
+def _parse_hours(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d{1,2})-(\d{1,2})", text)
+    if not match:
+        raise ValueError(f"filter 'hours' must look like 18-23, not {text!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 def _parse_date(key: str, text: str | None) -> date | None:
@@ -97,3 +305,28 @@ def _parse_date(key: str, text: str | None) -> date | None:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise ValueError(f"filter {key!r} is not a real date: {text!r}") from exc
+
+
+# ---- quick picks for the date range ---------------------------------------------------------------------
+
+QUICK_PICKS = {
+    "last_28_days": "Last 28 days",
+    "last_12_months": "Last 12 months",
+    "year_to_date": "Year to date",
+    "financial_year": "This financial year",
+}
+
+
+def quick_pick_range(pick: str, today: date) -> tuple[date, date]:
+    """The (from, to) dates of a quick pick, ending today (inclusive). UK financial years start in April."""
+    if pick == "last_28_days":
+        return today - timedelta(days=27), today
+    if pick == "last_12_months":
+        start = date(today.year - 1, today.month, 1)
+        return (start + timedelta(days=32)).replace(day=1), today
+    if pick == "year_to_date":
+        return date(today.year, 1, 1), today
+    if pick == "financial_year":
+        start_year = today.year if today.month >= 4 else today.year - 1
+        return date(start_year, 4, 1), today
+    raise ValueError(f"unknown quick pick {pick!r} (known: {', '.join(QUICK_PICKS)})")

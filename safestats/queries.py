@@ -1,152 +1,767 @@
-"""The query layer: the one place that turns a ``FilterState`` into SQL and returns plain Python values.
+"""The query layer: the one place that turns a ``FilterState`` (and the user asking) into SQL.
 
-Pages and callbacks never write SQL; they call these functions with an engine and a ``FilterState``. All
-values reach PostgreSQL as bound parameters (SQLAlchemy ``text()``), and the WHERE clause for a state is
-built in one function, ``_incident_conditions``, so every chart, map and table filters the same way.
-Time is bucketed in Europe/London local time, which is how the police and the GLA report months. Borough
-boundaries change only when the areas are reloaded, so their display GeoJSON is computed once per process
-(``clear_caches()`` drops it, e.g. after ``safestats boundaries``). Access control on aggregates (which
-tiers see which suppliers) arrives with the access-tier issue and will be applied here too.
+Pages and callbacks never write SQL; they call the panel functions here with an engine, a ``FilterState``
+and the user, and get plain Python values back. Each panel is answered from the smallest source that can
+answer it exactly (``_plan``): the borough x month rollup, the LSOA x month rollup, the borough x day x hour
+rollup, or — for a drawn polygon, or a day-level range at LSOA level — the raw ``incidents`` table. So the
+same filter gives the same numbers whichever source serves it (tests compare them with direct SQL).
+All values reach PostgreSQL as bound parameters; every WHERE clause for a state is built in ``_plan``.
+Time is bucketed in Europe/London local time, as the police and the GLA report months.
+
+When the state sets no dates, the period is the latest 12 months of data ("current period"); changes are
+against the previous equal period and the same period a year earlier. Panel results are cached per process,
+keyed by the data version (the newest rollup refresh), the panel, its arguments and the state's data
+filters, so repeated and shared views cost one query, and a new load is never hidden by the cache.
 """
 from __future__ import annotations
 
 import json
 import threading
-from datetime import date
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Callable
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from safestats.filters import FilterState
+from safestats.filters import THEMES, FilterState
 
-# Douglas-Peucker tolerance in British National Grid metres: invisible at borough zoom, ~10x fewer vertices.
-DISPLAY_SIMPLIFY_TOLERANCE_M = 20.0
-# 6 decimal places of a degree is ~0.1 m: far below the simplification error, and a much smaller payload.
-DISPLAY_COORDINATE_DECIMALS = 6
+# Douglas-Peucker tolerance in British National Grid metres, per level: invisible at that level's zoom.
+DISPLAY_SIMPLIFY_TOLERANCE_M = {"borough": 20.0, "msoa": 10.0, "lsoa": 6.0}
+# 5 decimal places of a degree is ~1 m: below the simplification error, and a much smaller payload.
+DISPLAY_COORDINATE_DECIMALS = 5
+CURRENT_PERIOD_MONTHS = 12  # the period when the state sets no dates
+TOP_AREAS_LIMIT = 25
+MAX_POINT_FEATURES = 2000  # the most point features one map update may send
 
-_boundaries_cache: dict[tuple[str, str], dict] = {}
-_boundaries_lock = threading.Lock()
+_cache: "OrderedDict[tuple, Any]" = OrderedDict()
+_cache_lock = threading.Lock()
+_CACHE_SIZE = 1024
+_data_version: dict[str, tuple[float, int]] = {}
+_DATA_VERSION_TTL_S = 1.0
 
 
 def clear_caches() -> None:
-    """Forget the cached boundary GeoJSON (after areas are reloaded, and between tests)."""
-    with _boundaries_lock:
-        _boundaries_cache.clear()
+    """Forget every cached result (after boundaries are reloaded, and between tests)."""
+    with _cache_lock:
+        _cache.clear()
+        _data_version.clear()
 
 
-def borough_boundaries_geojson(engine: Engine, region: str = "london") -> dict:
-    """A GeoJSON FeatureCollection of the region's boroughs in WGS84, simplified for display.
+def _engine_key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
-    Each feature has ``id`` and ``properties.code`` (the borough code incidents carry) and
-    ``properties.name``. Cached per process and per database.
-    """
-    key = (engine.url.render_as_string(hide_password=True), region)
-    with _boundaries_lock:
-        cached = _boundaries_cache.get(key)
-    if cached is not None:
-        return cached
-    sql = text("""
-        SELECT code, name,
-               ST_AsGeoJSON(
-                   ST_Transform(ST_SimplifyPreserveTopology(geom, :tolerance), 4326),
-                   :decimals) AS geometry
-        FROM areas
-        WHERE level = 'borough' AND region = :region
-        ORDER BY code
-    """)
+
+def data_version(engine: Engine) -> int:
+    """The id of the newest rollup refresh: changes after every load. Looked up at most once a second."""
+    key = _engine_key(engine)
+    now = time.monotonic()
+    with _cache_lock:
+        seen = _data_version.get(key)
+    if seen and now - seen[0] < _DATA_VERSION_TTL_S:
+        return seen[1]
     with engine.connect() as conn:
-        rows = conn.execute(sql, {"tolerance": DISPLAY_SIMPLIFY_TOLERANCE_M,
-                                  "decimals": DISPLAY_COORDINATE_DECIMALS, "region": region}).all()
-    collection = {
-        "type": "FeatureCollection",
-        "features": [
-            {"type": "Feature", "id": code, "properties": {"code": code, "name": name},
-             "geometry": json.loads(geometry)}
-            for code, name, geometry in rows
-        ],
-    }
-    with _boundaries_lock:
-        _boundaries_cache[key] = collection
-    return collection
+        version = int(conn.execute(text("SELECT coalesce(max(id), 0) FROM rollup_refreshes")).scalar())
+    with _cache_lock:
+        _data_version[key] = (now, version)
+    return version
 
 
-def borough_names(engine: Engine, region: str = "london") -> dict[str, str]:
-    """Borough code -> name, from the cached boundaries (no extra query)."""
-    return {f["properties"]["code"]: f["properties"]["name"]
-            for f in borough_boundaries_geojson(engine, region)["features"]}
+def _cached(engine: Engine, name: str, key: tuple, compute: Callable[[], Any], versioned: bool = True):
+    full_key = (_engine_key(engine), data_version(engine) if versioned else 0, name) + key
+    with _cache_lock:
+        if full_key in _cache:
+            _cache.move_to_end(full_key)
+            return _cache[full_key]
+    value = compute()
+    with _cache_lock:
+        _cache[full_key] = value
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
 
 
-def known_borough_codes(engine: Engine, region: str = "london") -> frozenset[str]:
-    """The borough codes a browser may send back; anything else is refused by the caller."""
-    return frozenset(borough_names(engine, region))
+def _rows(engine: Engine, sql: str, params: dict | None = None) -> list:
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params or {}).all()
 
 
-def _incident_conditions(state: FilterState, *, include_borough: bool = True) -> tuple[list[str], dict]:
-    """SQL conditions on ``incidents`` and their bound parameters for ``state`` (AND them together)."""
-    conditions: list[str] = []
-    params: dict = {}
-    if include_borough and state.borough_code is not None:
-        conditions.append("borough_code = :borough_code")
-        params["borough_code"] = state.borough_code
-    if state.date_from is not None:
-        # Midnight at the start of date_from in London, as an instant (BST-aware); keeps partition pruning.
-        conditions.append("occurred_at >= (CAST(:date_from AS date)::timestamp AT TIME ZONE 'Europe/London')")
-        params["date_from"] = state.date_from
-    if state.date_to is not None:
-        conditions.append(
-            "occurred_at < ((CAST(:date_to AS date) + 1)::timestamp AT TIME ZONE 'Europe/London')")
-        params["date_to"] = state.date_to
-    return conditions, params
+# ---- reference data: areas, suppliers, taxonomy ---------------------------------------------------------
+
+def boundaries_geojson(engine: Engine, level: str = "borough", region: str = "london") -> dict:
+    """A GeoJSON FeatureCollection of the region's areas at ``level`` in WGS84, simplified for display.
+
+    Each feature has ``id`` and ``properties.code`` (the code incidents carry), ``properties.name`` and
+    ``properties.parent``. Sent to the browser once per level; later updates only restyle it.
+    """
+    if level not in DISPLAY_SIMPLIFY_TOLERANCE_M:
+        raise ValueError(f"unknown area level {level!r}")
+
+    def compute():
+        rows = _rows(engine, """
+            SELECT code, name, coalesce(parent_code, ''),
+                   ST_AsGeoJSON(ST_Transform(ST_SimplifyPreserveTopology(geom, :tolerance), 4326), :decimals)
+            FROM areas WHERE level = :level AND region = :region ORDER BY code""",
+                     {"tolerance": DISPLAY_SIMPLIFY_TOLERANCE_M[level], "decimals": DISPLAY_COORDINATE_DECIMALS,
+                      "level": level, "region": region})
+        return {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "id": code, "properties": {"code": code, "name": name, "parent": parent},
+             "geometry": json.loads(geometry)} for code, name, parent, geometry in rows]}
+    return _cached(engine, "boundaries", (level, region), compute, versioned=False)
 
 
-def _where(conditions: list[str]) -> str:
-    return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+# Kept for the callers written before levels existed.
+def borough_boundaries_geojson(engine: Engine, region: str = "london") -> dict:
+    return boundaries_geojson(engine, "borough", region)
 
+
+@dataclass(frozen=True)
+class AreaInfo:
+    code: str
+    name: str
+    level: str
+    parent_code: str | None
+    borough_code: str | None
+    area_km2: float
+    lat: float
+    lon: float
+
+
+def areas(engine: Engine) -> dict[str, AreaInfo]:
+    """Every area by code (names, hierarchy, size and a label point), cached per process."""
+    def compute():
+        rows = _rows(engine, """
+            SELECT code, name, level, parent_code, borough_code, area_km2,
+                   ST_Y(ST_PointOnSurface(geom_wgs84)), ST_X(ST_PointOnSurface(geom_wgs84))
+            FROM areas""")
+        return {r[0]: AreaInfo(r[0], r[1], r[2], r[3], r[4] if r[2] != "borough" else r[0], float(r[5]),
+                               float(r[6]), float(r[7])) for r in rows}
+    return _cached(engine, "areas", (), compute, versioned=False)
+
+
+def borough_names(engine: Engine) -> dict[str, str]:
+    return {a.code: a.name for a in areas(engine).values() if a.level == "borough"}
+
+
+def known_borough_codes(engine: Engine) -> frozenset[str]:
+    return frozenset(borough_names(engine))
+
+
+def child_areas(engine: Engine, parent_code: str) -> list[AreaInfo]:
+    """The MSOAs of a borough or the LSOAs of an MSOA, by name."""
+    return sorted((a for a in areas(engine).values() if a.parent_code == parent_code), key=lambda a: a.name)
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    suppliers: dict[str, str]  # code -> name
+    domains: dict[str, str]  # code -> name, in display order
+    categories: dict[int, tuple[str, str]]  # id -> (domain, name)
+
+    def category_ids(self, state: FilterState) -> tuple[int, ...] | None:
+        """The category ids the state selects (explicit ones plus its domains'), or None for all."""
+        if not state.categories and not state.domains:
+            return None
+        chosen = set(state.categories)
+        chosen.update(cid for cid, (domain, _) in self.categories.items() if domain in state.domains)
+        return tuple(sorted(chosen))
+
+
+def taxonomy(engine: Engine) -> Taxonomy:
+    def compute():
+        suppliers = dict(_rows(engine, "SELECT code, name FROM suppliers ORDER BY code"))
+        domains = dict(_rows(engine, "SELECT code, name FROM domains ORDER BY sort_order"))
+        categories = {cid: (domain, name) for cid, domain, name in
+                      _rows(engine, "SELECT id, domain, name FROM categories ORDER BY id")}
+        return Taxonomy(suppliers, domains, categories)
+    return _cached(engine, "taxonomy", (), compute, versioned=False)
+
+
+def check_state(engine: Engine, state: FilterState) -> None:
+    """Refuse (ValueError, with a message for the user) codes that are well-formed but do not exist."""
+    tax = taxonomy(engine)
+    for code in state.suppliers:
+        if code not in tax.suppliers:
+            raise ValueError(f"unknown supplier {code!r}")
+    for code in state.domains:
+        if code not in tax.domains:
+            raise ValueError(f"unknown domain {code!r}")
+    for cid in state.categories:
+        if cid not in tax.categories:
+            raise ValueError(f"unknown category {cid}")
+    known = areas(engine)
+    for level, code in (("borough", state.borough_code), ("msoa", state.msoa_code), ("lsoa", state.lsoa_code)):
+        if code is not None and (code not in known or known[code].level != level):
+            raise ValueError(f"unknown {level} {code!r}")
+    if state.msoa_code and state.borough_code and known[state.msoa_code].parent_code != state.borough_code:
+        raise ValueError(f"MSOA {state.msoa_code} is not in borough {state.borough_code}")
+    if state.lsoa_code and state.msoa_code and known[state.lsoa_code].parent_code != state.msoa_code:
+        raise ValueError(f"LSOA {state.lsoa_code} is not in MSOA {state.msoa_code}")
+
+
+def population_years(engine: Engine) -> list[int]:
+    return [y for (y,) in _rows(engine, "SELECT DISTINCT year FROM area_population ORDER BY year")]
+
+
+def population_by_area(engine: Engine, level: str) -> dict[str, int]:
+    """Residents per area at ``level`` from the newest loaded mid-year (sums of LSOAs); {} when none."""
+    column = {"lsoa": "a.code", "msoa": "a.msoa_code", "borough": "a.borough_code"}[level]
+
+    def compute():
+        return {code: int(n) for code, n in _rows(engine, f"""
+            SELECT {column}, sum(p.population) FROM area_population p
+            JOIN areas a ON a.code = p.lsoa_code AND a.level = 'lsoa'
+            WHERE p.year = (SELECT max(year) FROM area_population)
+            GROUP BY 1""") if code}
+    return _cached(engine, "population", (level,), compute)
+
+
+# ---- the period --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Period:
+    start: date  # inclusive
+    end: date  # inclusive
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def previous(self) -> "Period":
+        """The equal-length period just before (whole months stay whole months)."""
+        if self.is_whole_months():
+            months = _months_between(self.start, self.end)
+            start = _add_months(self.start, -months)
+            return Period(start, self.start - timedelta(days=1))
+        return Period(self.start - timedelta(days=self.days), self.start - timedelta(days=1))
+
+    def year_earlier(self) -> "Period":
+        return Period(_add_months(self.start, -12), _add_months(self.end + timedelta(days=1), -12) - timedelta(days=1))
+
+    def is_whole_months(self) -> bool:
+        return self.start.day == 1 and (self.end + timedelta(days=1)).day == 1
+
+    def label(self) -> str:
+        if self.is_whole_months():
+            if self.start.replace(day=1) == self.end.replace(day=1):
+                return f"{self.start:%b %Y}"
+            return f"{self.start:%b %Y} – {self.end:%b %Y}"
+        return f"{self.start:%-d %b %Y} – {self.end:%-d %b %Y}"
+
+
+def _add_months(d: date, months: int) -> date:
+    total = d.year * 12 + d.month - 1 + months
+    return date(total // 12, total % 12 + 1, 1) if d.day == 1 else \
+        min(date(total // 12, total % 12 + 1, 28) + timedelta(days=d.day - 28),
+            _month_end(date(total // 12, total % 12 + 1, 1)))
+
+
+def _month_end(d: date) -> date:
+    return (d.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+
+def _months_between(start: date, end: date) -> int:
+    return (end.year - start.year) * 12 + end.month - start.month + 1
+
+
+def data_span(engine: Engine) -> tuple[date, date] | None:
+    """First day of the first month and last day of the last month holding any incident."""
+    def compute():
+        first, last = _rows(engine, "SELECT min(month), max(month) FROM rollup_borough_month")[0]
+        return None if first is None else (first, _month_end(last))
+    return _cached(engine, "span", (), compute)
+
+
+def current_period(engine: Engine, state: FilterState) -> Period | None:
+    """The state's dates, or the latest 12 months of data; None when nothing is loaded and no dates set."""
+    span = data_span(engine)
+    if state.date_from and state.date_to:
+        return Period(state.date_from, state.date_to)
+    if span is None:
+        return None
+    end = state.date_to or span[1]
+    start = state.date_from or max(span[0], _add_months(end.replace(day=1), 1 - CURRENT_PERIOD_MONTHS))
+    return Period(start, end) if start <= end else Period(start, start)
+
+
+# ---- planning: which source answers a query, and its WHERE clause ----------------------------------------
+
+@dataclass
+class _Plan:
+    source: str
+    conditions: list[str] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    @property
+    def count(self) -> str:
+        return "count(*)" if self.source == "incidents" else "sum(incidents)"
+
+    @property
+    def month(self) -> str:
+        return {"incidents": "date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date",
+                "rollup_borough_day_hour": "date_trunc('month', day)::date"}.get(self.source, "month")
+
+    def area(self, level: str) -> str:
+        column = f"{level}_code"
+        return f"coalesce({column}, '')" if self.source == "incidents" else column
+
+    @property
+    def hour(self) -> str:
+        if self.source == "incidents":
+            return ("CASE WHEN time_precision = 'minute' THEN "
+                    "extract(hour FROM occurred_at AT TIME ZONE 'Europe/London')::int END")
+        return "hour"
+
+    @property
+    def isodow(self) -> str:
+        if self.source == "incidents":
+            return ("CASE WHEN time_precision <> 'month' THEN "
+                    "extract(isodow FROM occurred_at AT TIME ZONE 'Europe/London')::int END")
+        return "isodow"
+
+    def where(self, *extra: str) -> str:
+        conditions = self.conditions + [c for c in extra if c]
+        return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+
+
+_SOURCE_DIMENSIONS = {
+    "rollup_borough_month": {"month", "borough"},
+    "rollup_area_month": {"month", "borough", "msoa", "lsoa"},
+    "rollup_borough_day_hour": {"month", "day", "borough", "hour", "isodow"},
+    "incidents": {"month", "day", "borough", "msoa", "lsoa", "hour", "isodow", "point"},
+}
+
+
+def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[str] = frozenset(),
+          ignore: set[str] = frozenset()) -> _Plan:
+    """The cheapest source with every dimension the query groups by (``needs``) and the state filters on,
+    and the conditions applying the state to it. ``ignore`` names filters this panel deliberately leaves
+    out ("dates", "categories", "area", "time") because it shows them as a choice, not a restriction."""
+    needed = set(needs)
+    area = None if "area" in ignore else state.selected_area
+    if area:
+        needed.add(area[0])
+    if state.polygon is not None and "area" not in ignore:
+        needed.add("point")
+    if "time" not in ignore:
+        if state.hours is not None:
+            needed.add("hour")
+        if state.days:
+            needed.add("isodow")
+    if period is not None and "dates" not in ignore and not period.is_whole_months():
+        needed.add("day")
+    for source in ("rollup_borough_month", "rollup_area_month", "rollup_borough_day_hour", "incidents"):
+        if needed <= _SOURCE_DIMENSIONS[source]:
+            break
+    plan = _Plan(source)
+    c, p = plan.conditions, plan.params
+
+    if period is not None and "dates" not in ignore:
+        _period_conditions(plan, period, "")
+    if state.suppliers:
+        c.append("supplier = ANY(:suppliers)")
+        p["suppliers"] = list(state.suppliers)
+    if "categories" not in ignore:
+        category_ids = taxonomy(engine).category_ids(state)
+        if category_ids is not None:
+            c.append("category_id = ANY(:category_ids)")
+            p["category_ids"] = list(category_ids)
+    if state.themes:
+        if source == "incidents":
+            c.append("(" + " OR ".join(f"{THEMES[t][0]} IS TRUE" for t in state.themes) + ")")
+        else:
+            c.append("(theme_mask & :theme_mask) <> 0")
+            p["theme_mask"] = state.theme_mask
+    if area:
+        level, code = area
+        c.append(f"{level}_code = :area_code")
+        p["area_code"] = code
+    if state.polygon is not None and "area" not in ignore:
+        ring = list(state.polygon) + [state.polygon[0]]
+        c.append("ST_Intersects(geom, ST_Transform(ST_MakeValid(ST_GeomFromText(:polygon_wkt, 4326)), 27700))")
+        p["polygon_wkt"] = "POLYGON((" + ", ".join(f"{lon} {lat}" for lon, lat in ring) + "))"
+    if "time" not in ignore:
+        if state.hours is not None:
+            first, last = state.hours
+            joiner = "AND" if first <= last else "OR"  # 22-4 wraps past midnight
+            c.append(f"({plan.hour} >= :hour_first {joiner} {plan.hour} <= :hour_last)")
+            p.update(hour_first=first, hour_last=last)
+        if state.days:
+            c.append(f"{plan.isodow} = ANY(:isodows)")
+            p["isodows"] = list(state.days)
+    return plan
+
+
+def _period_conditions(plan: _Plan, period: Period, suffix: str) -> None:
+    """Restrict ``plan`` to ``period`` (parameters named with ``suffix``)."""
+    start, end = f"period_start{suffix}", f"period_end{suffix}"
+    plan.params[start], plan.params[end] = period.start, period.end
+    plan.conditions.append(_period_sql(plan, start, end))
+
+
+def _period_sql(plan: _Plan, start: str, end: str) -> str:
+    if plan.source == "incidents":
+        # Midnight in London as an instant (BST-aware); keeps partition pruning.
+        return (f"occurred_at >= (CAST(:{start} AS date)::timestamp AT TIME ZONE 'Europe/London') AND "
+                f"occurred_at < ((CAST(:{end} AS date) + 1)::timestamp AT TIME ZONE 'Europe/London')")
+    column = "day" if plan.source == "rollup_borough_day_hour" else "month"
+    if column == "month":  # whole months only reach here
+        return f"month BETWEEN date_trunc('month', CAST(:{start} AS date))::date AND CAST(:{end} AS date)"
+    return f"day BETWEEN :{start} AND :{end}"
+
+
+def _periods_plan(engine, state, periods: dict[str, Period], needs=frozenset(), ignore=frozenset()):
+    """A plan spanning several periods (current, previous, a year earlier), with a FILTER per period."""
+    plan = _plan(engine, state, periods["current"], needs, ignore | {"dates"})
+    if any(not p.is_whole_months() for p in periods.values()) and "day" not in _SOURCE_DIMENSIONS[plan.source]:
+        plan = _plan(engine, state, periods["current"], set(needs) | {"day"}, ignore | {"dates"})
+    filters = {}
+    for name, period in periods.items():
+        plan.params[f"period_start_{name}"], plan.params[f"period_end_{name}"] = period.start, period.end
+        filters[name] = _period_sql(plan, f"period_start_{name}", f"period_end_{name}")
+    span_start, span_end = min(p.start for p in periods.values()), max(p.end for p in periods.values())
+    plan.params["span_start"], plan.params["span_end"] = span_start, span_end
+    plan.conditions.append(_period_sql(plan, "span_start", "span_end"))
+    return plan, filters
+
+
+def _key(state: FilterState, *extra) -> tuple:
+    return (state.data_filters(),) + extra
+
+
+# ---- panels ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Headline:
+    period: Period | None
+    total: int
+    previous: int  # the equal period just before
+    year_earlier: int
+    source: str
+
+
+def headline(engine: Engine, state: FilterState, user=None) -> Headline:
+    """Total in the current period, and in the previous equal period and the same period a year earlier."""
+    period = current_period(engine, state)
+    if period is None:
+        return Headline(None, 0, 0, 0, "none")
+
+    def compute():
+        periods = {"current": period, "previous": period.previous(), "year": period.year_earlier()}
+        plan, filters = _periods_plan(engine, state, periods)
+        row = _rows(engine, f"""
+            SELECT coalesce({plan.count} FILTER (WHERE {filters['current']}), 0),
+                   coalesce({plan.count} FILTER (WHERE {filters['previous']}), 0),
+                   coalesce({plan.count} FILTER (WHERE {filters['year']}), 0)
+            FROM {plan.source} {plan.where()}""", plan.params)[0]
+        return Headline(period, int(row[0]), int(row[1]), int(row[2]), plan.source)
+    return _cached(engine, "headline", _key(state), compute)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    supplier: str
+    name: str
+    data_to: date | None  # last day of the newest period loaded
+    last_loaded: Any  # datetime of the newest loaded drop
+
+
+def freshness(engine: Engine) -> list[Freshness]:
+    """Per supplier: the end of the newest period loaded, and when its newest drop was loaded."""
+    def compute():
+        return [Freshness(code, name, data_to, loaded) for code, name, data_to, loaded in _rows(engine, """
+            SELECT s.code, s.name, max(d.period_end), max(d.loaded_at)
+            FROM suppliers s LEFT JOIN drops d ON d.supplier = s.code AND d.status = 'loaded'
+            GROUP BY s.code, s.name ORDER BY s.code""")]
+    return _cached(engine, "freshness", (), compute)
+
+
+@dataclass(frozen=True)
+class MonthlySeries:
+    months: list[date]
+    groups: dict[str, list[int]]  # group label -> counts per month, in legend order
+    year_earlier: list[int | None]  # the total 12 months before each month (None before the data starts)
+    grouped_by: str  # "domain" or "category"
+
+
+def monthly_series(engine: Engine, state: FilterState, user=None) -> MonthlySeries:
+    """Incidents per month over the whole data span (the date filter is shown as a shaded range, not
+    applied), stacked by domain — or by category when one domain is in view — with last year's totals."""
+    def compute():
+        plan = _plan(engine, state, None, {"month"}, ignore={"dates"})
+        rows = _rows(engine, f"""
+            SELECT {plan.month} AS month, category_id, {plan.count}
+            FROM {plan.source} {plan.where()} GROUP BY 1, 2""", plan.params)
+        span = data_span(engine)
+        if span is None:
+            return MonthlySeries([], {}, [], "domain")
+        months, m = [], span[0]
+        while m <= span[1]:
+            months.append(m)
+            m = _add_months(m, 1)
+        index = {m: i for i, m in enumerate(months)}
+        tax = taxonomy(engine)
+        domains_present = {tax.categories[cid][0] for _, cid, _ in rows}
+        by_category = len(domains_present) <= 1
+        groups: dict[str, list[int]] = {}
+        totals = [0] * len(months)
+        order = ([tax.categories[c][1] for c in sorted(tax.categories)] if by_category
+                 else list(tax.domains.values()))
+        for month, cid, n in rows:
+            domain, name = tax.categories[cid]
+            label = name if by_category else tax.domains[domain]
+            groups.setdefault(label, [0] * len(months))[index[month]] += int(n)
+            totals[index[month]] += int(n)
+        ordered = {label: groups[label] for label in order if label in groups}
+        year_earlier = [totals[i - 12] if i >= 12 else None for i in range(len(months))]
+        return MonthlySeries(months, ordered, year_earlier, "category" if by_category else "domain")
+    return _cached(engine, "monthly", _key(state), compute)
+
+
+@dataclass(frozen=True)
+class CategoryCount:
+    category_id: int
+    name: str
+    domain: str
+    incidents: int
+
+
+def category_counts(engine: Engine, state: FilterState, user=None) -> list[CategoryCount]:
+    """Incidents per category in the current period, largest first (the category filter is not applied:
+    the chart is where it is chosen; selected bars are highlighted)."""
+    period = current_period(engine, state)
+
+    def compute():
+        plan = _plan(engine, state, period, ignore={"categories"})
+        tax = taxonomy(engine)
+        rows = _rows(engine, f"SELECT category_id, {plan.count} FROM {plan.source} {plan.where()} "
+                             f"GROUP BY 1 ORDER BY 2 DESC, 1", plan.params)
+        return [CategoryCount(cid, tax.categories[cid][1], tax.categories[cid][0], int(n)) for cid, n in rows]
+    return _cached(engine, "categories", _key(state), compute)
+
+
+@dataclass(frozen=True)
+class HourDayGrid:
+    counts: list[list[int]]  # [isodow - 1][hour]
+    timed: int  # incidents in the selection with a time of day
+    untimed: int  # incidents recorded to the month or day only
+    untimed_suppliers: list[str]
+
+
+def hour_day_grid(engine: Engine, state: FilterState, user=None) -> HourDayGrid:
+    """Hour of day x day of week counts in the current period (the time filters are shown, not applied)."""
+    period = current_period(engine, state)
+
+    def compute():
+        plan = _plan(engine, state, period, {"hour", "isodow"}, ignore={"time"})
+        rows = _rows(engine, f"""
+            SELECT {plan.isodow}, {plan.hour}, supplier, {plan.count}
+            FROM {plan.source} {plan.where()} GROUP BY 1, 2, 3""", plan.params)
+        grid = [[0] * 24 for _ in range(7)]
+        timed = untimed = 0
+        untimed_suppliers = set()
+        for isodow, hour, supplier, n in rows:
+            if isodow is None or hour is None:
+                untimed += int(n)
+                untimed_suppliers.add(supplier)
+            else:
+                grid[int(isodow) - 1][int(hour)] += int(n)
+                timed += int(n)
+        names = taxonomy(engine).suppliers
+        return HourDayGrid(grid, timed, untimed, sorted(names.get(s, s) for s in untimed_suppliers))
+    return _cached(engine, "hourday", _key(state), compute)
+
+
+@dataclass(frozen=True)
+class AreaValues:
+    level: str
+    current: dict[str, int]
+    previous: dict[str, int]
+    area_km2: dict[str, float]
+    population: dict[str, int]
+
+    def measure(self, measure: str) -> dict[str, float]:
+        """Per area: count, change (per cent against the previous period), per km², or per 1,000 residents."""
+        if measure == "count":
+            return {k: float(v) for k, v in self.current.items()}
+        if measure == "change":
+            out = {}
+            for code in set(self.current) | set(self.previous):
+                before, now = self.previous.get(code, 0), self.current.get(code, 0)
+                if before:
+                    out[code] = 100.0 * (now - before) / before
+            return out
+        if measure == "rate_area":
+            return {k: v / self.area_km2[k] for k, v in self.current.items() if self.area_km2.get(k)}
+        if measure == "rate_population":
+            return {k: 1000.0 * v / self.population[k] for k, v in self.current.items() if self.population.get(k)}
+        raise ValueError(f"unknown measure {measure!r}")
+
+
+def area_values(engine: Engine, state: FilterState, level: str, user=None) -> AreaValues:
+    """Counts per area at ``level`` for the choropleth: current and previous period, sizes and residents.
+
+    The spatial selection is not applied — the map shows every area so the user can compare and pick one.
+    """
+    period = current_period(engine, state)
+
+    def compute():
+        info = areas(engine)
+        sizes = {code: a.area_km2 for code, a in info.items() if a.level == level}
+        if period is None:
+            return AreaValues(level, {}, {}, sizes, population_by_area(engine, level))
+        plan, filters = _periods_plan(engine, state, {"current": period, "previous": period.previous()},
+                                      {level}, ignore={"area"})
+        rows = _rows(engine, f"""
+            SELECT {plan.area(level)}, {plan.count} FILTER (WHERE {filters['current']}),
+                   {plan.count} FILTER (WHERE {filters['previous']})
+            FROM {plan.source} {plan.where()} GROUP BY 1""", plan.params)
+        current = {code: int(n) for code, n, _ in rows if code and n}
+        previous = {code: int(p) for code, _, p in rows if code and p}
+        return AreaValues(level, current, previous, sizes, population_by_area(engine, level))
+    return _cached(engine, "areas", _key(state, level), compute)
+
+
+@dataclass(frozen=True)
+class AreaRow:
+    code: str
+    name: str
+    level: str
+    incidents: int
+    previous: int
+    change_pct: float | None
+    per_km2: float | None
+    per_1000: float | None
+
+
+def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AREAS_LIMIT) -> list[AreaRow]:
+    """The busiest areas one level below the selection (boroughs; a borough's MSOAs; an MSOA's LSOAs)."""
+    selected = state.selected_area
+    level = {None: "borough", "borough": "msoa", "msoa": "lsoa", "lsoa": "lsoa"}[selected and selected[0]]
+    period = current_period(engine, state)
+
+    def compute():
+        if period is None:
+            return []
+        plan, filters = _periods_plan(engine, state, {"current": period, "previous": period.previous()}, {level})
+        rows = _rows(engine, f"""
+            SELECT {plan.area(level)}, coalesce({plan.count} FILTER (WHERE {filters['current']}), 0) AS now,
+                   coalesce({plan.count} FILTER (WHERE {filters['previous']}), 0)
+            FROM {plan.source} {plan.where(f"{plan.area(level)} <> ''")}
+            GROUP BY 1 ORDER BY now DESC, 1 LIMIT :limit""", dict(plan.params, limit=limit))
+        info = areas(engine)
+        population = population_by_area(engine, level)
+        out = []
+        for code, now, before in rows:
+            if not now:
+                continue
+            a = info.get(code)
+            out.append(AreaRow(code, a.name if a else code, level, int(now), int(before),
+                               100.0 * (now - before) / before if before else None,
+                               now / a.area_km2 if a and a.area_km2 else None,
+                               1000.0 * now / population[code] if population.get(code) else None))
+        return out
+    return _cached(engine, "top", _key(state, limit), compute)
+
+
+# ---- map layers: density cells and point clusters --------------------------------------------------------
+
+def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, float, float, float],
+                  cell_m: int, user=None) -> list[tuple[float, float, float, float, int]]:
+    """Counts on ``cell_m`` British National Grid cells (a multiple of 250 m) overlapping a Web Mercator box
+    (a map tile), in the current period under all filters, as (xmin, ymin, xmax, ymax in EPSG:3857, count).
+    Read from the 250 m grid rollup; raw points only when a filter needs them (a drawn polygon, an MSOA or
+    LSOA, times of day)."""
+    if cell_m % 250:
+        raise ValueError("cell size must be a multiple of 250 m")
+    period = current_period(engine, state)
+    factor = cell_m // 250
+    xmin, ymin, xmax, ymax = (float(v) for v in bbox_3857)
+
+    def compute():
+        if period is None:
+            return []
+        plan = _plan(engine, state, period, {"borough"})
+        if plan.source == "rollup_borough_month":
+            plan.source = "rollup_grid_month"  # the borough month rollup's dimensions, plus the cell
+            x, y = f"floor(cell_x / {factor}.0)", f"floor(cell_y / {factor}.0)"
+            inside = ("cell_x BETWEEN floor((SELECT x0 FROM box) / 250) AND floor((SELECT x1 FROM box) / 250) "
+                      "AND cell_y BETWEEN floor((SELECT y0 FROM box) / 250) AND floor((SELECT y1 FROM box) / 250)")
+        else:
+            plan = _plan(engine, state, period, {"point"})
+            x, y = f"floor(ST_X(geom) / {cell_m})", f"floor(ST_Y(geom) / {cell_m})"
+            inside = "geom && (SELECT env FROM box)"
+        rows = _rows(engine, f"""
+            WITH box AS (
+                SELECT env, ST_XMin(env) AS x0, ST_YMin(env) AS y0, ST_XMax(env) AS x1, ST_YMax(env) AS y1
+                FROM (SELECT ST_Transform(ST_MakeEnvelope(:xmin, :ymin, :xmax, :ymax, 3857), 27700) AS env) e
+            ), cells AS (
+                SELECT {x} * {cell_m} AS west, {y} * {cell_m} AS south, {plan.count} AS n
+                FROM {plan.source} {plan.where(inside)} GROUP BY 1, 2
+            )
+            SELECT ST_XMin(m), ST_YMin(m), ST_XMax(m), ST_YMax(m), n FROM (
+                SELECT ST_Transform(ST_MakeEnvelope(west, south, west + {cell_m}, south + {cell_m}, 27700), 3857)
+                       AS m, n FROM cells) t""",
+                     dict(plan.params, xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax))
+        return [(float(a), float(b), float(c), float(d), int(n)) for a, b, c, d, n in rows]
+    return _cached(engine, "density", _key(state, cell_m, round(xmin), round(ymin), round(xmax), round(ymax)),
+                   compute)
+
+
+# Greater London with a margin, in Web Mercator metres.
+LONDON_BBOX_3857 = (-62000.0, 6660000.0, 38000.0, 6740000.0)
+
+
+def density_scale(engine: Engine, state: FilterState, cell_m: int, user=None) -> int:
+    """The 98th percentile of non-empty cell counts over all of London: one colour scale for every tile."""
+    def compute():
+        counts = sorted(n for *_, n in density_cells(engine, state, LONDON_BBOX_3857, cell_m, user))
+        return counts[int(0.98 * (len(counts) - 1))] if counts else 0
+    return _cached(engine, "density_scale", _key(state, cell_m), compute)
+
+
+def point_clusters(engine: Engine, state: FilterState, bbox_wgs84: tuple[float, float, float, float],
+                   zoom: float, user=None) -> dict:
+    """Incident points in the map's view as a GeoJSON FeatureCollection, clustered on the server into a
+    pixel-sized grid so at most ``MAX_POINT_FEATURES`` features go to the browser whatever the zoom.
+    Each feature has ``count``; police.uk points are already anonymised to snap points by the supplier."""
+    period = current_period(engine, state)
+    west, south, east, north = (float(v) for v in bbox_wgs84)
+    # ~40 screen pixels per cluster cell: metres per pixel at this zoom, near London's latitude.
+    cell_m = max(1.0, 40 * 156543.03 * 0.62 / (2 ** zoom))
+
+    def compute():
+        if period is None:
+            return {"type": "FeatureCollection", "features": [], "truncated": False}
+        plan = _plan(engine, state, period, {"point"})
+        rows = _rows(engine, f"""
+            WITH pts AS (
+                SELECT geom FROM incidents
+                {plan.where("geom && ST_Transform(ST_MakeEnvelope(:west, :south, :east, :north, 4326), 27700)")}
+            )
+            SELECT ST_X(c), ST_Y(c), n FROM (
+                SELECT ST_Transform(ST_Centroid(ST_Collect(geom)), 4326) AS c, count(*) AS n
+                FROM pts GROUP BY ST_SnapToGrid(geom, :cell_m)
+            ) clusters ORDER BY n DESC LIMIT :limit_plus_one""",
+                     dict(plan.params, west=west, south=south, east=east, north=north, cell_m=cell_m,
+                          limit_plus_one=MAX_POINT_FEATURES + 1))
+        features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(x, 5), round(y, 5)]},
+                     "properties": {"count": int(n)}} for x, y, n in rows[:MAX_POINT_FEATURES]]
+        return {"type": "FeatureCollection", "features": features, "truncated": len(rows) > MAX_POINT_FEATURES}
+    return _cached(engine, "points", _key(state, round(west, 4), round(south, 4), round(east, 4),
+                                          round(north, 4), round(zoom, 2)), compute)
+
+
+# ---- the first page's helpers, kept for the CLI and tests -------------------------------------------------
 
 def borough_counts(engine: Engine, state: FilterState) -> dict[str, int]:
-    """Incidents per borough code under the state's filters, for the choropleth.
-
-    The state's own ``borough_code`` is deliberately not applied: the map shows every borough so the user
-    can compare and pick one; the selection only highlights. Boroughs with no incidents are absent.
-    """
-    conditions, params = _incident_conditions(state, include_borough=False)
-    conditions.append("borough_code IS NOT NULL")
-    sql = text(f"""
-        SELECT borough_code, count(*) AS incidents
-        FROM incidents
-        {_where(conditions)}
-        GROUP BY borough_code
-    """)
-    with engine.connect() as conn:
-        return {code: int(n) for code, n in conn.execute(sql, params)}
+    """Incidents per borough in the current period (the selection is not applied)."""
+    return area_values(engine, state, "borough").current
 
 
 def monthly_counts(engine: Engine, state: FilterState) -> list[tuple[date, int]]:
-    """(first day of month, incidents) under all the state's filters, months in Europe/London time.
-
-    Months run continuously from the first to the last month holding any incident in the date range (over
-    all boroughs), with 0 where the filtered set has none, so a quiet month in one borough is a visible
-    dip rather than a gap the chart would draw straight across.
-    """
-    conditions, params = _incident_conditions(state)
-    span_conditions, _ = _incident_conditions(state, include_borough=False)
-    sql = text(f"""
-        WITH counts AS (
-            SELECT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London') AS month, count(*) AS incidents
-            FROM incidents
-            {_where(conditions)}
-            GROUP BY 1
-        ), span AS (
-            SELECT date_trunc('month', min(occurred_at) AT TIME ZONE 'Europe/London') AS first_month,
-                   date_trunc('month', max(occurred_at) AT TIME ZONE 'Europe/London') AS last_month
-            FROM incidents
-            {_where(span_conditions)}
-        )
-        SELECT m::date AS month, coalesce(c.incidents, 0) AS incidents
-        FROM span
-        CROSS JOIN generate_series(span.first_month, span.last_month, interval '1 month') AS m
-        LEFT JOIN counts c ON c.month = m
-        ORDER BY 1
-    """)
-    with engine.connect() as conn:
-        return [(month, int(n)) for month, n in conn.execute(sql, params)]
+    """(first day of month, incidents) over the whole span under the state's non-date filters."""
+    series = monthly_series(engine, state)
+    return [(m, sum(g[i] for g in series.groups.values())) for i, m in enumerate(series.months)]

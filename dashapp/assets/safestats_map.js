@@ -1,38 +1,46 @@
 /*
- * Browser-side functions for the SafeStats borough map, referenced from Python as
- * {"variable": "safestats.map.<name>"} and resolved by dash-leaflet. The server sends the borough
- * boundaries once; after that only `hideout` changes (counts, class breaks, colours, the selected
- * borough) and Leaflet restyles the existing polygons with boroughStyle.
+ * Browser-side functions for the SafeStats map, referenced from Python as {"variable": "safestats.map.<name>"}
+ * and resolved by dash-leaflet. The server sends each level's boundaries once; after that only `hideout`
+ * changes (value per area, class bounds, colours, the selection, or `hidden` for the levels not shown) and
+ * Leaflet restyles the existing polygons with areaStyle.
  */
 window.safestats = Object.assign({}, window.safestats, {
     map: {
-        // Fill from the count's class (classes are lower bounds, ascending); the selection gets a dark outline.
-        boroughStyle: function (feature, context) {
+        // Fill from the value's class (classes are lower bounds, ascending); the selection gets a dark outline.
+        // A hidden level draws nothing, and an SVG path with neither fill nor stroke takes no clicks.
+        areaStyle: function (feature, context) {
             const h = (context && context.hideout) || {};
-            window.safestats.map.lastHideout = h;  // for the mouseout repair in boroughOnEachFeature
+            if (h.hidden) {
+                return {fill: false, stroke: false, ssSelected: false};
+            }
+            window.safestats.map.lastHideout = h;  // for the mouseout repair in areaOnEachFeature
             const code = feature.properties.code;
-            const count = (h.counts && h.counts[code]) || 0;
+            const value = h.values ? h.values[code] : undefined;
             const classes = h.classes || [];
             const colours = h.colours || [];
             let fill = h.noDataColour || "#d9d9d9";
-            for (let i = 0; i < classes.length; ++i) {
-                if (count >= classes[i]) {
-                    fill = colours[i];
+            if (value !== undefined && value !== null) {
+                for (let i = 0; i < classes.length; ++i) {
+                    if (value >= classes[i]) {
+                        fill = colours[i];
+                    }
                 }
             }
             const selected = h.selected === code;
             return {
                 ssSelected: selected,  // not a Leaflet option: read by the setStyle wrapper below
+                fill: true,
+                stroke: true,
                 fillColor: fill,
-                fillOpacity: selected ? 0.9 : 0.8,
+                fillOpacity: selected ? 0.9 : 0.75,
                 color: selected ? (h.selectedOutline || "#1d2b3a") : "#ffffff",
-                weight: selected ? 4 : 1.2,
+                weight: selected ? 4 : 1,
                 opacity: 1,
             };
         },
-        // A name tooltip, stable attributes on each polygon (for assistive technology and the browser tests),
-        // and the selected borough drawn on top so its heavy outline is not hidden under its neighbours'.
-        boroughOnEachFeature: function (feature, layer) {
+        // A tooltip with the name and value, stable attributes on each polygon (for assistive technology and
+        // the browser tests), and the selected area drawn on top so its outline is not hidden by neighbours.
+        areaOnEachFeature: function (feature, layer) {
             const props = feature.properties;
             const setStyle = layer.setStyle.bind(layer);
             let hovered = false;
@@ -45,29 +53,45 @@ window.safestats = Object.assign({}, window.safestats, {
                 }
                 return result;
             };
-            layer.bindTooltip(props.name, {sticky: true, direction: "top", className: "ss-tooltip"});
+            layer.bindTooltip(function () {
+                const h = window.safestats.map.lastHideout || {};
+                const value = h.values ? h.values[props.code] : undefined;
+                const shown = (value === undefined || value === null) ? "no data"
+                    : Number(value).toLocaleString("en-GB", {maximumFractionDigits: 1});
+                return props.name + ": " + shown;
+            }, {sticky: true, direction: "top", className: "ss-tooltip"});
             layer.on("mouseover", function () {
                 hovered = true;
             });
             // dash-leaflet's hoverStyle restores, on mouseout, the style captured on mouseover. If the selection
-            // changed while the pointer was over the borough (the usual case: it was just clicked), that style is
+            // changed while the pointer was over the area (the usual case: it was just clicked), that style is
             // stale, so the current one is applied again (and the selection raised) once dash-leaflet is done.
             layer.on("mouseout", function () {
                 hovered = false;
                 setTimeout(function () {
                     const h = window.safestats.map.lastHideout;
-                    if (h && layer._map && !hovered) {
-                        layer.setStyle(window.safestats.map.boroughStyle(feature, {hideout: h}));
+                    if (h && layer._map && !hovered && !(layer.options && layer.options.stroke === false)) {
+                        layer.setStyle(window.safestats.map.areaStyle(feature, {hideout: h}));
                     }
                 }, 0);
             });
             layer.on("add", function () {
                 const el = layer.getElement && layer.getElement();
                 if (el) {
-                    el.setAttribute("data-borough", props.code);
+                    el.setAttribute("data-area", props.code);
                     el.setAttribute("aria-label", props.name);
                 }
             });
+        },
+        // Server-side clusters: a circle sized by its count (square-root scale), the count as a tooltip.
+        clusterToLayer: function (feature, latlng) {
+            const n = feature.properties.count || 1;
+            const marker = L.circleMarker(latlng, {
+                radius: Math.min(22, 4 + 3 * Math.sqrt(n)), color: "#1d2b3a", weight: 1,
+                fillColor: "#9e0059", fillOpacity: 0.7,
+            });
+            marker.bindTooltip(n === 1 ? "1 incident" : n.toLocaleString("en-GB") + " incidents");
+            return marker;
         },
     },
 });

@@ -1,0 +1,560 @@
+"""The dashboard's callbacks: one state edge (URL <-> controls <-> clicks) and one edge per panel.
+
+The URL's query string is the single source of truth. ``sync_state`` is the only callback that changes it:
+every control change, chart click, map click, drawn shape, chip removal or reset arrives there, becomes a
+new ``FilterState`` (``safestats.filters``), is checked against the database, and is written back to the
+URL (a history entry, so back/forward step through filter changes), to every control, and to two stores:
+the whole state (what the map draws) and its data filters (what the panels count). Opening a link or
+pressing back runs the same callback from the URL side. Panel callbacks hang off the stores, so a map pan
+recomputes nothing. Callbacks are thin: parse and check what the browser sent, ask ``safestats.queries``,
+hand the result to ``dashapp.layouts.dashboard`` for presentation. Nothing from the browser is trusted:
+each callback checks the login itself, stores are re-parsed strictly, and a refused value shows a message
+and no data — never an unfiltered answer. Errors are logged with a reference and shown without SQL.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from datetime import date, timedelta
+
+from dash import ALL, Dash, Input, Output, State, ctx, no_update
+from dash.exceptions import PreventUpdate
+from flask import abort, current_app
+from flask_login import current_user
+
+from dashapp import ids
+from dashapp.layouts import dashboard as view
+from safestats import queries
+from safestats.access import may_see_points
+from safestats.filters import DAY_NAMES, FilterState, quick_pick_range
+
+log = logging.getLogger(__name__)
+
+POINTS_MIN_ZOOM = 14
+AREA_ZOOM = {"borough": 12, "msoa": 14, "lsoa": 15}
+LEVELS = ("borough", "msoa", "lsoa")
+
+
+def _engine():
+    return current_app.extensions["safestats_engine"]
+
+
+def _require_login() -> None:
+    if not current_user.is_authenticated:
+        abort(401)
+
+
+def _today() -> date:
+    return date.today()
+
+
+def _stored_state(stored) -> FilterState:
+    """The state a store holds, re-parsed and re-checked (a store is browser memory, so untrusted)."""
+    if not isinstance(stored, dict) or stored.get("error") or not isinstance(stored.get("qs"), str):
+        raise PreventUpdate
+    try:
+        state = FilterState.from_query_string(stored["qs"])
+        queries.check_state(_engine(), state)
+    except ValueError as exc:
+        log.warning("refused stored state %r from user %s: %s", stored, current_user.get_id(), exc)
+        raise PreventUpdate from exc
+    return state
+
+
+def _error_reference(exc: Exception, what: str) -> str:
+    ref = uuid.uuid4().hex[:8]
+    log.error("panel %s failed (ref %s) for user %s", what, ref, current_user.get_id(), exc_info=exc)
+    return f"This panel could not be loaded (reference {ref}; the error has been logged)."
+
+
+# ---- turning browser events into a new state -----------------------------------------------------------
+
+def _select_area(state: FilterState, level: str, code: str) -> FilterState:
+    """Select an area (and its parents), or deselect it when it is already the selection."""
+    info = queries.areas(_engine())
+    if code not in info or info[code].level != level:
+        raise ValueError(f"unknown {level} {code!r}")
+    if state.selected_area == (level, code):
+        return state.without_spatial_selection()
+    borough = msoa = lsoa = None
+    if level == "borough":
+        borough = code
+    elif level == "msoa":
+        borough, msoa = info[code].parent_code, code
+    else:
+        lsoa, msoa = code, info[code].parent_code
+        borough = info[msoa].parent_code if msoa in info else info[code].borough_code
+    return replace(state.without_spatial_selection(), borough_code=borough, msoa_code=msoa, lsoa_code=lsoa)
+
+
+def _polygon_from_drawing(geojson) -> tuple | None:
+    features = (geojson or {}).get("features") or []
+    polygons = [f for f in features if isinstance(f, dict) and (f.get("geometry") or {}).get("type") == "Polygon"]
+    if not polygons:
+        return None
+    ring = polygons[-1]["geometry"]["coordinates"][0]
+    if len(ring) > 1 and ring[0] == ring[-1]:
+        ring = ring[:-1]
+    return tuple((round(float(lon), 5), round(float(lat), 5)) for lon, lat in ring)
+
+
+def _dates_from_brush(selected) -> tuple[date, date] | None:
+    """The whole months whose bars a horizontal drag across the time series covers."""
+    points = (selected or {}).get("points") or []
+    months = sorted({str(p.get("x"))[:10] for p in points if p.get("x")})
+    if not months:
+        x_range = ((selected or {}).get("range") or {}).get("x")
+        if not x_range:
+            return None
+        start, end = (date.fromisoformat(str(v)[:10]) for v in x_range)
+        first = start if start.day == 1 else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+        last = end.replace(day=1)
+        if first > last:
+            return None
+        months = [first.isoformat(), last.isoformat()]
+    first, last = date.fromisoformat(months[0]), date.fromisoformat(months[-1])
+    return first, (last.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+
+def _without(state: FilterState, key: str) -> FilterState:
+    """The state with one chip's filter removed (key: the chip's URL key)."""
+    cleared = {"dates": {"date_from": None, "date_to": None}, "supplier": {"suppliers": ()},
+               "domain": {"domains": ()}, "cat": {"categories": ()}, "theme": {"themes": ()},
+               "area": {"borough_code": None, "msoa_code": None, "lsoa_code": None}, "poly": {"polygon": None},
+               "hours": {"hours": None}, "dow": {"days": ()}}
+    if key not in cleared:
+        raise ValueError(f"unknown filter chip {key!r}")
+    return replace(state, **cleared[key])
+
+
+def _state_from_controls(base: FilterState, start, end, suppliers, domains, categories, themes, borough, msoa,
+                         lsoa, hours, days, level, measure, breaks, layers) -> FilterState:
+    """The state the filter controls show (controls own their fields; the rest comes from ``base``)."""
+    hours_tuple = None
+    if hours and list(hours) != [0, 23]:
+        hours_tuple = (int(hours[0]), int(hours[1]))
+    # An MSOA that is not in the chosen borough (the borough just changed) is dropped, and so on down.
+    info = queries.areas(_engine())
+    if msoa and (msoa not in info or info[msoa].parent_code != borough):
+        msoa = None
+    if lsoa and (lsoa not in info or info[lsoa].parent_code != msoa):
+        lsoa = None
+    return replace(
+        base,
+        date_from=date.fromisoformat(start[:10]) if start else None,
+        date_to=date.fromisoformat(end[:10]) if end else None,
+        suppliers=tuple(suppliers or ()), domains=tuple(domains or ()),
+        categories=tuple(int(c) for c in categories or ()), themes=tuple(themes or ()),
+        borough_code=borough or None, msoa_code=msoa or None, lsoa_code=lsoa or None,
+        hours=hours_tuple, days=tuple(sorted(int(d) for d in days or ())),
+        map_level=None if level in (None, "auto") else level, map_measure=measure or "count",
+        map_breaks=breaks or "quantile", map_layers=tuple(layers or ()),
+    )
+
+
+CONTROL_IDS = (ids.FILTER_DATES, ids.FILTER_SUPPLIERS, ids.FILTER_DOMAINS, ids.FILTER_CATEGORIES,
+               ids.FILTER_THEMES, ids.FILTER_BOROUGH, ids.FILTER_MSOA, ids.FILTER_LSOA, ids.FILTER_HOURS,
+               ids.FILTER_DAYS, ids.MAP_LEVEL, ids.MAP_MEASURE, ids.MAP_BREAKS, ids.MAP_LAYERS)
+
+
+def _control_values(state: FilterState) -> list:
+    return [
+        state.date_from.isoformat() if state.date_from else None,
+        state.date_to.isoformat() if state.date_to else None,
+        list(state.suppliers), list(state.domains), list(state.categories), list(state.themes),
+        state.borough_code, state.msoa_code, state.lsoa_code,
+        list(state.hours) if state.hours else [0, 23], list(state.days),
+        state.map_level or "auto", state.map_measure, state.map_breaks, list(state.map_layers),
+    ]
+
+
+def register_callbacks(app: Dash) -> None:
+    """Attach the dashboard's callbacks to ``app`` (this instance only, never the global registry)."""
+
+    # page load -> the filter controls' options
+    @app.callback(
+        Output(ids.FILTER_SUPPLIERS, "options"), Output(ids.FILTER_DOMAINS, "options"),
+        Output(ids.FILTER_CATEGORIES, "options"), Output(ids.FILTER_BOROUGH, "options"),
+        Input(ids.URL, "pathname"))
+    def load_options(_pathname):
+        _require_login()
+        engine = _engine()
+        tax = queries.taxonomy(engine)
+        return ([{"label": name.split("(")[0].strip(), "value": code} for code, name in tax.suppliers.items()],
+                [{"label": name, "value": code} for code, name in tax.domains.items()],
+                [{"label": f"{tax.domains[domain]} › {name}", "value": cid}
+                 for cid, (domain, name) in tax.categories.items()],
+                [{"label": name, "value": code} for code, name in
+                 sorted(queries.borough_names(engine).items(), key=lambda kv: kv[1])])
+
+    # borough -> its MSOAs; MSOA -> its LSOAs (the area filter is a hierarchy)
+    @app.callback(Output(ids.FILTER_MSOA, "options"), Input(ids.FILTER_BOROUGH, "value"))
+    def msoa_options(borough):
+        _require_login()
+        return [{"label": a.name, "value": a.code} for a in queries.child_areas(_engine(), borough)] if borough else []
+
+    @app.callback(Output(ids.FILTER_LSOA, "options"), Input(ids.FILTER_MSOA, "value"))
+    def lsoa_options(msoa):
+        _require_login()
+        return [{"label": a.name, "value": a.code} for a in queries.child_areas(_engine(), msoa)] if msoa else []
+
+    # URL, controls, map and chart clicks -> the filter state (URL, controls, stores)
+    @app.callback(
+        Output(ids.URL, "search"), Output(ids.VIEW_STATE, "data"), Output(ids.DATA_STATE, "data"),
+        Output(ids.STATE_ERROR, "children"), Output(ids.STATE_ERROR, "is_open"),
+        Output(ids.FILTER_DATES, "start_date"), Output(ids.FILTER_DATES, "end_date"),
+        Output(ids.FILTER_SUPPLIERS, "value"), Output(ids.FILTER_DOMAINS, "value"),
+        Output(ids.FILTER_CATEGORIES, "value"), Output(ids.FILTER_THEMES, "value"),
+        Output(ids.FILTER_BOROUGH, "value"), Output(ids.FILTER_MSOA, "value"), Output(ids.FILTER_LSOA, "value"),
+        Output(ids.FILTER_HOURS, "value"), Output(ids.FILTER_DAYS, "value"),
+        Output(ids.MAP_LEVEL, "value"), Output(ids.MAP_MEASURE, "value"), Output(ids.MAP_BREAKS, "value"),
+        Output(ids.MAP_LAYERS, "value"), Output(ids.FILTER_QUICK_PICK, "value"),
+        Output(ids.MAP, "viewport"), Output(ids.MAP_DRAW, "editToolbar"),
+        Input(ids.URL, "search"),
+        Input(ids.FILTER_DATES, "start_date"), Input(ids.FILTER_DATES, "end_date"),
+        Input(ids.FILTER_QUICK_PICK, "value"),
+        Input(ids.FILTER_SUPPLIERS, "value"), Input(ids.FILTER_DOMAINS, "value"),
+        Input(ids.FILTER_CATEGORIES, "value"), Input(ids.FILTER_THEMES, "value"),
+        Input(ids.FILTER_BOROUGH, "value"), Input(ids.FILTER_MSOA, "value"), Input(ids.FILTER_LSOA, "value"),
+        Input(ids.FILTER_HOURS, "value"), Input(ids.FILTER_DAYS, "value"),
+        Input(ids.MAP_LEVEL, "value"), Input(ids.MAP_MEASURE, "value"), Input(ids.MAP_BREAKS, "value"),
+        Input(ids.MAP_LAYERS, "value"),
+        Input(ids.FILTER_RESET, "n_clicks"), Input({"type": ids.CHIP_REMOVE, "key": ALL}, "n_clicks"),
+        *[Input(ids.MAP_AREAS[level], "n_clicks") for level in LEVELS],
+        Input(ids.MAP_DRAW, "geojson"), Input(ids.CLEAR_SELECTION, "n_clicks"),
+        Input(ids.TIMESERIES, "selectedData"), Input(ids.CATEGORIES, "clickData"),
+        Input(ids.HOUR_DAY, "clickData"), Input(ids.TOP_AREAS, "active_cell"),
+        *[State(ids.MAP_AREAS[level], "clickData") for level in LEVELS],
+        State(ids.TOP_AREAS, "derived_viewport_data"), State(ids.MAP, "zoom"), State(ids.MAP, "center"),
+        State(ids.DATA_STATE, "data"),
+    )
+    def sync_state(search, start, end, quick_pick, suppliers, domains, categories, themes, borough, msoa, lsoa,
+                   hours, days, level, measure, breaks, layers, _reset, _chips, _c1, _c2, _c3, drawing,
+                   _clear, brushed, category_click, hour_click, active_cell, borough_click, msoa_click,
+                   lsoa_click, table_rows, zoom, centre, old_data):
+        _require_login()
+        engine = _engine()
+        trigger = ctx.triggered_id
+        from_url = trigger is None or trigger == ids.URL
+        viewport = toolbar = no_update
+        try:
+            base = FilterState.from_query_string(search or "")
+        except ValueError as exc:
+            if from_url:
+                return _refused_link(str(exc))
+            base = FilterState()
+        try:
+            if not from_url:
+                base = _with_map_view(base, zoom, centre)
+            state = base
+            if from_url:
+                queries.check_state(engine, state)
+                if state.zoom is not None or state.centre is not None:
+                    viewport = {"center": list(state.centre or view.LONDON_CENTRE),
+                                "zoom": state.zoom or view.DEFAULT_ZOOM}
+            elif trigger == ids.FILTER_QUICK_PICK:
+                if not quick_pick:
+                    raise PreventUpdate
+                first, last = quick_pick_range(quick_pick, _today())
+                state = replace(base, date_from=first, date_to=last)
+            elif trigger in CONTROL_IDS:
+                state = _state_from_controls(base, start, end, suppliers, domains, categories, themes, borough,
+                                             msoa, lsoa, hours, days, level, measure, breaks, layers)
+            elif trigger == ids.FILTER_RESET:
+                state = replace(FilterState(), **{k: getattr(base, k) for k in (
+                    "map_level", "map_measure", "map_breaks", "map_layers", "zoom", "centre")})
+                toolbar = {"mode": "remove", "action": "clear all", "n_clicks": (_reset or 0)}
+            elif isinstance(trigger, dict) and trigger.get("type") == ids.CHIP_REMOVE:
+                if not ctx.triggered[0]["value"]:
+                    raise PreventUpdate  # chips are re-rendered with n_clicks=0: not a click
+                state = _without(base, str(trigger.get("key")))
+                if trigger.get("key") == "poly":
+                    toolbar = {"mode": "remove", "action": "clear all", "n_clicks": int(ctx.triggered[0]["value"])}
+            elif trigger in ids.MAP_AREAS.values():
+                level_clicked = next(lv for lv, i in ids.MAP_AREAS.items() if i == trigger)
+                feature = {"borough": borough_click, "msoa": msoa_click, "lsoa": lsoa_click}[level_clicked]
+                code = ((feature or {}).get("properties") or {}).get("code")
+                if not isinstance(code, str):
+                    raise PreventUpdate
+                state = _select_area(base, level_clicked, code)
+            elif trigger == ids.MAP_DRAW:
+                polygon = _polygon_from_drawing(drawing)
+                if polygon == base.polygon:
+                    raise PreventUpdate
+                state = replace(base.without_spatial_selection(), polygon=polygon)
+            elif trigger == ids.CLEAR_SELECTION:
+                state = base.without_spatial_selection()
+                toolbar = {"mode": "remove", "action": "clear all", "n_clicks": _clear or 0}
+            elif trigger == ids.TIMESERIES:
+                dates = _dates_from_brush(brushed)
+                if dates is None:
+                    raise PreventUpdate
+                state = replace(base, date_from=dates[0], date_to=dates[1])
+            elif trigger == ids.CATEGORIES:
+                cid = int(((category_click or {}).get("points") or [{}])[0].get("customdata"))
+                chosen = () if base.categories == (cid,) and not base.domains else (cid,)
+                state = replace(base, categories=chosen, domains=())
+            elif trigger == ids.HOUR_DAY:
+                point = ((hour_click or {}).get("points") or [{}])[0]
+                hour, day = int(point.get("x")), DAY_NAMES.index(point.get("y")) + 1
+                same = base.hours == (hour, hour) and base.days == (day,)
+                state = replace(base, hours=None if same else (hour, hour),
+                                       days=() if same else (day,))
+            elif trigger == ids.TOP_AREAS:
+                if not active_cell or not table_rows:
+                    raise PreventUpdate
+                row = table_rows[int(active_cell["row"])]
+                area = queries.areas(engine).get(row.get("code"))
+                if area is None:
+                    raise ValueError(f"unknown area {row.get('code')!r}")
+                state = _select_area(base, area.level, area.code)
+                if state.selected_area:
+                    viewport = {"center": [area.lat, area.lon], "zoom": AREA_ZOOM[area.level],
+                                "transition": "flyTo"}
+            else:
+                raise PreventUpdate
+            queries.check_state(engine, state)
+        except PreventUpdate:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            log.warning("refused filter change %r from user %s: %s", trigger, current_user.get_id(), exc)
+            return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 18
+
+        qs = state.to_query_string()
+        data = {"qs": state.data_filters().to_query_string(), "error": None}
+        return [
+            no_update if from_url else ("?" + qs if qs else ""),
+            {"qs": qs, "error": None},
+            no_update if data == old_data else data,
+            no_update, False,
+            *_control_values(state), None, viewport, toolbar,
+        ]
+
+    def _refused_link(message: str):
+        log.warning("refused link filters from user %s: %s", current_user.get_id(), message)
+        text = f"This link's filters could not be read ({message}). No data is shown; reset the filters to start again."
+        error = {"qs": None, "error": message}
+        return [no_update, error, error, text, True] + [no_update] * 18
+
+    def _with_map_view(state: FilterState, zoom, centre) -> FilterState:
+        try:
+            z = float(zoom) if zoom is not None else None
+            c = (float(centre["lat"]), float(centre["lng"])) if isinstance(centre, dict) else \
+                (float(centre[0]), float(centre[1])) if centre else None
+            return replace(state, zoom=z, centre=c)
+        except (TypeError, ValueError, KeyError, IndexError):
+            return state  # an odd viewport from the browser is ignored, not fatal
+
+    # view state -> chips, selection label, share link
+    @app.callback(
+        Output(ids.FILTER_CHIPS, "children"), Output(ids.SELECTION_NAME, "children"),
+        Output(ids.CLEAR_SELECTION, "style"),
+        Input(ids.VIEW_STATE, "data"))
+    def show_chips(stored):
+        _require_login()
+        state = _stored_state(stored)
+        engine = _engine()
+        tax = queries.taxonomy(engine)
+        names = {"suppliers": tax.suppliers, "domains": tax.domains,
+                 "categories": {cid: name for cid, (_, name) in tax.categories.items()},
+                 "areas": {code: a.name for code, a in queries.areas(engine).items()}}
+        if state.selected_area:
+            selection = names["areas"].get(state.selected_area[1], state.selected_area[1])
+        elif state.polygon:
+            selection = "drawn area"
+        else:
+            selection = view.ALL_LONDON
+        chips = view.filter_chips(state, names)
+        hidden = {"display": "none"} if selection == view.ALL_LONDON else {}
+        return chips or [view.no_filters_chip()], selection, hidden
+
+    # data filters -> headline cards
+    @app.callback(Output(ids.HEADLINE, "children"), Input(ids.DATA_STATE, "data"))
+    def update_headline(stored):
+        _require_login()
+        if isinstance(stored, dict) and stored.get("error"):
+            return [view.html_message("No data: this link's filters could not be read.")]
+        state = _stored_state(stored)
+        try:
+            engine = _engine()
+            head = queries.headline(engine, state, current_user)
+            fresh = queries.freshness(engine)
+            return view.headline_cards(head, fresh, _empty_reason(engine, state, head))
+        except Exception as exc:  # shown without detail; logged with a reference
+            return [view.html_message(_error_reference(exc, "headline"))]
+
+    # data filters -> monthly time series
+    @app.callback(Output(ids.TIMESERIES, "figure"), Input(ids.DATA_STATE, "data"))
+    def update_timeseries(stored):
+        _require_login()
+        if isinstance(stored, dict) and stored.get("error"):
+            return view.empty_figure("No data: this link's filters could not be read")
+        state = _stored_state(stored)
+        try:
+            engine = _engine()
+            return view.timeseries_figure(queries.monthly_series(engine, state, current_user),
+                                          queries.current_period(engine, state), state)
+        except Exception as exc:
+            return view.empty_figure(_error_reference(exc, "timeseries"))
+
+    # data filters -> category bars
+    @app.callback(Output(ids.CATEGORIES, "figure"), Input(ids.DATA_STATE, "data"))
+    def update_categories(stored):
+        _require_login()
+        if isinstance(stored, dict) and stored.get("error"):
+            return view.empty_figure("No data: this link's filters could not be read")
+        state = _stored_state(stored)
+        try:
+            engine = _engine()
+            rows = queries.category_counts(engine, state, current_user)
+            return view.categories_figure(rows, state, queries.taxonomy(engine).category_ids(state) or ())
+        except Exception as exc:
+            return view.empty_figure(_error_reference(exc, "categories"))
+
+    # data filters -> hour x weekday grid
+    @app.callback(Output(ids.HOUR_DAY, "figure"), Output(ids.HOUR_DAY_NOTE, "children"),
+                  Input(ids.DATA_STATE, "data"))
+    def update_hour_day(stored):
+        _require_login()
+        if isinstance(stored, dict) and stored.get("error"):
+            return view.empty_figure("No data: this link's filters could not be read"), ""
+        state = _stored_state(stored)
+        try:
+            grid = queries.hour_day_grid(_engine(), state, current_user)
+            return view.hour_day_figure(grid, state), view.hour_day_note(grid)
+        except Exception as exc:
+            return view.empty_figure(_error_reference(exc, "hour_day")), ""
+
+    # data filters -> top areas table
+    @app.callback(Output(ids.TOP_AREAS, "data"), Output(ids.TOP_AREAS_TITLE, "children"),
+                  Output(ids.TOP_AREAS, "active_cell"), Input(ids.DATA_STATE, "data"))
+    def update_top_areas(stored):
+        _require_login()
+        if isinstance(stored, dict) and stored.get("error"):
+            return [], "Top areas", None
+        state = _stored_state(stored)
+        try:
+            rows = queries.top_areas(_engine(), state, current_user)
+        except Exception as exc:
+            _error_reference(exc, "top_areas")
+            return [], "Top areas (could not be loaded; the error has been logged)", None
+        level = rows[0].level if rows else "borough"
+        title = f"Top {view.LEVEL_LABELS[level]}s" + (" in the selection" if state.selected_area else "")
+        return [r.__dict__ for r in rows], title, None
+
+    # view state + zoom -> choropleth (boundaries once per level, then only hideout) and legend
+    @app.callback(
+        *[Output(ids.MAP_AREAS[level], "data") for level in LEVELS],
+        *[Output(ids.MAP_AREAS[level], "hideout") for level in LEVELS],
+        Output(ids.MAP_LEGEND, "children"), Output(ids.MAP_NOTE, "children"),
+        Input(ids.VIEW_STATE, "data"), Input(ids.MAP, "zoom"),
+        State(ids.MAP_AREAS["borough"], "hideout"), State(ids.MAP_AREAS["msoa"], "hideout"),
+        State(ids.MAP_AREAS["lsoa"], "hideout"))
+    def update_map(stored, zoom, *hideouts):
+        _require_login()
+        if isinstance(stored, dict) and stored.get("error"):
+            raise PreventUpdate
+        state = _stored_state(stored)
+        engine = _engine()
+        level = state.map_level or view.level_for_zoom(zoom if isinstance(zoom, (int, float)) else None)
+        measure, note = state.map_measure, None
+        try:
+            values = queries.area_values(engine, state, level, current_user)
+            if measure == "rate_population" and not values.population:
+                measure, note = "count", ("No population loaded: showing counts. Load an ONS mid-year "
+                                          "estimate with `safestats population FILE`.")
+            shown = values.measure(measure)
+        except Exception as exc:
+            shown, note = {}, _error_reference(exc, "map")
+        names = {code: a.name for code, a in queries.areas(engine).items() if a.level == level}
+        selected = state.selected_area[1] if state.selected_area else None
+        hideout = view.area_hideout(shown, measure, state.map_breaks, selected, names)
+        data_out, hideout_out = [], []
+        for lv, old in zip(LEVELS, hideouts):
+            loaded = isinstance(old, dict) and old.get("loaded")
+            data_out.append(queries.boundaries_geojson(engine, lv) if lv == level and not loaded else no_update)
+            hideout_out.append(dict(hideout, loaded=True) if lv == level
+                               else {"hidden": True, "loaded": bool(loaded)})
+        notes = [n for n in (note, _points_note(state, zoom)) if n]
+        return (*data_out, *hideout_out, view.legend(hideout, measure, level), " ".join(notes))
+
+    def _points_note(state: FilterState, zoom) -> str | None:
+        if "points" not in state.map_layers:
+            return None
+        if not may_see_points(current_user):
+            return "Incident points are not available at your access level; the map shows aggregates."
+        if not isinstance(zoom, (int, float)) or zoom < POINTS_MIN_ZOOM:
+            return "Zoom in to street level to see incident points."
+        return None
+
+    # view state + viewport -> clustered incident points (street zoom only, bounded payload)
+    @app.callback(Output(ids.MAP_POINTS, "data"),
+                  Input(ids.VIEW_STATE, "data"), Input(ids.MAP, "bounds"), Input(ids.MAP, "zoom"))
+    def update_points(stored, bounds, zoom):
+        _require_login()
+        empty = {"type": "FeatureCollection", "features": []}
+        if isinstance(stored, dict) and stored.get("error"):
+            return empty
+        state = _stored_state(stored)
+        if ("points" not in state.map_layers or not may_see_points(current_user)
+                or not isinstance(zoom, (int, float)) or zoom < POINTS_MIN_ZOOM):
+            return empty
+        try:
+            (south, west), (north, east) = bounds
+            box = tuple(float(v) for v in (west, south, east, north))
+        except (TypeError, ValueError):
+            return empty
+        return queries.point_clusters(_engine(), state, box, float(zoom), current_user)
+
+    # view state -> density tile URL (browser-side: the tile layer just gets a new URL, no Python round trip)
+    app.clientside_callback(
+        """function (stored) {
+            if (!stored || stored.error || !stored.qs) { return "%s"; }
+            const params = new URLSearchParams(stored.qs);
+            if (!(params.get("layer") || "").split(",").includes("density")) { return "%s"; }
+            for (const key of ["level", "measure", "breaks", "layer", "z", "c"]) { params.delete(key); }
+            return "/tiles/density/{z}/{x}/{y}.png?" + params.toString();
+        }""" % (view.BLANK_TILE_URL, view.BLANK_TILE_URL),
+        Output(ids.MAP_DENSITY, "url"), Input(ids.VIEW_STATE, "data"))
+
+    # map viewport -> the URL's z and c, replaced in place (a pan is not a history step), and the share box
+    app.clientside_callback(
+        """function (zoom, centre, search) {
+            const params = new URLSearchParams(window.location.search);
+            if (typeof zoom === "number" && centre) {
+                const lat = Array.isArray(centre) ? centre[0] : centre.lat;
+                const lng = Array.isArray(centre) ? centre[1] : centre.lng;
+                params.set("z", String(Math.round(zoom * 2) / 2));
+                params.set("c", lat.toFixed(5) + "," + lng.toFixed(5));
+                const qs = params.toString().replace(/%2C/g, ",").replace(/%3B/g, ";");
+                window.history.replaceState(window.history.state, "", window.location.pathname + "?" + qs);
+            }
+            return window.location.href;
+        }""",
+        Output(ids.SHARE_URL, "value"),
+        Input(ids.MAP, "zoom"), Input(ids.MAP, "center"), Input(ids.URL, "search"))
+
+    # "Copy link" -> clipboard
+    app.clientside_callback(
+        """function (n, url) {
+            if (!n) { return window.dash_clientside.no_update; }
+            if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(url); }
+            const box = document.getElementById("%s");
+            if (box) { box.select(); }
+            return "Copied";
+        }""" % ids.SHARE_URL,
+        Output(ids.COPY_LINK, "children"), Input(ids.COPY_LINK, "n_clicks"), State(ids.SHARE_URL, "value"))
+
+
+def _empty_reason(engine, state: FilterState, head) -> str | None:
+    """Why a selection is empty, when it is: outside the loaded data's dates, or nothing matches."""
+    if head.total:
+        return None
+    span = queries.data_span(engine)
+    if span is None:
+        return "No incidents have been loaded yet."
+    if head.period and (head.period.end < span[0] or head.period.start > span[1]):
+        return (f"No incidents in {head.period.label()}: the loaded data runs from {span[0]:%b %Y} to "
+                f"{span[1]:%b %Y}.")
+    return "No incidents match these filters in this period. Remove a filter (the chips above) to widen it."

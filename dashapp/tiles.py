@@ -1,0 +1,54 @@
+"""HTTP endpoints for the map's density tiles: ``/tiles/density/<z>/<x>/<y>.png?<filters>`` and a blank tile.
+
+A tile request carries the dashboard's data filters in its query string (the same ``FilterState`` the URL
+holds); it is parsed strictly and checked against the database like any callback input, behind the app's
+login guard and with its own login check. Tiles are cached by the browser for a short while only: the same
+URL returns new counts after a load.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, abort, current_app, request
+from flask_login import current_user
+
+from safestats import queries
+from safestats.filters import FilterState
+from safestats.tilerender import BLANK_TILE, cell_size_for_zoom, render_density_tile, tile_bounds_3857
+
+log = logging.getLogger(__name__)
+bp = Blueprint("tiles", __name__, url_prefix="/tiles")
+MIN_TILE_ZOOM, MAX_TILE_ZOOM = 8, 18
+
+
+def _png(data: bytes, max_age: int) -> Response:
+    response = Response(data, mimetype="image/png")
+    response.headers["Cache-Control"] = f"private, max-age={max_age}"
+    return response
+
+
+@bp.get("/blank.png")
+def blank_tile():
+    if not current_user.is_authenticated:
+        abort(401)
+    return _png(BLANK_TILE, 86400)
+
+
+@bp.get("/density/<int:z>/<int:x>/<int:y>.png")
+def density_tile(z: int, x: int, y: int):
+    if not current_user.is_authenticated:
+        abort(401)
+    if not MIN_TILE_ZOOM <= z <= MAX_TILE_ZOOM:
+        return _png(BLANK_TILE, 3600)
+    engine = current_app.extensions["safestats_engine"]
+    try:
+        state = FilterState.from_query_string(request.query_string.decode("ascii", "strict")).data_filters()
+        queries.check_state(engine, state)
+        bounds = tile_bounds_3857(z, x, y)
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("refused density tile %s/%s/%s for user %s: %s", z, x, y, current_user.get_id(), exc)
+        abort(400, description=str(exc))
+    cell_m = cell_size_for_zoom(z)
+    cells = queries.density_cells(engine, state, bounds, cell_m, current_user)
+    scale = queries.density_scale(engine, state, cell_m, current_user)
+    return _png(render_density_tile(bounds, cells, scale), 60)
