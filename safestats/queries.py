@@ -711,7 +711,7 @@ def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, fl
 
 
 # Greater London with a margin, in Web Mercator metres.
-LONDON_BBOX_3857 = (-62000.0, 6660000.0, 38000.0, 6740000.0)
+LONDON_BBOX_3857 = (-70000.0, 6650000.0, 45000.0, 6760000.0)
 
 
 def density_scale(engine: Engine, state: FilterState, cell_m: int, user=None) -> int:

@@ -92,10 +92,25 @@ DATA_TABLES = ("incidents", "quarantine", "drops")
 
 
 def truncate_data(url: str) -> None:
+    """Empty the data tables and the rollups made from them (a recorded refresh, so caches see a new version)."""
+    from safestats import queries
+    from safestats.rollups import refresh_rollups
+
     conn = psycopg2.connect(libpq_dsn(url))
     with conn, conn.cursor() as cur:
         cur.execute("TRUNCATE " + ", ".join(DATA_TABLES) + " RESTART IDENTITY CASCADE")
     conn.close()
+    refresh_rollups(url, trigger="test reset")
+    queries.clear_caches()
+
+
+def refresh_after_seeding(url: str) -> None:
+    """After incidents are INSERTed directly (not through the loader), bring the rollups up to date."""
+    from safestats import queries
+    from safestats.rollups import refresh_rollups
+
+    refresh_rollups(url, trigger="test seed")
+    queries.clear_caches()
 
 
 @pytest.fixture

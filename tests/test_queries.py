@@ -1,23 +1,27 @@
-"""The query layer and the filter state: numbers checked against direct SQL on incidents we insert ourselves.
+"""The query layer: every panel's numbers checked against direct SQL on the raw ``incidents`` table.
 
-Incidents are plain INSERTs into the real partitioned table (after ``safestats_ensure_incident_partitions``)
-over the real London boroughs loaded by the ``areas_loaded`` fixture. The seed includes the edge cases the
-layer must get right: an incident at 00:30 BST on 1 April (23:30 UTC on 31 March) belongs to April, and a
-borough with no incidents in a month gets a 0, not a gap. ``seed_incidents`` is reused by the web tests.
+Two data sets. A small seed of hand-placed incidents checks the edge cases (an incident at 00:30 BST on
+1 April belongs to April; the default period is the latest 12 months of data; change against the previous
+equal period). The real police.uk files in ../shared/data, loaded through the pipeline, check every panel
+— headline, time series, categories, hour x weekday, areas at each level, top areas, density cells — under
+a spread of filter states that send the query layer to each of its sources (borough rollup, LSOA rollup,
+day x hour rollup, raw table): whichever source answers, the numbers must equal a plain count.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import psycopg2
 import pytest
 
 from db import get_engine, libpq_dsn
+from loaders.pipeline import load_paths
 from safestats import queries
 from safestats.filters import FilterState
-from tests.conftest import query
+from tests.conftest import query, refresh_after_seeding, truncate_data
 
-CAMDEN, WESTMINSTER, CROYDON = "E09000007", "E09000033", "E09000008"
+CAMDEN, WESTMINSTER, CROYDON, CITY = "E09000007", "E09000033", "E09000008", "E09000001"
 
 # (borough code or None, occurred_at as an instant). Months below are London months.
 SEED = (
@@ -35,7 +39,7 @@ SEED = (
 
 
 def seed_incidents(url: str, rows=SEED) -> None:
-    """Insert minimal police.uk-like incidents (committed); the ``clean_data`` fixture empties them after."""
+    """Insert minimal police.uk-like incidents (committed) and refresh the rollups."""
     conn = psycopg2.connect(libpq_dsn(url))
     with conn, conn.cursor() as cur:
         cur.execute("SELECT safestats_ensure_incident_partitions(%s, %s)",
@@ -46,139 +50,231 @@ def seed_incidents(url: str, rows=SEED) -> None:
                VALUES ('police_uk', 1, %s, 'minute', 1, 'Violence and sexual offences', 'exact', %s, 10)""",
             [(t, b) for b, t in rows])
     conn.close()
+    refresh_after_seeding(url)
 
 
 @pytest.fixture
 def seeded(clean_data) -> str:
     seed_incidents(clean_data)
-    queries.clear_caches()
     return clean_data
 
 
-# --- FilterState ---------------------------------------------------------------------------------------
+# --- the small seed: London months, default period, change -----------------------------------------
 
-def test_filter_state_round_trips_through_the_query_string():
-    state = FilterState(borough_code=CAMDEN, date_from=date(2024, 1, 1), date_to=date(2024, 6, 30))
-    qs = state.to_query_string()
-    assert qs == "borough=E09000007&from=2024-01-01&to=2024-06-30"
-    assert FilterState.from_query_string(qs) == state
-    assert FilterState.from_query_string("?" + qs) == state
-    assert FilterState.from_query_string("") == FilterState() == FilterState.from_query_string(None)
-    assert FilterState().to_query_string() == ""
-
-
-@pytest.mark.parametrize("bad", [
-    "borogh=E09000007",                      # misspelt key must not silently mean "all London"
-    "borough=",                              # empty value
-    "borough=E09000007&borough=E09000033",   # repeated key
-    "borough=E09000007%27%20OR%201%3D1",     # injection attempt: not a code
-    "borough=" + "E" * 41,                   # too long
-    "from=2024-13-01",                       # not a date
-    "from=20240101",                         # not the URL's date format
-    "from=2024-06-01&to=2024-01-01",         # backwards range
-    "borough",                               # no '='
-    "&&",
-])
-def test_filter_state_refuses_malformed_or_tampered_query_strings(bad):
-    with pytest.raises(ValueError):
-        FilterState.from_query_string(bad)
-
-
-def test_filter_state_is_frozen_and_validates_on_construction():
-    with pytest.raises(ValueError):
-        FilterState(borough_code="x; DROP TABLE incidents")
-    state = FilterState(borough_code=CAMDEN)
-    with pytest.raises(AttributeError):
-        state.borough_code = WESTMINSTER  # type: ignore[misc]
-    assert state.with_borough(None) == FilterState()
-
-
-# --- Borough boundaries --------------------------------------------------------------------------------
-
-def test_borough_boundaries_are_the_33_london_boroughs_in_wgs84_simplified(areas_loaded):
-    queries.clear_caches()
-    engine = get_engine(areas_loaded)
-    collection = queries.borough_boundaries_geojson(engine)
-    features = collection["features"]
-    codes = {f["properties"]["code"] for f in features}
-    expected = {c for (c,) in query(areas_loaded, "SELECT code FROM areas WHERE level = 'borough' AND region = 'london'")}
-    assert len(features) == 33 and codes == expected
-    assert {f["id"] for f in features} == codes
-    camden = next(f for f in features if f["properties"]["code"] == CAMDEN)
-    assert camden["properties"]["name"] == "Camden"
-
-    vertices = 0
-    for f in features:
-        assert f["geometry"]["type"] in ("Polygon", "MultiPolygon")
-        polygons = f["geometry"]["coordinates"] if f["geometry"]["type"] == "MultiPolygon" else [f["geometry"]["coordinates"]]
-        for polygon in polygons:
-            for ring in polygon:
-                for lon, lat in ring:
-                    vertices += 1
-                    assert -0.6 < lon < 0.4 and 51.2 < lat < 51.8, (lon, lat)  # WGS84 London, not BNG metres
-                    assert round(lon, 6) == lon and round(lat, 6) == lat
-    (raw_vertices,) = query(areas_loaded, "SELECT sum(ST_NPoints(geom)) FROM areas WHERE level = 'borough' AND region = 'london'")[0]
-    assert vertices < raw_vertices, "boundaries should be simplified for display"
-
-    assert queries.borough_boundaries_geojson(engine) is collection, "cached per process"
-    assert queries.known_borough_codes(engine) == frozenset(expected)
-
-
-# --- Counts ----------------------------------------------------------------------------------------------
-
-def test_borough_counts_match_direct_sql(seeded):
+def test_months_are_london_months_and_continuous(seeded):
     engine = get_engine(seeded)
-    direct = dict(query(seeded, "SELECT borough_code, count(*) FROM incidents WHERE borough_code IS NOT NULL GROUP BY 1"))
-    counts = queries.borough_counts(engine, FilterState())
-    assert counts == {code: int(n) for code, n in direct.items()}
-    assert counts == {WESTMINSTER: 60, CAMDEN: 5, CROYDON: 2}
-    # The map always shows every borough: a selected borough only highlights, it does not filter the map.
-    assert queries.borough_counts(engine, FilterState(borough_code=CAMDEN)) == counts
-
-
-def test_borough_counts_apply_the_date_range_in_london_time(seeded):
-    engine = get_engine(seeded)
-    april = FilterState(date_from=date(2024, 4, 1), date_to=date(2024, 4, 30))
-    # Camden's 23:30 UTC 31 March incident is 00:30 BST on 1 April; its 22:30 UTC one is still March.
-    assert queries.borough_counts(engine, april) == {WESTMINSTER: 25, CAMDEN: 1}
-    direct = query(seeded, """SELECT borough_code, count(*) FROM incidents
-                              WHERE (occurred_at AT TIME ZONE 'Europe/London')::date BETWEEN '2024-04-01' AND '2024-04-30'
-                                AND borough_code IS NOT NULL GROUP BY 1""")
-    assert queries.borough_counts(engine, april) == {c: int(n) for c, n in direct}
-
-
-def test_monthly_counts_for_all_london_match_direct_sql(seeded):
-    engine = get_engine(seeded)
-    months = queries.monthly_counts(engine, FilterState())
-    direct = query(seeded, """SELECT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date, count(*)
-                              FROM incidents GROUP BY 1 ORDER BY 1""")
-    assert [(m, n) for m, n in months if n] == [(m, int(n)) for m, n in direct]
-    assert months[0] == (date(2023, 12, 1), 1)
-    assert months[-1] == (date(2024, 7, 1), 1)
-    assert [m for m, _ in months] == [date(2023, 12, 1)] + [date(2024, k, 1) for k in range(1, 8)]
-
-
-def test_monthly_counts_for_one_borough_are_continuous_and_london_bucketed(seeded):
-    engine = get_engine(seeded)
+    counts = dict(queries.monthly_counts(engine, FilterState()))
+    assert counts[date(2024, 4, 1)] == 25 + 1 and counts[date(2024, 3, 1)] == 1
+    assert counts[date(2023, 12, 1)] == 1 and counts[date(2024, 7, 1)] == 1
+    assert list(counts) == [date(2023, 12, 1)] + [date(2024, m, 1) for m in range(1, 8)]
     camden = dict(queries.monthly_counts(engine, FilterState(borough_code=CAMDEN)))
-    assert camden == {date(2023, 12, 1): 0, date(2024, 1, 1): 2, date(2024, 2, 1): 0, date(2024, 3, 1): 1,
-                      date(2024, 4, 1): 1, date(2024, 5, 1): 1, date(2024, 6, 1): 0, date(2024, 7, 1): 0}
-    westminster = queries.monthly_counts(engine, FilterState(borough_code=WESTMINSTER))
-    direct = dict(query(seeded, """SELECT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date, count(*)
-                                   FROM incidents WHERE borough_code = %s GROUP BY 1""", (WESTMINSTER,)))
-    assert {m: n for m, n in westminster if n} == {m: int(n) for m, n in direct.items()}
-    assert sum(n for _, n in westminster) == 60
+    assert camden[date(2024, 2, 1)] == 0, "a quiet month is a 0, not a gap"
+    assert sum(camden.values()) == 5
 
 
-def test_monthly_counts_with_a_date_range_and_no_data(seeded):
+def test_default_period_is_the_latest_12_months_of_data_and_change_is_against_the_one_before(seeded):
     engine = get_engine(seeded)
-    q1 = queries.monthly_counts(engine, FilterState(borough_code=WESTMINSTER, date_from=date(2024, 1, 1),
-                                                    date_to=date(2024, 3, 31)))
-    assert q1 == [(date(2024, 1, 1), 20), (date(2024, 2, 1), 15), (date(2024, 3, 1), 0)]
-    assert queries.monthly_counts(engine, FilterState(date_from=date(2030, 1, 1))) == []
+    head = queries.headline(engine, FilterState())
+    assert (head.period.start, head.period.end) == (date(2023, 12, 1), date(2024, 7, 31))  # all the data (<12 m)
+    assert head.total == len(SEED)
+    spring = FilterState(date_from=date(2024, 3, 1), date_to=date(2024, 4, 30))
+    head = queries.headline(engine, spring)
+    assert head.total == 1 + 26 and head.previous == 22 + 15 + 1  # Jan-Feb 2024 (one Feb row has no borough)
+    assert head.year_earlier == 0
+    # A day-level range in London time: 1 April 00:30 BST is in, 31 March 23:30 BST is out.
+    april_first = FilterState(date_from=date(2024, 4, 1), date_to=date(2024, 4, 1))
+    assert queries.headline(engine, april_first).total == 1 + 1
+    assert queries.borough_counts(engine, april_first) == {WESTMINSTER: 1, CAMDEN: 1}
 
 
 def test_no_incidents_means_empty_answers(clean_data):
     engine = get_engine(clean_data)
-    assert queries.borough_counts(engine, FilterState()) == {}
-    assert queries.monthly_counts(engine, FilterState(borough_code=CAMDEN)) == []
+    assert queries.headline(engine, FilterState()).period is None
+    assert queries.monthly_counts(engine, FilterState()) == []
+    assert queries.category_counts(engine, FilterState()) == []
+    assert queries.top_areas(engine, FilterState()) == []
+
+
+def test_boundaries_are_the_london_areas_in_wgs84_simplified(areas_loaded):
+    queries.clear_caches()
+    engine = get_engine(areas_loaded)
+    for level, expected_count in (("borough", 33), ("msoa", None), ("lsoa", 4835)):
+        features = queries.boundaries_geojson(engine, level)["features"]
+        (n,) = query(areas_loaded, "SELECT count(*) FROM areas WHERE level = %s AND region = 'london'", (level,))[0]
+        assert len(features) == n and (expected_count is None or n == expected_count)
+        lon, lat = features[0]["geometry"]["coordinates"][0][0][0] if features[0]["geometry"]["type"] == \
+            "MultiPolygon" else features[0]["geometry"]["coordinates"][0][0]
+        assert -0.6 < lon < 0.4 and 51.2 < lat < 51.8
+    assert queries.boundaries_geojson(engine, "borough") is queries.boundaries_geojson(engine, "borough")
+
+
+# --- the real police.uk files: every panel against direct SQL ---------------------------------------
+
+@pytest.fixture(scope="module")
+def police(areas_loaded, shared_data):
+    files = sorted((shared_data / "police_uk").glob("*-street.csv")) + sorted(
+        (shared_data / "police_uk" / "metropolitan_burglary_only").glob("*-street.csv*"))
+    truncate_data(areas_loaded)
+    results = load_paths(areas_loaded, files, progress=False)
+    assert all(r.status == "loaded" for r in results), [r.summary_line() for r in results]
+    queries.clear_caches()
+    yield areas_loaded
+    truncate_data(areas_loaded)
+
+
+def _lsoa_in(url, borough):
+    return query(url, "SELECT code, parent_code FROM areas WHERE level = 'lsoa' AND borough_code = %s "
+                      "ORDER BY code LIMIT 1", (borough,))[0]
+
+
+def _states(url):
+    """Filter states that exercise each source the planner can pick."""
+    lsoa, msoa = _lsoa_in(url, CITY)
+    return {
+        "default": FilterState(),
+        "whole months": FilterState(date_from=date(2023, 1, 1), date_to=date(2023, 3, 31)),
+        "burglary in Camden": FilterState(categories=(3,), borough_code=CAMDEN),
+        "crime domain, weapons theme": FilterState(domains=("crime",), themes=("weapon",)),
+        "MSOA": FilterState(borough_code=CITY, msoa_code=msoa),
+        "LSOA, day range": FilterState(borough_code=CITY, msoa_code=msoa, lsoa_code=lsoa,
+                                       date_from=date(2022, 7, 1), date_to=date(2023, 2, 14)),
+        "day range": FilterState(date_from=date(2022, 8, 15), date_to=date(2023, 1, 10)),
+        "polygon": FilterState(polygon=((-0.115, 51.505), (-0.07, 51.505), (-0.07, 51.525), (-0.115, 51.525))),
+        "supplier": FilterState(suppliers=("police_uk",), categories=(20, 1)),
+        "hours": FilterState(hours=(22, 4)),  # police.uk has no times: nothing matches
+    }
+
+
+def _sql_conditions(state: FilterState, period: queries.Period | None, spatial: bool = True,
+                    categories: bool = True) -> tuple[str, dict]:
+    """The state as plain SQL on incidents, written independently of the query layer."""
+    where, params = ["TRUE"], {}
+    if period:
+        where.append("(occurred_at AT TIME ZONE 'Europe/London')::date BETWEEN %(start)s AND %(end)s")
+        params.update(start=period.start, end=period.end)
+    if state.suppliers:
+        where.append("supplier = ANY(%(suppliers)s)")
+        params["suppliers"] = list(state.suppliers)
+    if categories and (state.categories or state.domains):
+        where.append("(category_id = ANY(%(cats)s) OR category_id IN "
+                     "(SELECT id FROM categories WHERE domain = ANY(%(domains)s)))")
+        params.update(cats=list(state.categories), domains=list(state.domains))
+    if state.themes:
+        where.append("(" + " OR ".join(f"theme_{t} IS TRUE" for t in state.themes) + ")")
+    if spatial:
+        for level, code in (("borough", state.borough_code), ("msoa", state.msoa_code), ("lsoa", state.lsoa_code)):
+            if code:
+                where.append(f"{level}_code = %({level})s")
+                params[level] = code
+        if state.polygon:
+            ring = list(state.polygon) + [state.polygon[0]]
+            where.append("ST_Intersects(geom, ST_Transform(ST_GeomFromText(%(wkt)s, 4326), 27700))")
+            params["wkt"] = "POLYGON((" + ", ".join(f"{x} {y}" for x, y in ring) + "))"
+    if state.hours:
+        where.append("FALSE")  # police.uk records no time of day
+    return " AND ".join(where), params
+
+
+@pytest.mark.shared_data
+def test_every_panel_equals_direct_sql_on_the_real_files(police):
+    engine = get_engine(police)
+    total_checked = 0
+    for name, state in _states(police).items():
+        period = queries.current_period(engine, state)
+        where, params = _sql_conditions(state, period)
+
+        head = queries.headline(engine, state)
+        (expected,) = query(police, f"SELECT count(*) FROM incidents WHERE {where}", params)[0]
+        assert head.total == expected, name
+        prev_where, prev_params = _sql_conditions(state, period.previous())
+        (expected_prev,) = query(police, f"SELECT count(*) FROM incidents WHERE {prev_where}", prev_params)[0]
+        assert head.previous == expected_prev, name
+        total_checked += expected
+
+        cat_where, cat_params = _sql_conditions(state, period, categories=False)
+        direct = dict(query(police, f"SELECT category_id, count(*) FROM incidents WHERE {cat_where} GROUP BY 1",
+                            cat_params))
+        assert {c.category_id: c.incidents for c in queries.category_counts(engine, state)} == direct, name
+
+        # The grid shows every hour (its own filter is not applied); police.uk has no times at all.
+        grid = queries.hour_day_grid(engine, state)
+        any_hour_where, any_hour_params = _sql_conditions(replace(state, hours=None), period)
+        (any_hour,) = query(police, f"SELECT count(*) FROM incidents WHERE {any_hour_where}", any_hour_params)[0]
+        assert grid.timed == 0 and grid.untimed == any_hour, name
+
+        series_where, series_params = _sql_conditions(state, None)
+        direct_months = dict(query(police, f"""SELECT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date,
+                                               count(*) FROM incidents WHERE {series_where} GROUP BY 1""", series_params))
+        got_months = {m: n for m, n in queries.monthly_counts(engine, state) if n}
+        assert got_months == direct_months, name
+
+        map_where, map_params = _sql_conditions(state, period, spatial=False)
+        for level in ("borough", "msoa", "lsoa"):
+            direct_areas = dict(query(police, f"SELECT {level}_code, count(*) FROM incidents WHERE {map_where} "
+                                              f"AND {level}_code IS NOT NULL GROUP BY 1", map_params))
+            assert queries.area_values(engine, state, level).current == direct_areas, (name, level)
+
+        selected = state.selected_area
+        child = {None: "borough", "borough": "msoa", "msoa": "lsoa", "lsoa": "lsoa"}[selected and selected[0]]
+        top = queries.top_areas(engine, state, limit=5)
+        direct_top = query(police, f"SELECT {child}_code, count(*) FROM incidents WHERE {where} AND {child}_code "
+                                   f"IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5", params)
+        assert [(r.code, r.incidents) for r in top] == [(c, n) for c, n in direct_top], name
+    assert total_checked > 10_000, "the states should cover a real share of the data"
+
+
+@pytest.mark.shared_data
+def test_the_planner_uses_each_source(police):
+    engine = get_engine(police)
+    states = _states(police)
+    sources = {name: queries.headline(engine, state).source for name, state in states.items()}
+    assert sources["default"] == "rollup_borough_month"
+    assert sources["MSOA"] == "rollup_area_month"
+    assert sources["day range"] == "rollup_borough_day_hour"
+    assert sources["polygon"] == "incidents" and sources["LSOA, day range"] == "incidents"
+
+
+@pytest.mark.shared_data
+def test_density_cells_equal_a_direct_grid_count(police):
+    engine = get_engine(police)
+    state = FilterState(date_from=date(2023, 1, 1), date_to=date(2023, 5, 31))
+    cells = queries.density_cells(engine, state, queries.LONDON_BBOX_3857, 500)
+    assert sum(n for *_, n in cells) == query(police, """
+        SELECT count(*) FROM incidents WHERE geom IS NOT NULL
+          AND (occurred_at AT TIME ZONE 'Europe/London')::date BETWEEN '2023-01-01' AND '2023-05-31'""")[0][0]
+    direct = query(police, """
+        SELECT floor(ST_X(geom) / 500), floor(ST_Y(geom) / 500), count(*) FROM incidents
+        WHERE geom IS NOT NULL AND (occurred_at AT TIME ZONE 'Europe/London')::date BETWEEN '2023-01-01' AND '2023-05-31'
+        GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 1""")[0]
+    assert max(n for *_, n in cells) == direct[2]
+    # Web Mercator boxes of 500 m BNG cells in London are ~800 m across (scale factor 1/cos 51.5).
+    xmin, ymin, xmax, ymax, _ = cells[0]
+    assert 700 < xmax - xmin < 900 and 700 < ymax - ymin < 900
+
+
+@pytest.mark.shared_data
+def test_point_clusters_are_bounded_and_add_up(police):
+    engine = get_engine(police)
+    state = FilterState(borough_code=CITY, date_from=date(2023, 1, 1), date_to=date(2023, 1, 31))
+    box = (-0.115, 51.505, -0.07, 51.525)
+    clusters = queries.point_clusters(engine, state.without_spatial_selection(), box, 15)
+    (expected,) = query(police, """SELECT count(*) FROM incidents WHERE geom && ST_Transform(
+        ST_MakeEnvelope(-0.115, 51.505, -0.07, 51.525, 4326), 27700)
+        AND (occurred_at AT TIME ZONE 'Europe/London')::date BETWEEN '2023-01-01' AND '2023-01-31'""")[0]
+    assert sum(f["properties"]["count"] for f in clusters["features"]) == expected > 0
+    assert len(clusters["features"]) <= queries.MAX_POINT_FEATURES and not clusters["truncated"]
+    coarse = queries.point_clusters(engine, state.without_spatial_selection(), box, 11)
+    assert len(coarse["features"]) < len(clusters["features"]), "lower zoom, bigger clusters"
+
+
+@pytest.mark.shared_data
+def test_check_state_refuses_codes_that_do_not_exist(police):
+    engine = get_engine(police)
+    lsoa, msoa = _lsoa_in(police, CITY)
+    queries.check_state(engine, FilterState(borough_code=CITY, msoa_code=msoa, lsoa_code=lsoa))
+    for bad in (FilterState(borough_code="E09999999"), FilterState(suppliers=("lfb",)),
+                FilterState(categories=(999,)), FilterState(domains=("nope",)),
+                FilterState(borough_code=CAMDEN, msoa_code=msoa),  # an MSOA of another borough
+                FilterState(msoa_code=CITY)):  # a borough code given as an MSOA
+        with pytest.raises(ValueError):
+            queries.check_state(engine, bad)
