@@ -5,7 +5,7 @@ the mid-year from the file name or --year (and a clear error without either), th
 cp1252 and UTF-8 with BOM, title lines above the header; every rejection (missing columns, bad totals,
 blank or repeated codes, a failure inside the transaction) leaves the earlier rows of that year exactly as
 they were; a reload replaces the year and only that year; codes outside the loaded areas are counted and
-skipped; and the `safestats population` command's output and
+skipped; the synthetic demo file loads completely; and the `safestats population` command's output and
 exit codes.
 """
 from __future__ import annotations
@@ -260,6 +260,17 @@ def test_unknown_codes_are_counted_and_low_coverage_warns(population_db, london_
         "Population mid-2020 from mid-2020.csv: 102 rows read, 100 stored, 2 with codes not in the loaded areas "
         "(skipped), 4,735 of 4,835 loaded LSOAs without a population.")
     assert "Warning: only 100 of the 4,835 loaded LSOAs (2%) have a population" in report.summary()
+
+
+def test_the_synthetic_demo_file_covers_every_london_lsoa(population_db, tmp_path):
+    from loaders.demo import write_demo_population_csv
+
+    report = load_population(population_db, write_demo_population_csv(tmp_path, 2023))
+
+    assert (report.year, report.rows_read, report.stored, report.unknown_codes) == (2023, 4835, 4835, 0)
+    assert report.lsoas_without_population == 0 and report.coverage_warning is None
+    total, = query(population_db, "SELECT sum(population) FROM area_population WHERE year = 2023")[0]
+    assert 7_000_000 < total < 10_000_000, "London's population is about 8.8 million"
 
 
 def _safestats(args: list[str], url: str, home: Path) -> subprocess.CompletedProcess:
