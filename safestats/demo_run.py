@@ -1,7 +1,9 @@
 """`safestats demo run` (the README's `./dev portal`): everything the portal needs, then serve it.
 
 Steps, each one progress line and each safe to repeat: the database (DATABASE_URL, or the embedded cluster
-started if needed), migrations to head, boundaries when the areas table is empty, demo drops generated
+started if needed), migrations to head, boundaries when the areas table is empty, a synthetic population
+(ONS layout, one file per mid-year the demo months cover, written to ``<SAFESTATS_HOME>/demo-population/``
+and loaded by the real population loader) when the area_population table is empty, demo drops generated
 into ``<SAFESTATS_HOME>/demo-drops/`` when that folder has none, those drops loaded through the ingest
 pipeline (files already loaded are skipped by their sha256), and a demo admin login whose password is made
 once and kept in ``<SAFESTATS_HOME>/demo-login.txt`` (mode 600). It then prints the URL and the login in a
@@ -25,6 +27,7 @@ DEMO_ORGANISATION = "GLA"
 DEMO_TIER = "admin"
 DEMO_SEED = 20261123  # the same default as `safestats demo generate --seed`
 DEMO_DROPS_FOLDER = "demo-drops"
+DEMO_POPULATION_FOLDER = "demo-population"
 DEMO_LOGIN_FILE = "demo-login.txt"
 
 
@@ -88,16 +91,26 @@ def demo_password(home: Path) -> str:
     return password
 
 
-def _areas_count(url: str) -> int:
+def _count_rows(url: str, table: str) -> int:
     from db import connect
 
     conn = connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM areas")
+            cur.execute(f"SELECT count(*) FROM {table}")
             return cur.fetchone()[0]
     finally:
         conn.close()
+
+
+def demo_population_years(drops_folder: Path, months: int) -> list[int]:
+    """The calendar years the demo incidents cover, so every year of them has a population to divide by:
+    from the demo drops' file names (YYYY-MM-...) when they exist, else the months the generator will write."""
+    from loaders.demo import last_complete_month, month_range
+
+    names = [p.name for p in _files_in(drops_folder)]
+    years = {int(name[:4]) for name in names if name[:4].isdigit() and name[4:5] == "-"}
+    return sorted(years or {int(month[:4]) for month in month_range(last_complete_month(), months)})
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -146,7 +159,7 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
     _step(f"Migrations: database at revision {migrate.current_revision(url)}.")
 
     # 3. Boundaries
-    areas = _areas_count(url)
+    areas = _count_rows(url, "areas")
     if areas:
         _step(f"Boundaries: {areas:,} areas already loaded.")
     else:
@@ -156,7 +169,26 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
         summary = load_boundaries(url, regions=None)
         _step(f"Boundaries: {summary}")
 
-    # 4. Demo drops
+    # 4. Population (synthetic, in ONS's layout; loaded by the same loader as a real ONS file)
+    population_rows = _count_rows(url, "area_population")
+    if population_rows:
+        _step(f"Population: {population_rows:,} LSOA populations already loaded.")
+    else:
+        from loaders.demo import generate_demo_population
+        from loaders.population import PopulationFileRejected, load_population
+
+        years = demo_population_years(settings.home / DEMO_DROPS_FOLDER, months)
+        population_folder = settings.home / DEMO_POPULATION_FOLDER
+        span = f"mid-{years[0]}" + (f" to mid-{years[-1]}" if len(years) > 1 else "")
+        _step(f"Population: writing synthetic LSOA populations for {span} into {population_folder} and "
+              "loading them...")
+        for path in generate_demo_population(population_folder, years, seed=DEMO_SEED):
+            try:
+                _step(f"Population: {load_population(url, path).summary()}")
+            except PopulationFileRejected as exc:
+                return _fail(f"the demo population file {path} was rejected: {exc}")
+
+    # 5. Demo drops
     folder = settings.home / DEMO_DROPS_FOLDER
     if _files_in(folder):
         folder, files, _ = ensure_demo_drops(settings.home, months)
@@ -168,7 +200,7 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
     if not files:
         return _fail(f"the demo generator wrote no files into {folder}.")
 
-    # 5. Load them (already-loaded files are skipped by their sha256)
+    # 6. Load them (already-loaded files are skipped by their sha256)
     from loaders.pipeline import load_paths
 
     _step("Loading the demo drops through the ingest pipeline (one line per file, then a summary)...")
@@ -180,7 +212,7 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
         return _fail("every demo drop failed to load (reasons above), so there is nothing to show; fix the "
                      "cause, or delete the demo-drops folder to generate new drops, and run again.")
 
-    # 6. Demo login
+    # 7. Demo login
     from dashapp.auth import upsert_user
 
     password = demo_password(settings.home)
@@ -192,7 +224,7 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
         _step("Ready (--no-serve: not serving). `safestats serve` serves the portal.")
         return 0
 
-    # 7. Serve
+    # 8. Serve
     host, port = settings.host, settings.port
     if _port_in_use(host, port):
         return _fail(f"port {port} on {host} is already in use (another portal running?). Stop that program, "

@@ -192,3 +192,37 @@ def test_generated_drops_load_through_the_ingest_pipeline(clean_data, tmp_path):
     # The pipeline assigns LSOAs from the point; it must agree with the LSOA each generated row names.
     assert query(clean_data, "SELECT count(*) FROM incidents WHERE lsoa_code IS DISTINCT FROM "
                              "attributes->>'lsoa_code'")[0][0] == 0
+
+
+def test_synthetic_population_file_in_ons_sape_layout(tmp_path):
+    from loaders.demo import write_demo_population_csv
+
+    path = write_demo_population_csv(tmp_path, 2024)
+    again = write_demo_population_csv(tmp_path / "again", 2024)
+    other_seed = write_demo_population_csv(tmp_path / "other", 2024, seed=7)
+
+    assert path.name == "synthetic-demo-mid-2024-lsoa-population.csv"
+    data = path.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfLSOA Code,LSOA Name,LA Code (2018 boundaries),LA name (2018 boundaries),"
+                           b"LA Code (2021 boundaries),LA name (2021 boundaries),All Ages,0,1,2,")
+    assert data.split(b"\r\n", 1)[0].endswith(b",88,89,90+") and b"\n" not in data.replace(b"\r\n", b"")
+    assert again.read_bytes() == data and other_seed.read_bytes() != data
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["LSOA Code"] for r in rows] == sorted(london_lsoas().codes)
+    totals = np.array([int(r["All Ages"]) for r in rows])
+    assert all(int(r["All Ages"]) == sum(int(r[str(a)]) for a in range(90)) + int(r["90+"]) for r in rows)
+    assert 1600 < totals.mean() < 1850
+    assert np.percentile(totals, 5) > 1000 and np.percentile(totals, 95) < 3000
+    city = np.array([r["LA name (2021 boundaries)"] == "City of London" for r in rows])
+    assert city.sum() == 6 and totals[city].mean() < 0.85 * totals[~city].mean()
+    assert {r["LA Code (2018 boundaries)"] for r in rows if r["LSOA Name"].startswith("Westminster ")} == {"E09000033"}
+
+
+def test_synthetic_population_changes_slowly_from_year_to_year(tmp_path):
+    from loaders.demo import demo_population
+
+    _, y2023, _ = demo_population(2023)
+    _, y2024, _ = demo_population(2024)
+    change = y2024 / y2023 - 1
+    assert 0.0 < np.median(change) < 0.015 and np.abs(change).max() < 0.06

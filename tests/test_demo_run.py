@@ -47,6 +47,12 @@ def test_demo_run_prepares_everything_and_is_safe_to_repeat(demo_env):
     drops = query(url, "SELECT count(*) FROM drops WHERE status = 'loaded'")[0][0]
     incidents = query(url, "SELECT count(*) FROM incidents")[0][0]
     assert drops >= 1 and incidents > 0
+    # A population for every year the demo incidents fall in, for every London LSOA.
+    population = query(url, "SELECT year, count(*) FROM area_population GROUP BY year ORDER BY year")
+    incident_years = query(url, "SELECT DISTINCT extract(year FROM occurred_at AT TIME ZONE 'Europe/London')::int "
+                                "FROM incidents ORDER BY 1")
+    assert [year for year, _ in population] == [year for (year,) in incident_years]
+    assert {count for _, count in population} == {4835}
     login_file = home / "demo-login.txt"
     assert stat.S_IMODE(login_file.stat().st_mode) == 0o600
     password = next(line.split(":", 1)[1].strip() for line in login_file.read_text().splitlines()
@@ -58,6 +64,8 @@ def test_demo_run_prepares_everything_and_is_safe_to_repeat(demo_env):
 
     assert second.returncode == 0, second.stdout + second.stderr
     assert "already loaded" in second.stdout and "already in" in second.stdout
+    assert "LSOA populations already loaded" in second.stdout
+    assert query(url, "SELECT year, count(*) FROM area_population GROUP BY year ORDER BY year") == population
     assert query(url, "SELECT count(*) FROM drops WHERE status = 'loaded'")[0][0] == drops
     assert query(url, "SELECT count(*) FROM incidents")[0][0] == incidents
     assert login_file.read_text().count(password) == 1, "the demo password must stay the same across runs"
