@@ -1,9 +1,11 @@
-"""The portal's HTTP surface through Flask's test client: the login guard, the login form, and one callback.
+"""The portal's HTTP surface through Flask's test client: the login guard, the login form, callbacks, tiles.
 
 Anonymous requests must get nothing from Dash: pages redirect to /login, and the JSON routes that describe
-the app or run its callbacks answer 401. Logging in needs the form's CSRF token and the right password,
-starts a new session, and honours ``next`` only for local paths. A logged-in callback call returns the
-same numbers as SQL, and a tampered borough code is refused rather than answered with all of London.
+the app or run its callbacks answer 401, as do the density tiles. Logging in needs the form's CSRF token
+and the right password, starts a new session, and honours ``next`` only for local paths. Callbacks are
+called as the browser calls them (``/_dash-update-component``), built from the app's own callback map: a
+panel returns the same numbers as SQL; forged state, forged clicks and tampered links are refused with a
+message and no data, never answered with all of London.
 """
 from __future__ import annotations
 
@@ -20,9 +22,6 @@ from tests.conftest import query
 from tests.test_queries import CAMDEN, seed_incidents
 
 EMAIL, PASSWORD = "web.viewer@web-test.example", "a long test passphrase"
-CHART_OUTPUTS = [(ids.OVERVIEW_CHART, "figure"), (ids.OVERVIEW_CHART_TITLE, "children"),
-                 (ids.OVERVIEW_SELECTION_NAME, "children"), (ids.OVERVIEW_CLEAR_SELECTION, "style"),
-                 (ids.OVERVIEW_TOTAL, "children")]
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +49,33 @@ def _login(client, email=EMAIL, password=PASSWORD, next_path=None):
     return client.post(url, data={"email": email, "password": password, "csrf_token": token})
 
 
-def _chart_callback(client, filter_query_string):
-    body = {
-        "output": ".." + "...".join(f"{i}.{p}" for i, p in CHART_OUTPUTS) + "..",  # Dash's multi-output id
-        "outputs": [{"id": i, "property": p} for i, p in CHART_OUTPUTS],
-        "inputs": [{"id": ids.OVERVIEW_FILTER_STATE, "property": "data", "value": filter_query_string}],
-        "changedPropIds": [f"{ids.OVERVIEW_FILTER_STATE}.data"],
-        "state": [],
-    }
+def _callback(app, client, output_id: str, values: dict, changed: str):
+    """POST one callback (the one whose outputs include ``output_id``) as the browser would.
+
+    ``values`` maps "id.property" to a value for its inputs and states; anything not given is None (or []
+    for pattern-matching inputs). ``changed`` is the "id.property" that triggered it."""
+    dash_app = app.extensions["safestats_dash"]
+    key = next(k for k in dash_app.callback_map if f"{output_id}." in k)
+    spec = dash_app.callback_map[key]
+    outputs = [dict(zip(("id", "property"), part.rsplit(".", 1))) for part in key.strip(".").split("...")]
+
+    def item(dep):
+        if isinstance(dep["id"], str) and dep["id"].startswith("{"):
+            return []  # pattern-matching (chips): none rendered
+        return {"id": dep["id"], "property": dep["property"], "value": values.get(f"{dep['id']}.{dep['property']}")}
+    body = {"output": key, "outputs": outputs if len(outputs) > 1 else outputs[0],
+            "inputs": [item(d) for d in spec["inputs"]], "state": [item(d) for d in spec["state"]],
+            "changedPropIds": [changed]}
     return client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
 
 
-def _click_callback(client, clicked_feature, filter_query_string=""):
-    """The map-click callback as the browser calls it after a click on a borough polygon."""
-    body = {
-        "output": f"{ids.OVERVIEW_FILTER_STATE}.data",
-        "outputs": {"id": ids.OVERVIEW_FILTER_STATE, "property": "data"},
-        "inputs": [{"id": ids.OVERVIEW_BOROUGHS, "property": "n_clicks", "value": 1},
-                   {"id": ids.OVERVIEW_CLEAR_SELECTION, "property": "n_clicks", "value": 0}],
-        "state": [{"id": ids.OVERVIEW_BOROUGHS, "property": "clickData", "value": clicked_feature},
-                  {"id": ids.OVERVIEW_FILTER_STATE, "property": "data", "value": filter_query_string}],
-        "changedPropIds": [f"{ids.OVERVIEW_BOROUGHS}.n_clicks"],
-    }
-    return client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
+def _headline(app, client, qs):
+    return _callback(app, client, ids.HEADLINE, {f"{ids.DATA_STATE}.data": {"qs": qs, "error": None}},
+                     f"{ids.DATA_STATE}.data")
+
+
+def _sync(app, client, changed: str, **values):
+    return _callback(app, client, ids.STATE_ERROR, values, changed)
 
 
 def test_anonymous_page_requests_redirect_to_login(client):
@@ -92,7 +95,7 @@ def test_anonymous_page_requests_redirect_to_login(client):
 def test_anonymous_dash_routes_are_refused(client, method, path):
     response = client.open(path, method=method, json={} if method == "POST" else None)
     assert response.status_code == 401
-    assert b"overview" not in response.data
+    assert b"chart" not in response.data and b"filter" not in response.data
 
 
 def test_anonymous_component_suites_are_refused(client):
@@ -117,7 +120,7 @@ def test_login_with_the_right_password_opens_the_dash_app(client, areas_loaded):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     layout = client.get("/_dash-layout")
     assert layout.status_code == 200
-    assert ids.OVERVIEW_BOROUGHS in layout.get_data(as_text=True)
+    assert ids.MAP_AREAS["borough"] in layout.get_data(as_text=True)
     assert "Web Viewer" in layout.get_data(as_text=True), "navbar shows who is logged in"
     assert client.get("/_dash-dependencies").status_code == 200
     assert client.get("/").status_code == 200
@@ -155,46 +158,77 @@ def test_logout_ends_the_session(client):
     assert client.get("/_dash-layout").status_code == 401
 
 
-def test_chart_callback_returns_the_boroughs_numbers(client, clean_data):
+def test_a_panel_callback_returns_the_numbers_sql_gives(app, client, clean_data):
     seed_incidents(clean_data)
     _login(client)
-    response = _chart_callback(client, f"borough={CAMDEN}")
+    response = _headline(app, client, f"borough={CAMDEN}&from=2024-01-01&to=2024-12-31")
+    assert response.status_code == 200
+    body = json.dumps(response.get_json()["response"])
+    (camden,) = query(clean_data, """SELECT count(*) FROM incidents WHERE borough_code = %s
+                                     AND occurred_at >= '2024-01-01 00:00 Europe/London'""", (CAMDEN,))[0]
+    assert f'"children": "{camden:,}"' in body and f"{camden:,}" != "0"
+
+
+@pytest.mark.parametrize("tampered", ["borough=E09999999", "borough=E09000007' OR 1=1", "borogh=E09000007",
+                                      "cat=999", "supplier=lfb"])
+def test_panels_refuse_tampered_state(app, client, clean_data, tampered):
+    seed_incidents(clean_data)
+    _login(client)
+    assert _headline(app, client, tampered).status_code == 204, "refused: no update, never all of London"
+
+
+def test_map_click_selects_and_deselects_only_known_areas(app, client):
+    _login(client)
+    clicked = f"{ids.MAP_AREAS['borough']}.n_clicks"
+    response = _sync(app, client, clicked, **{clicked: 1, f"{ids.MAP_AREAS['borough']}.clickData":
+                                              {"type": "Feature", "properties": {"code": CAMDEN}}})
     assert response.status_code == 200
     result = response.get_json()["response"]
-    figure = result[ids.OVERVIEW_CHART]["figure"]
-    direct = dict(query(clean_data, """SELECT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date::text,
-                                              count(*) FROM incidents WHERE borough_code = %s GROUP BY 1""", (CAMDEN,)))
-    chart = dict(zip(figure["data"][0]["x"], figure["data"][0]["y"]))
-    assert {m: n for m, n in chart.items() if n} == {m: int(n) for m, n in direct.items()}
-    assert result[ids.OVERVIEW_CHART_TITLE]["children"] == "Camden"
+    assert result[ids.URL]["search"] == f"?borough={CAMDEN}"
+    assert result[ids.DATA_STATE]["data"] == {"qs": f"borough={CAMDEN}", "error": None}
+    assert result[ids.FILTER_BOROUGH]["value"] == CAMDEN
+    again = _sync(app, client, clicked, **{clicked: 2, f"{ids.URL}.search": f"?borough={CAMDEN}",
+                                           f"{ids.MAP_AREAS['borough']}.clickData": {"properties": {"code": CAMDEN}}})
+    assert again.get_json()["response"][ids.URL]["search"] == ""
+    for forged in ({"properties": {"code": "E09999999"}}, {"properties": {"code": "E01000001"}}):
+        refused = _sync(app, client, clicked, **{clicked: 3, f"{ids.MAP_AREAS['borough']}.clickData": forged})
+        result = refused.get_json()["response"]
+        assert result[ids.STATE_ERROR]["is_open"] is True and ids.URL not in result, forged
+    for forged in ({"properties": {"code": ["E09000007"]}}, {"properties": {}}, None, "E09000007"):
+        assert _sync(app, client, clicked, **{clicked: 4, f"{ids.MAP_AREAS['borough']}.clickData": forged}
+                     ).status_code in (200, 204), forged
 
 
-@pytest.mark.parametrize("tampered", ["borough=E09999999", "borough=E09000007' OR 1=1", "borogh=E09000007"])
-def test_chart_callback_refuses_tampered_state(client, clean_data, tampered):
+def test_a_tampered_link_shows_a_message_and_no_data(app, client):
+    _login(client)
+    response = _sync(app, client, f"{ids.URL}.search", **{f"{ids.URL}.search": "?borough=E09000007%27--&x=1"})
+    result = response.get_json()["response"]
+    assert result[ids.STATE_ERROR]["is_open"] is True
+    assert "could not be read" in result[ids.STATE_ERROR]["children"]
+    assert result[ids.DATA_STATE]["data"]["error"] and result[ids.DATA_STATE]["data"]["qs"] is None
+    assert "SELECT" not in json.dumps(result) and "Traceback" not in json.dumps(result)
+
+
+def test_density_tiles_need_login_and_refuse_tampered_filters(app, client, clean_data):
     seed_incidents(clean_data)
+    assert client.get("/tiles/density/10/511/340.png").status_code == 401
     _login(client)
-    response = _chart_callback(client, tampered)
-    assert response.status_code == 204, "refused: no update, and certainly not all of London"
-
-
-def test_map_click_selects_and_deselects_only_known_boroughs(client):
-    _login(client)
-    response = _click_callback(client, {"type": "Feature", "properties": {"code": CAMDEN, "name": "Camden"}})
-    assert response.status_code == 200
-    assert response.get_json()["response"][ids.OVERVIEW_FILTER_STATE]["data"] == f"borough={CAMDEN}"
-    again = _click_callback(client, {"properties": {"code": CAMDEN}}, f"borough={CAMDEN}")
-    assert again.get_json()["response"][ids.OVERVIEW_FILTER_STATE]["data"] == ""
-    for forged in ({"properties": {"code": "E09999999"}}, {"properties": {"code": ["E09000007"]}},
-                   {"properties": {}}, None, "E09000007"):
-        assert _click_callback(client, forged).status_code == 204, forged
+    tile = client.get("/tiles/density/10/511/340.png?from=2024-01-01&to=2024-12-31")
+    assert tile.status_code == 200 and tile.data.startswith(b"\x89PNG") and tile.mimetype == "image/png"
+    assert client.get("/tiles/density/10/511/340.png?borough=E09999999").status_code == 400
+    assert client.get("/tiles/density/10/99999/340.png").status_code == 400
+    assert client.get("/tiles/blank.png").status_code == 200
 
 
 def test_callbacks_check_the_login_themselves(app):
-    # Bypass the request guard and call the registered callback directly, as if the guard were missing.
-    dash_app = app.extensions["safestats_dash"]
-    callback = next(cb for key, cb in dash_app.callback_map.items() if ids.OVERVIEW_CHART in key)
-    with app.test_request_context("/_dash-update-component", method="POST"):
-        from werkzeug.exceptions import Unauthorized
+    # Bypass the request guard and call every registered server-side callback directly, logged out.
+    from werkzeug.exceptions import Unauthorized
 
-        with pytest.raises(Unauthorized):
-            callback["callback"].__wrapped__("borough=" + CAMDEN)
+    dash_app = app.extensions["safestats_dash"]
+    server_side = [cb for cb in dash_app.callback_map.values() if "callback" in cb]
+    assert len(server_side) >= 10
+    for cb in server_side:
+        n_args = len(cb["inputs"]) + len(cb["state"])
+        with app.test_request_context("/_dash-update-component", method="POST"):
+            with pytest.raises(Unauthorized):
+                cb["callback"].__wrapped__(*([None] * n_args))

@@ -274,7 +274,8 @@ def register_callbacks(app: Dash) -> None:
             elif trigger in ids.MAP_AREAS.values():
                 level_clicked = next(lv for lv, i in ids.MAP_AREAS.items() if i == trigger)
                 feature = {"borough": borough_click, "msoa": msoa_click, "lsoa": lsoa_click}[level_clicked]
-                code = ((feature or {}).get("properties") or {}).get("code")
+                properties = feature.get("properties") if isinstance(feature, dict) else None
+                code = properties.get("code") if isinstance(properties, dict) else None
                 if not isinstance(code, str):
                     raise PreventUpdate
                 state = _select_area(base, level_clicked, code)
@@ -317,7 +318,7 @@ def register_callbacks(app: Dash) -> None:
             queries.check_state(engine, state)
         except PreventUpdate:
             raise
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             log.warning("refused filter change %r from user %s: %s", trigger, current_user.get_id(), exc)
             return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 18
 
