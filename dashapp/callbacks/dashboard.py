@@ -468,9 +468,8 @@ def register_callbacks(app: Dash) -> None:
             shown = values.measure(measure)
         except Exception as exc:
             shown, note = {}, _error_reference(exc, "map")
-        names = {code: a.name for code, a in queries.areas(engine).items() if a.level == level}
         selected = state.selected_area[1] if state.selected_area else None
-        hideout = view.area_hideout(shown, measure, state.map_breaks, selected, names)
+        hideout = view.area_hideout(shown, measure, state.map_breaks, selected)
         data_out, hideout_out = [], []
         for lv, old in zip(LEVELS, hideouts):
             loaded = isinstance(old, dict) and old.get("loaded")

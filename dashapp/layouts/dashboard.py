@@ -54,8 +54,7 @@ def level_for_zoom(zoom: float | None) -> str:
 
 # ---- map presentation ------------------------------------------------------------------------------------
 
-def area_hideout(values: dict[str, float], measure: str, breaks: str, selected: str | None,
-                 labels: dict[str, str]) -> dict:
+def area_hideout(values: dict[str, float], measure: str, breaks: str, selected: str | None) -> dict:
     """What the browser-side style function needs: value per area, class bounds, colours, the selection."""
     if measure == "change":
         classes = _change_classes(values)
@@ -63,7 +62,9 @@ def area_hideout(values: dict[str, float], measure: str, breaks: str, selected: 
     else:
         classes = class_breaks(values.values(), len(SEQUENTIAL), breaks)
         colours = list(SEQUENTIAL[:len(classes)])
-    return {"values": values, "classes": classes, "colours": colours, "labels": labels,
+    # Values rounded to what the legend and tooltip show: a third of the bytes for 4,835 LSOAs.
+    values = {code: round(v, 2) for code, v in values.items()}
+    return {"values": values, "classes": classes, "colours": colours,
             "noDataColour": NO_DATA_COLOUR, "selected": selected, "selectedOutline": SELECTED_OUTLINE}
 
 
@@ -344,7 +345,7 @@ def map_card() -> dbc.Card:
     area_layers = [
         dl.GeoJSON(id=ids.MAP_AREAS[level], data={"type": "FeatureCollection", "features": []},
                    style=AREA_STYLE, onEachFeature=AREA_ON_EACH_FEATURE,
-                   hideout=area_hideout({}, "count", "quantile", None, {}),
+                   hideout=area_hideout({}, "count", "quantile", None),
                    hoverStyle={"arrow": {"weight": 3, "color": "#333333", "fillOpacity": 0.85}})
         for level in ("borough", "msoa", "lsoa")]
     return dbc.Card([
@@ -384,7 +385,7 @@ def map_card() -> dbc.Card:
                     edit={"edit": False})]),
             ], id=ids.MAP, center=LONDON_CENTRE, zoom=DEFAULT_ZOOM, minZoom=8, maxZoom=18, zoomSnap=0.5,
                className="ss-map", keyboard=True),
-            html.Div(legend(area_hideout({}, "count", "quantile", None, {}), "count", "borough"),
+            html.Div(legend(area_hideout({}, "count", "quantile", None), "count", "borough"),
                      id=ids.MAP_LEGEND, className="ss-legend"),
             html.Div(id=ids.MAP_NOTE, className="ss-map-note"),
         ], className="ss-map-wrap"),

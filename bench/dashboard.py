@@ -1,0 +1,165 @@
+"""Dashboard benchmark: server time for a filter change (every panel's data) and the bytes each panel sends.
+
+Builds its own database (``safestats_bench_dashboard`` in the embedded cluster, or
+SAFESTATS_BENCH_DATABASE_URL): migrations, London's boundaries, then about ``--rows`` generated incidents
+as demo police.uk drops through the real loader, and the rollups refreshed (load and refresh are timed and
+reported, not part of the latency figures). Then, for a set of typical analyst filter changes (one borough,
+one category, a theme, a day-level range, an MSOA, a drawn polygon, ...), it times what the server does
+for a filter change — the data of every panel (headline, freshness, time series, categories, hour x
+weekday, top areas, the choropleth) and its presentation (figures, legend) — with the panel cache cleared
+each time, so every figure is a cold computation. Prints p50/p95 per change and overall, and the JSON bytes
+each panel sends.
+
+    bench/dashboard [--rows 1000000] [--repeats 7] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MONTHS = 48
+
+
+def bench_database() -> str:
+    if os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
+        return os.environ["SAFESTATS_BENCH_DATABASE_URL"]
+    from safestats.embedded_pg import EmbeddedPostgres
+
+    pg = EmbeddedPostgres.from_settings(log=lambda *a: None)
+    pg.start()
+    return pg.create_database("safestats_bench_dashboard", drop_existing=True)
+
+
+def prepare(url: str, rows: int) -> None:
+    from db import migrate
+    from loaders.boundaries import load_boundaries
+    from loaders.demo import generate_demo_drops
+    from loaders.pipeline import load_paths
+    from safestats.rollups import refresh_rollups
+
+    migrate.upgrade(url)
+    load_boundaries(url, regions=("london",), log=lambda *a: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"generating about {rows:,} incidents ({MONTHS} months of demo police.uk drops)...", flush=True)
+        files = generate_demo_drops(Path(tmp), months=MONTHS, rows_per_month=round(rows / MONTHS))
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            results = load_paths(url, files, progress=False, refresh_rollups=False)
+        loaded = sum(r.rows_loaded for r in results)
+        elapsed = time.perf_counter() - started
+        print(f"loaded {loaded:,} incidents in {elapsed:.1f} s ({loaded / elapsed:,.0f} rows/s)", flush=True)
+    timings = refresh_rollups(url, trigger="bench/dashboard")
+    print("rollup refresh: " + ", ".join(f"{v} {s:.1f} s" for v, s in timings.items()), flush=True)
+
+
+def filter_changes(engine) -> dict:
+    from safestats import queries
+    from safestats.filters import FilterState
+
+    span = queries.data_span(engine)
+    last = span[1]
+    first_of_last = last.replace(day=1)
+    some_msoa = next(a.code for a in queries.areas(engine).values() if a.level == "msoa" and a.parent_code == "E09000030")
+    return {
+        "default (latest 12 months)": FilterState(),
+        "one borough (Camden)": FilterState(borough_code="E09000007"),
+        "one category (burglary)": FilterState(categories=(3,)),
+        "domain + theme (crime, weapon)": FilterState(domains=("crime",), themes=("weapon",)),
+        "last 28 days (day-level range)": FilterState(date_from=date.fromordinal(last.toordinal() - 27), date_to=last),
+        "a year of whole months": FilterState(date_from=first_of_last.replace(year=first_of_last.year - 1),
+                                              date_to=last),
+        "an MSOA (Tower Hamlets)": FilterState(borough_code="E09000030", msoa_code=some_msoa),
+        "a drawn polygon (central)": FilterState(polygon=((-0.14, 51.50), (-0.08, 51.50), (-0.08, 51.53),
+                                                           (-0.14, 51.53))),
+        "borough + category, MSOA map": FilterState(borough_code="E09000033", categories=(1,), map_level="msoa"),
+        "LSOA map, natural breaks": FilterState(map_level="lsoa", map_breaks="jenks"),
+    }
+
+
+def all_panels(engine, state) -> dict[str, object]:
+    """What the server sends after a filter change, panel by panel (the dashboard callbacks' work)."""
+    from dashapp.layouts import dashboard as view
+    from safestats import queries
+
+    level = state.map_level or view.level_for_zoom(state.zoom)
+    head = queries.headline(engine, state)
+    fresh = queries.freshness(engine)
+    values = queries.area_values(engine, state, level)
+    hideout = view.area_hideout(values.measure(state.map_measure), state.map_measure, state.map_breaks,
+                                state.selected_area and state.selected_area[1])
+    grid = queries.hour_day_grid(engine, state)
+    return {
+        "headline": [repr(c) for c in view.headline_cards(head, fresh, None)],
+        "time series": view.timeseries_figure(queries.monthly_series(engine, state),
+                                              queries.current_period(engine, state), state),
+        "categories": view.categories_figure(queries.category_counts(engine, state), state, ()),
+        "hour x weekday": view.hour_day_figure(grid, state),
+        "top areas": [r.__dict__ for r in queries.top_areas(engine, state)],
+        "map (hideout)": hideout,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="reuse the loaded database if it is there")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO_ROOT))
+
+    from db import get_engine
+    from safestats import queries
+
+    if args.keep and os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
+        url = os.environ["SAFESTATS_BENCH_DATABASE_URL"]
+    else:
+        url = bench_database()
+        prepare(url, args.rows)
+    engine = get_engine(url)
+    (n_incidents,) = engine.connect().exec_driver_sql("SELECT count(*) FROM incidents").one()
+    print(f"\n{n_incidents:,} incidents; {args.repeats} cold runs per filter change (panel cache cleared)\n")
+
+    all_times: list[float] = []
+    sizes: dict[str, list[int]] = {}
+    print(f"{'filter change':34} {'p50 ms':>8} {'p95 ms':>8}  sources")
+    for name, state in filter_changes(engine).items():
+        times = []
+        for _ in range(args.repeats):
+            queries.clear_caches()
+            queries.areas(engine), queries.taxonomy(engine)  # per-process reference data, loaded once per worker
+            started = time.perf_counter()
+            panels = all_panels(engine, state)
+            times.append((time.perf_counter() - started) * 1000)
+        all_times.extend(times)
+        for panel, payload in panels.items():
+            sizes.setdefault(panel, []).append(len(json.dumps(payload, default=str)))
+        source = queries.headline(engine, state).source.replace("rollup_", "")
+        print(f"{name:34} {statistics.median(times):8.0f} {percentile(times, 0.95):8.0f}  {source}")
+    print(f"{'all filter changes':34} {statistics.median(all_times):8.0f} {percentile(all_times, 0.95):8.0f}")
+
+    print(f"\n{'panel':20} {'bytes (median)':>15} {'bytes (max)':>12}")
+    for panel, values in sizes.items():
+        print(f"{panel:20} {statistics.median(values):15,.0f} {max(values):12,}")
+    for level in ("borough", "msoa", "lsoa"):
+        once = len(json.dumps(queries.boundaries_geojson(engine, level)))
+        print(f"{'boundaries ' + level:20} {once:15,} {'(sent once per page)':>12}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
