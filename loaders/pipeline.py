@@ -21,13 +21,16 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg2
@@ -52,6 +55,7 @@ INCIDENT_COPY_COLUMNS = (
     "theme_arson", "geom", "longitude", "latitude", "location_precision", "lsoa_code", "msoa_code",
     "borough_code", "access_level", "attributes",
 )
+LONDON = ZoneInfo("Europe/London")
 # The arrow type of each harmonised column (occurred_at: an instant; the row path's ISO text is converted).
 HARMONISED_TYPES = {
     "line_no": pa.int64(), "supplier_record_id": pa.string(), "occurred_at": pa.timestamp("us", tz="UTC"),
@@ -632,10 +636,12 @@ class PreparedDrop:
     quarantined: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None) -> PreparedDrop:
+def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None,
+                 mappings: dict[str, dict[str, CategoryMapping]] | None = None) -> PreparedDrop:
     """Read, decode, check, parse, harmonise and locate one file. Reads from the database, never writes.
 
-    ``area_index`` may be passed in by a caller loading a batch, so the area set is checked once per batch.
+    ``area_index`` and ``mappings`` (supplier -> its category mapping, filled as suppliers are met) may be
+    passed in by a caller loading a batch, so they are read once per batch.
     """
     from tqdm import tqdm
 
@@ -652,7 +658,13 @@ def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None)
     data, prepared.digest, prepared.size = read_drop_bytes(path)
     with read_conn.cursor() as cur:
         prepared.skipped = _already_loaded(cur, fmt_class.supplier, prepared.digest)
-        mapping = load_category_mapping(cur, fmt_class.supplier) if not prepared.skipped else {}
+        mapping = {}
+        if not prepared.skipped:
+            mapping = mappings.get(fmt_class.supplier) if mappings is not None else None
+            if mapping is None:
+                mapping = load_category_mapping(cur, fmt_class.supplier)
+                if mappings is not None:
+                    mappings[fmt_class.supplier] = mapping
         if area_index is None and not prepared.skipped:
             area_index = area_index_for(cur, read_conn.dsn)
     read_conn.rollback()
@@ -710,8 +722,14 @@ def _prepare_session(conn) -> None:
     conn.commit()
 
 
-def commit_drop(conn, prepared: PreparedDrop) -> DropResult:
-    """Write a prepared drop: the rejection, or its rows, quarantine and drop record in one transaction."""
+def commit_drop(conn, prepared: PreparedDrop, partitions_known: set | None = None,
+                began: Callable[[], None] | None = None) -> DropResult:
+    """Write a prepared drop: the rejection, or its rows, quarantine and drop record in one transaction.
+
+    Optional, for a caller loading a batch: ``partitions_known`` remembers the years whose incident
+    partitions exist, to save a round trip per drop; ``began`` is called once the drop holds its locks and
+    has its drops row (or turned out to be loaded already), so the next drop may begin.
+    """
     path = prepared.path
     result = DropResult(path=path, supplier=prepared.supplier, encoding=prepared.encoding)
     if prepared.skipped:
@@ -727,81 +745,123 @@ def commit_drop(conn, prepared: PreparedDrop) -> DropResult:
         result.seconds = time.monotonic() - prepared.started
         return result
 
+    # The transaction is driven with explicit BEGIN / COMMIT in autocommit mode, so that statements that
+    # belong together travel in one round trip (psycopg2 would send its own BEGIN and run them one by one):
+    # a drop costs five or six round trips instead of fifteen. The server still sees one transaction, so a
+    # killed loader leaves nothing behind.
+    was_autocommit = conn.autocommit
+    if not was_autocommit:
+        conn.commit()       # (what the caller left open; nothing, normally) autocommit needs no open transaction
+        conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            try:
+                _write_drop(cur, prepared, result, partitions_known, began)
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    cur.execute("ROLLBACK")
+                raise
+    finally:
+        if not conn.closed:
+            conn.autocommit = was_autocommit
+    return result
+
+
+def _years(first_at: datetime, last_at: datetime) -> set[int]:
+    return set(range(first_at.astimezone(LONDON).year, last_at.astimezone(LONDON).year + 1))
+
+
+def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_known: set | None,
+                began: Callable[[], None] | None) -> None:
     fmt, parsed, located, quarantined = prepared.fmt, prepared.parsed, prepared.located, prepared.quarantined
-    digest = prepared.digest
+    path, digest = prepared.path, prepared.digest
     if located.first_at is not None:
-        # Partitions are made in their own short transaction: creating one locks the parent table, and an empty
-        # partition left behind by a killed load is harmless.
-        with conn, conn.cursor() as cur:
+        years = _years(located.first_at, located.last_at)
+        if partitions_known is None or not years <= partitions_known:
+            # Partitions are made in their own statement, committed at once (autocommit): creating one locks
+            # the parent table, and an empty partition left behind by a killed load is harmless.
             cur.execute("SELECT safestats_ensure_incident_partitions(%s, %s)", (located.first_at, located.last_at))
+            if partitions_known is not None:
+                partitions_known |= years
     _pause_for_tests("partitions")
 
     replace_key = fmt.replace_key()
-    with conn, conn.cursor() as cur:
-        # Serialise loads of the same content and of the same replace key (two schedulers, two shells).
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('safestats-drop-sha:' || %s))", (digest,))
-        if replace_key:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('safestats-drop-key:' || %s || ':' || %s))",
-                        (fmt.supplier, replace_key))
-        previous = _already_loaded(cur, fmt.supplier, digest)
-        if previous:
-            result.status, result.drop_id = "skipped", previous[0]
-            result.message = f"already loaded as drop {previous[0]} by a concurrent loader; nothing changed"
-            return result
-        cur.execute("""INSERT INTO drops (supplier, file_name, sha256, size_bytes, received_at, status, encoding)
-                       VALUES (%s, %s, %s, %s, %s, 'loaded', %s) RETURNING id""",
-                    (fmt.supplier, path.name, digest, prepared.size, prepared.received_at, prepared.encoding))
-        drop_id = cur.fetchone()[0]
-        _pause_for_tests("drop_row")
+    params = {"supplier": fmt.supplier, "sha": digest, "key": replace_key or "", "file": path.name,
+              "size": prepared.size, "received": prepared.received_at, "encoding": prepared.encoding}
+    # One round trip: serialise loads of the same content and of the same replace key (two schedulers, two
+    # shells), then, unless that content is already loaded, insert the drop row and lock the drops it replaces.
+    cur.execute("""
+        BEGIN;
+        SELECT pg_advisory_xact_lock(hashtext('safestats-drop-sha:' || %(sha)s));
+        SELECT pg_advisory_xact_lock(hashtext('safestats-drop-key:' || %(supplier)s || ':' || %(key)s))
+        WHERE %(key)s <> '';
+        WITH previous AS (
+            SELECT id FROM drops WHERE supplier = %(supplier)s AND sha256 = %(sha)s
+              AND status IN ('loaded', 'superseded') ORDER BY id LIMIT 1),
+        new_drop AS (
+            INSERT INTO drops (supplier, file_name, sha256, size_bytes, received_at, status, encoding)
+            SELECT %(supplier)s, %(file)s, %(sha)s, %(size)s, %(received)s, 'loaded', %(encoding)s
+            WHERE NOT EXISTS (SELECT 1 FROM previous)
+            RETURNING id),
+        replaced AS (
+            SELECT id, period_start, period_end FROM drops
+            WHERE supplier = %(supplier)s AND replace_key = %(key)s AND %(key)s <> '' AND status = 'loaded'
+            ORDER BY id FOR UPDATE)
+        SELECT (SELECT id FROM new_drop), (SELECT id FROM previous),
+               (SELECT array_agg(id ORDER BY id) FROM replaced),
+               (SELECT array_agg(period_start::text ORDER BY id) FROM replaced),
+               (SELECT array_agg(period_end::text ORDER BY id) FROM replaced)""", params)
+    drop_id, previous, old_ids, old_starts, old_ends = cur.fetchone()
+    if began is not None:
+        began()
+    if previous is not None:
+        cur.execute("ROLLBACK")
+        result.status, result.drop_id = "skipped", previous
+        result.message = f"already loaded as drop {previous} by a concurrent loader; nothing changed"
+        return
+    _pause_for_tests("drop_row")
 
-        replaced: list[int] = []
-        if replace_key:
-            cur.execute("""SELECT id, period_start, period_end FROM drops
-                           WHERE supplier = %s AND replace_key = %s AND status = 'loaded' FOR UPDATE""",
-                        (fmt.supplier, replace_key))
-            for old_id, old_start, old_end in cur.fetchall():
-                replaced.append(old_id)
-                # Found through the time index by the old drop's period (there is no drop_id index).
-                cur.execute("""DELETE FROM incidents WHERE drop_id = %s
-                               AND occurred_at >= %s::date - 1 AND occurred_at < %s::date + 2""",
-                            (old_id, old_start or "-infinity", old_end or "infinity"))
-                cur.execute("UPDATE drops SET status = 'superseded', superseded_by = %s WHERE id = %s",
-                            (drop_id, old_id))
-        _pause_for_tests("replaced")
+    replaced = list(old_ids or [])
+    for old_id, old_start, old_end in zip(replaced, old_starts or [], old_ends or []):
+        # Found through the time index by the old drop's period (there is no drop_id index).
+        cur.execute("""DELETE FROM incidents WHERE drop_id = %(old)s
+                         AND occurred_at >= %(start)s::date - 1 AND occurred_at < %(end)s::date + 2;
+                       UPDATE drops SET status = 'superseded', superseded_by = %(new)s WHERE id = %(old)s""",
+                    {"old": old_id, "new": drop_id, "start": old_start or "-infinity", "end": old_end or "infinity"})
+    _pause_for_tests("replaced")
 
-        # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now.
-        located.copy_rows.patch_int8(DROP_ID_OFFSET, drop_id)
-        cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)",
-                        BytesChunkReader(located.copy_rows.payload), size=1 << 20)
-        rows_loaded = cur.rowcount
-        _pause_for_tests("inserted")
+    # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now.
+    located.copy_rows.patch_int8(DROP_ID_OFFSET, drop_id)
+    cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)",
+                    BytesChunkReader(located.copy_rows.payload), size=1 << 20)
+    rows_loaded = cur.rowcount
+    _pause_for_tests("inserted")
 
-        if quarantined:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            for line_no, raw, reason in sorted(quarantined):
-                writer.writerow((drop_id, line_no, raw.replace("\x00", "\\x00"), reason))
-            buffer.seek(0)
-            cur.copy_expert("COPY quarantine (drop_id, line_no, raw_line, reason) FROM STDIN WITH (FORMAT csv)",
-                            buffer)
-        cur.execute("""UPDATE drops SET replace_key = %s, loaded_at = clock_timestamp(), rows_read = %s,
-                              rows_loaded = %s, rows_quarantined = %s,
-                              period_start = (%s::timestamptz AT TIME ZONE 'Europe/London')::date,
-                              period_end = (%s::timestamptz AT TIME ZONE 'Europe/London')::date
-                       WHERE id = %s""",
-                    (replace_key, parsed.rows_read, rows_loaded, len(quarantined), located.first_at,
-                     located.last_at, drop_id))
-        # Checked before the commit, so a drop whose rows do not add up rolls back instead of landing.
-        if rows_loaded + len(quarantined) != parsed.rows_read:
-            raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} != "
-                                 f"{parsed.rows_read}")
-        _pause_for_tests("before_commit")
-    # Leaving the `with conn` block committed the transaction: everything above lands together or not at all.
+    # Checked before anything else is written, so a drop whose rows do not add up rolls back instead of landing.
+    if rows_loaded + len(quarantined) != parsed.rows_read:
+        raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} != "
+                             f"{parsed.rows_read}")
+    ordered = sorted(quarantined)
+    cur.execute("""
+        INSERT INTO quarantine (drop_id, line_no, raw_line, reason)
+        SELECT %(drop)s, * FROM unnest(%(lines)s::integer[], %(raws)s::text[], %(reasons)s::text[]);
+        UPDATE drops SET replace_key = %(replace_key)s, loaded_at = clock_timestamp(), rows_read = %(read)s,
+                         rows_loaded = %(loaded)s, rows_quarantined = %(quarantined)s,
+                         period_start = (%(first)s::timestamptz AT TIME ZONE 'Europe/London')::date,
+                         period_end = (%(last)s::timestamptz AT TIME ZONE 'Europe/London')::date
+        WHERE id = %(drop)s""",
+                {"drop": drop_id, "lines": [q[0] for q in ordered],
+                 # PostgreSQL text cannot hold NUL; the raw line keeps a visible marker instead.
+                 "raws": [q[1].replace("\x00", "\\x00") for q in ordered], "reasons": [q[2] for q in ordered],
+                 "replace_key": replace_key, "read": parsed.rows_read, "loaded": rows_loaded,
+                 "quarantined": len(quarantined), "first": located.first_at, "last": located.last_at})
+    _pause_for_tests("before_commit")
+    cur.execute("COMMIT")
+    # Everything above landed together or not at all.
     result.status, result.drop_id = "loaded", drop_id
     result.rows_read, result.rows_loaded, result.rows_quarantined = parsed.rows_read, rows_loaded, len(quarantined)
     result.replaced_drop_ids = replaced
     result.seconds = time.monotonic() - prepared.started
-    return result
 
 
 def expand_paths(paths: Iterable[Path]) -> list[Path]:
@@ -816,12 +876,24 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_paths(url: str, paths: Iterable[Path], progress: bool = True) -> list[DropResult]:
-    """Load files (or folders of files) one drop at a time; print a line per drop and a summary line.
+# How many drops are written at once, each on its own connection. PostgreSQL's work on a drop (the COPY,
+# above all: about 9 us a row into incidents and its indexes) is most of a load, and one backend uses one
+# core; with two, a 2-core machine keeps both busy while the next files are prepared.
+WRITER_CONNECTIONS = 2
+PREPARE_AHEAD = 2           # files read and parsed ahead of the writers
 
-    While one drop is written, the next is read and parsed in a worker thread on its own read-only
-    connection: psycopg2 releases the GIL while PostgreSQL works through a COPY, so the two overlap.
+
+def load_paths(url: str, paths: Iterable[Path], progress: bool = True) -> list[DropResult]:
+    """Load files (or folders of files), a drop per transaction; print a line per drop and a summary line.
+
+    Files are prepared (read, parsed, located, encoded) in a worker thread a little ahead, on a read-only
+    connection, and written by WRITER_CONNECTIONS writer threads, each on its own connection: psycopg2
+    releases the GIL while PostgreSQL works through a COPY, so preparing and writing overlap. Drops still
+    start in file order: a drop begins (takes its advisory locks and inserts its drops row) only once the
+    drop before it has done so, so drop ids follow the files, and a re-issue of a month later in the batch
+    waits on the key lock of the earlier one and replaces it, as when loading one file after another.
     """
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -831,47 +903,71 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True) -> list[D
     files = expand_paths(paths)
     started = time.monotonic()
     results: list[DropResult] = []
-    conn = psycopg2.connect(libpq_dsn(url))
+    writers = [psycopg2.connect(libpq_dsn(url)) for _ in range(max(1, min(WRITER_CONNECTIONS, len(files))))]
     read_conn = psycopg2.connect(libpq_dsn(url))
-    read_conn.set_session(readonly=True)
+    read_conn.set_session(readonly=True, autocommit=True)
     try:
-        _prepare_session(conn)
+        for conn in writers:
+            _prepare_session(conn)
         with read_conn.cursor() as cur:
             area_index = area_index_for(cur, read_conn.dsn)
-        read_conn.rollback()
+        mappings: dict[str, dict[str, CategoryMapping]] = {}
+        free_writers: queue.Queue = queue.Queue()
+        for conn in writers:
+            free_writers.put(conn)
+        partitions_known: set[int] = set()
+        may_begin = [threading.Event() for _ in range(len(files) + 1)]
+        may_begin[0].set()
 
         def prepare(path: Path):
             if not path.exists():
                 return DropResult(path=path, status="failed", message="no such file")
-            return prepare_drop(read_conn, path, progress, area_index)
+            return prepare_drop(read_conn, path, progress, area_index, mappings)
+
+        def write(n: int, prepared) -> DropResult:
+            may_begin[n].wait()
+            if isinstance(prepared, DropResult):
+                may_begin[n + 1].set()
+                return prepared
+            conn = free_writers.get()
+            try:
+                return commit_drop(conn, prepared, partitions_known, began=may_begin[n + 1].set)
+            except Exception as exc:  # report and go on with the next file; the transaction rolled back
+                return DropResult(path=prepared.path, status="failed", message=f"{type(exc).__name__}: {exc}")
+            finally:
+                may_begin[n + 1].set()
+                free_writers.put(conn)
 
         bar = tqdm(total=len(files), unit="file", disable=None if progress else True, file=sys.stderr,
                    dynamic_ncols=True)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            upcoming = pool.submit(prepare, files[0]) if files else None
+
+        def report(result: DropResult) -> None:
+            results.append(result)
+            bar.update(1)
+            if progress:
+                tqdm.write(result.summary_line(), file=sys.stderr)
+
+        with ThreadPoolExecutor(max_workers=1) as preparer, \
+                ThreadPoolExecutor(max_workers=len(writers)) as writer_pool:
+            preparing: deque = deque()
+            writing: deque = deque()
             for n, path in enumerate(files):
+                while len(preparing) < PREPARE_AHEAD and n + len(preparing) < len(files):
+                    preparing.append(preparer.submit(prepare, files[n + len(preparing)]))
                 bar.set_description(path.name[:40])
                 try:
-                    prepared = upcoming.result()
+                    prepared = preparing.popleft().result()
                 except Exception as exc:
-                    read_conn.rollback()
                     prepared = DropResult(path=path, status="failed", message=f"{type(exc).__name__}: {exc}")
-                upcoming = pool.submit(prepare, files[n + 1]) if n + 1 < len(files) else None
-                if isinstance(prepared, DropResult):
-                    result = prepared
-                else:
-                    try:
-                        result = commit_drop(conn, prepared)
-                    except Exception as exc:  # report and go on with the next file; the transaction rolled back
-                        conn.rollback()
-                        result = DropResult(path=path, status="failed", message=f"{type(exc).__name__}: {exc}")
-                results.append(result)
-                bar.update(1)
-                if progress:
-                    tqdm.write(result.summary_line(), file=sys.stderr)
+                writing.append(writer_pool.submit(write, n, prepared))
+                while writing and (writing[0].done() or len(writing) > len(writers)):
+                    report(writing.popleft().result())
+            while writing:
+                report(writing.popleft().result())
         bar.close()
     finally:
-        conn.close()
+        for conn in writers:
+            conn.close()
         read_conn.close()
     elapsed = time.monotonic() - started
     loaded = sum(r.rows_loaded for r in results)
