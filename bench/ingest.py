@@ -54,7 +54,7 @@ def time_loads(url: str, files: list[Path], repeats: int, label: str) -> None:
         empty_data_tables(url)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            results = load_paths(url, files, progress=False)
+            results = load_paths(url, files, progress=False, refresh_rollups=False)
         elapsed = time.perf_counter() - started
         bad = [r.summary_line() for r in results if r.status != "loaded"]
         if bad:

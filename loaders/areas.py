@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import shapely
 from pyproj import Transformer
 
@@ -39,6 +40,10 @@ class AreaIndex:
         self.msoa_codes = msoa_codes
         self.borough_codes = borough_codes
         self.polygons = polygons
+        # The codes as arrow arrays too, for the pipeline to pick each row's codes with one take().
+        self.lsoa_array = pa.array(codes, pa.string())
+        self.msoa_array = pa.array(msoa_codes, pa.string())
+        self.borough_array = pa.array(borough_codes, pa.string())
         shapely.prepare(polygons)
         self.tree = shapely.STRtree(polygons)
 
@@ -57,22 +62,30 @@ class AreaIndex:
         return cls(version, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], polygons)
 
     def assign(self, x: np.ndarray, y: np.ndarray, srid: int, tolerance_m: float) -> AssignedPoints:
-        """Project the points both ways and find each one's LSOA."""
-        if srid == 4326:
-            lon, lat = x, y
-            east, north = _TO_BNG.transform(x, y)
-        elif srid == 27700:
-            east, north = x, y
-            lon, lat = _TO_WGS84.transform(x, y)
-        else:
+        """Project the points both ways and find each one's LSOA.
+
+        police.uk reuses its snap points (a Met month: 3,269 distinct points in 4,900 rows), so each distinct
+        point is projected and looked up once; the answers are spread back to the rows.
+        """
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        if srid not in (4326, 27700):
             raise ValueError(f"unsupported coordinate system EPSG:{srid}")
-        east, north = np.asarray(east, dtype=float), np.asarray(north, dtype=float)
+        if not len(x):
+            empty = np.zeros(0)
+            return AssignedPoints(empty, empty, empty, empty, np.zeros(0, dtype=np.int64))
+        distinct, inverse = np.unique(x + 1j * y, return_inverse=True)
+        dx, dy = distinct.real.copy(), distinct.imag.copy()
+        if srid == 4326:
+            east, north = (np.asarray(v, dtype=float) for v in _TO_BNG.transform(dx, dy))
+            lon, lat = x, y
+        else:
+            east, north = dx, dy
+            lon_d, lat_d = (np.asarray(v, dtype=float) for v in _TO_WGS84.transform(dx, dy))
+            lon, lat = lon_d[inverse], lat_d[inverse]
         found = np.full(len(east), -1, dtype=np.int64)
         if len(east) and len(self.lsoa_codes):
-            # police.uk reuses its snap points, so each distinct point is looked up once.
-            distinct, inverse = np.unique(np.column_stack([east, north]), axis=0, return_inverse=True)
-            found[:] = self._lookup(distinct[:, 0], distinct[:, 1], tolerance_m)[inverse.ravel()]
-        return AssignedPoints(east, north, np.asarray(lon, dtype=float), np.asarray(lat, dtype=float), found)
+            found = self._lookup(east, north, tolerance_m)
+        return AssignedPoints(east[inverse], north[inverse], lon, lat, found[inverse])
 
     def _lookup(self, east: np.ndarray, north: np.ndarray, tolerance_m: float) -> np.ndarray:
         found = np.full(len(east), -1, dtype=np.int64)

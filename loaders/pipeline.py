@@ -21,17 +21,24 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import Callable, ClassVar, Iterable
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from db import libpq_dsn
+from loaders.columnar import binary_copy, scan_csv, timestamps_utc
 
 # The harmonised columns every format's harmonise_row returns, in this order. x, y are the supplier's point
 # in the format's coordinate_srid (or None); the pipeline adds the projected point and the areas.
@@ -43,12 +50,21 @@ HARMONISED_COLUMNS = (
 X_POS, Y_POS, OCCURRED_POS, BOROUGH_HINT_POS = 11, 12, 2, 14
 # What the pipeline COPYs into the incidents table: the harmonised row, the drop, the point and its areas.
 INCIDENT_COPY_COLUMNS = (
-    "supplier", "supplier_record_id", "drop_id", "occurred_at", "time_precision", "category_id",
+    "drop_id", "supplier", "supplier_record_id", "occurred_at", "time_precision", "category_id",
     "supplier_category", "theme_weapon", "theme_dava", "theme_young_victim", "theme_night_time_economy",
     "theme_arson", "geom", "longitude", "latitude", "location_precision", "lsoa_code", "msoa_code",
     "borough_code", "access_level", "attributes",
 )
-COPY_CHUNK_ROWS = 2000
+LONDON = ZoneInfo("Europe/London")
+# The arrow type of each harmonised column (occurred_at: an instant; the row path's ISO text is converted).
+HARMONISED_TYPES = {
+    "line_no": pa.int64(), "supplier_record_id": pa.string(), "occurred_at": pa.timestamp("us", tz="UTC"),
+    "time_precision": pa.string(), "category_id": pa.int16(), "supplier_category": pa.string(),
+    "theme_weapon": pa.bool_(), "theme_dava": pa.bool_(), "theme_young_victim": pa.bool_(),
+    "theme_night_time_economy": pa.bool_(), "theme_arson": pa.bool_(), "x": pa.float64(), "y": pa.float64(),
+    "location_precision": pa.string(), "borough_hint": pa.string(), "access_level": pa.int16(),
+    "attributes": pa.string(),
+}
 
 
 _json_string = json.encoder.encode_basestring  # the C encoder json.dumps uses, without its per-call set-up
@@ -76,6 +92,20 @@ class CategoryMapping:
     theme_arson: bool | None
 
 
+@dataclass
+class HarmonisedColumns:
+    """Rows harmonised column-wise by SupplierFormat.harmonise_columns.
+
+    ``values`` maps every HARMONISED_COLUMNS name but line_no to an arrow array with one value per input row
+    (types: HARMONISED_TYPES) or to one Python value shared by every row (occurred_at: an aware datetime).
+    ``row_wise`` (bool, one per input row) marks the rows to send through harmonise_row instead; their
+    entries in ``values`` are ignored.
+    """
+
+    values: dict[str, object]
+    row_wise: np.ndarray
+
+
 class SupplierFormat:
     """Base class of a supplier's file format. Subclasses declare the class attributes and harmonise rows.
 
@@ -99,6 +129,17 @@ class SupplierFormat:
     def harmonise_row(self, fields: list[str], line_no: int) -> tuple:
         """Return the row's harmonised values in HARMONISED_COLUMNS order, or raise Quarantine(reason)."""
         raise NotImplementedError
+
+    def harmonise_columns(self, columns: dict[str, pa.Array]) -> HarmonisedColumns | None:
+        """Optional: harmonise many rows at once, as arrays (the fast path; see HarmonisedColumns).
+
+        ``columns`` maps each name in ``columns`` to a string array (the file's fields, in file order). Rows
+        the vector checks cannot vouch for are marked ``row_wise`` and handed to harmonise_row, which stays
+        the one definition of the format: it gives those rows' quarantine reasons or values. Return None (the
+        default) to harmonise every row with harmonise_row. Per-drop state that harmonise_row keeps (for
+        replace_key) must be kept here too, for the rows not marked.
+        """
+        return None
 
     def replace_key(self) -> str | None:
         """After all rows: the key of what this drop replaces (None: it replaces nothing)."""
@@ -240,32 +281,86 @@ def check_header(header: list[str], expected: tuple[str, ...]) -> list[int]:
 
 @dataclass
 class ParsedDrop:
-    rows: list[tuple]                              # harmonised rows (HARMONISED_COLUMNS)
-    row_ends: list[int]                           # index just past each kept row's last physical line
+    """A drop's harmonised rows, column-wise, whichever path produced them."""
+
+    n_rows: int
+    columns: dict[str, object]                    # HARMONISED_COLUMNS name -> arrow array, or one value for all rows
+    line_ends: np.ndarray                         # per row: 0-based index just past its last physical line
     quarantined: list[tuple[int, str, str]]       # (line number, raw line, reason)
     rows_read: int
+    raw_text: Callable[[int, int], str]           # (first line, end line), 0-based -> the raw text of those lines
+
+
+def _rows_to_columns(rows: list[tuple]) -> dict[str, pa.Array]:
+    """Row-wise harmonised tuples as HARMONISED_COLUMNS arrays (occurred_at: ISO text or datetimes)."""
+    columns = {}
+    for pos, name in enumerate(HARMONISED_COLUMNS):
+        values = [row[pos] for row in rows]
+        if name == "occurred_at":
+            columns[name] = timestamps_utc(values)
+        else:
+            columns[name] = pa.array(values, HARMONISED_TYPES[name])
+    return columns
+
+
+class _RecordSink:
+    """What both parse paths do with one CSV record: count it, check its width, harmonise or quarantine it."""
+
+    def __init__(self, fmt: SupplierFormat, n_columns: int, positions: list[int], bad_lines: dict[int, str]):
+        self.harmonise = fmt.harmonise_row
+        self.n_columns = n_columns
+        self.positions = positions if positions != list(range(n_columns)) else None
+        self.bad_lines = bad_lines
+        self.rows: list[tuple] = []
+        self.row_ends: list[int] = []
+        self.quarantined: list[tuple[int, str, str]] = []
+
+    def take(self, fields: list[str], first: int, end: int, raw_text: Callable[[int, int], str],
+             ordered: bool = False) -> None:
+        """A record on physical lines first .. end-1 (0-based; line first + 1 in the file's numbering)."""
+        line_no = first + 1
+        reason = None
+        if self.bad_lines:
+            reason = next((self.bad_lines[i] for i in range(first, end) if i in self.bad_lines), None)
+        if reason is None and len(fields) != self.n_columns:
+            reason = f"expected {self.n_columns} fields, found {len(fields)} (truncated or malformed row)"
+        if reason is None:
+            if self.positions is not None and not ordered:
+                fields = [fields[p] for p in self.positions]
+            try:
+                self.rows.append(self.harmonise(fields, line_no))
+                self.row_ends.append(end)
+                return
+            except Quarantine as q:
+                reason = str(q)
+        self.quarantined.append((line_no, raw_text(first, end), reason))
+
+
+def _read_header(first_line: str, fmt: SupplierFormat) -> tuple[int, list[int]]:
+    if not first_line.strip():
+        raise DropRejected("the file is empty (no header line)")
+    header = next(csv.reader([first_line]))
+    return len(header), check_header(header, fmt.columns)
 
 
 def parse_rows(fmt: SupplierFormat, decoded: DecodedText, progress=None) -> ParsedDrop:
-    """Harmonise every data row; set aside quarantined rows with their reasons and raw lines."""
-    lines = decoded.lines
-    if not lines or not lines[0].strip():
-        raise DropRejected("the file is empty (no header line)")
-    header = next(csv.reader([lines[0]]))
-    positions = check_header(header, fmt.columns)
-    reorder = positions != list(range(len(fmt.columns)))
-    n_columns = len(header)
+    """The row path: harmonise every record with fmt.harmonise_row; quarantine bad ones with reason and raw lines.
 
-    rows: list[tuple] = []
-    keep = rows.append
-    row_ends: list[int] = []
-    keep_end = row_ends.append
-    quarantined: list[tuple[int, str, str]] = []
+    It reads any file the csv module can (quoted line breaks, stray bytes, truncated quotes) and defines the
+    result the column path must reproduce.
+    """
+    lines = decoded.lines
+    if not lines:
+        raise DropRejected("the file is empty (no header line)")
+    n_columns, positions = _read_header(lines[0], fmt)
+
+    def raw_text(first: int, end: int) -> str:
+        return "".join(lines[first:end])
+
+    sink = _RecordSink(fmt, n_columns, positions, decoded.bad_lines)
     rows_read = 0
     reader = csv.reader(lines[1:])
     consumed = 0                      # physical lines consumed so far (after the header)
-    harmonise = fmt.harmonise_row
-    bad_lines = decoded.bad_lines
     tick = 0
     while True:
         try:
@@ -274,31 +369,15 @@ def parse_rows(fmt: SupplierFormat, decoded: DecodedText, progress=None) -> Pars
             break
         except csv.Error as exc:
             # A malformed record (e.g. an unterminated quote in a truncated last line): quarantine what is left.
-            raw = "".join(lines[1 + consumed:])
-            quarantined.append((consumed + 2, raw, f"unreadable CSV from here to the end of the file ({exc})"))
+            sink.quarantined.append((consumed + 2, raw_text(1 + consumed, len(lines)),
+                                     f"unreadable CSV from here to the end of the file ({exc})"))
             rows_read += 1
             break
         start, consumed = consumed, reader.line_num
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # blank line
         rows_read += 1
-        line_no = start + 2          # 1-based, counting the header as line 1
-        reason = None
-        if bad_lines:
-            reason = next((bad_lines[i] for i in range(start + 1, consumed + 1) if i in bad_lines), None)
-        if reason is None and len(fields) != n_columns:
-            reason = f"expected {n_columns} fields, found {len(fields)} (truncated or malformed row)"
-        if reason is None:
-            if reorder:
-                fields = [fields[p] for p in positions]
-            try:
-                keep(harmonise(fields, line_no))
-            except Quarantine as q:
-                reason = str(q)
-        if reason is not None:
-            quarantined.append((line_no, "".join(lines[1 + start:1 + consumed]), reason))
-            continue
-        keep_end(1 + consumed)
+        sink.take(fields, 1 + start, 1 + consumed, raw_text)
         if progress is not None:
             tick += 1
             if tick == 5000:
@@ -306,107 +385,221 @@ def parse_rows(fmt: SupplierFormat, decoded: DecodedText, progress=None) -> Pars
                 tick = 0
     if progress is not None and tick:
         progress(tick)
-    return ParsedDrop(rows, row_ends, quarantined, rows_read)
+    return ParsedDrop(len(sink.rows), _rows_to_columns(sink.rows), np.array(sink.row_ends, dtype=np.int64),
+                      sink.quarantined, rows_read, raw_text)
+
+
+def utf8_for_column_path(data: bytes) -> tuple[bytes, str] | None:
+    """The file as UTF-8 bytes without BOM, and its encoding, when it decodes whole; None otherwise.
+
+    Same rules as decode_supplier_bytes: UTF-8 (BOM or not), else cp1252. Files with undecodable lines (or
+    none of the two) are the row path's: it quarantines those lines or rejects the file.
+    """
+    encoding = "utf-8"
+    if data.startswith(codecs.BOM_UTF8):
+        data, encoding = data[len(codecs.BOM_UTF8):], "utf-8-sig"
+    try:
+        data.decode("utf-8")
+        return data, encoding
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    # A file with a valid multi-byte UTF-8 line is UTF-8 with corrupt lines (decode_supplier_bytes' rule).
+    if any(not raw.isascii() and _is_utf8(raw) for raw in data.splitlines()):
+        return None
+    return text.encode("utf-8"), "cp1252"
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def parse_columns(fmt: SupplierFormat, buf: bytes, progress=None) -> ParsedDrop | None:
+    """The column path: pyarrow reads the plain lines, fmt.harmonise_columns harmonises them as arrays.
+
+    Returns None when the file is not plain enough for the result to be exactly the row path's (see
+    loaders/columnar.scan_csv); the caller then uses parse_rows. Rows the format's vector checks cannot vouch
+    for, and the few lines pyarrow does not read, go through the row path's code one at a time, so every
+    quarantine reason and raw line is the row path's own.
+    """
+    first_end = buf.find(b"\n")
+    n_columns, positions = _read_header(buf[:first_end + 1 if first_end >= 0 else len(buf)].decode("utf-8"), fmt)
+    scan = scan_csv(buf, n_columns)
+    if scan is None:
+        return None
+
+    def raw_text(first: int, end: int) -> str:
+        return scan.line_text(first, end)
+
+    sink = _RecordSink(fmt, n_columns, positions, {})
+    for k, fields in scan.other_lines:
+        sink.take(fields, k, k + 1, raw_text)
+
+    table = scan.table
+    columns = {name: table.column(p).combine_chunks() for name, p in zip(fmt.columns, positions)}
+    harmonised = fmt.harmonise_columns(columns) if table.num_rows else None
+    if harmonised is None:
+        harmonised = HarmonisedColumns({}, np.ones(table.num_rows, dtype=bool))
+    row_wise = np.flatnonzero(harmonised.row_wise)
+    if len(row_wise):
+        picked = {name: columns[name].take(pa.array(row_wise)).to_pylist() for name in fmt.columns}
+        for j, i in enumerate(row_wise.tolist()):
+            k = int(scan.table_lines[i])
+            sink.take([picked[name][j] for name in fmt.columns], k, k + 1, raw_text, ordered=True)
+
+    kept = ~harmonised.row_wise
+    n_kept = int(kept.sum())
+    values = {}
+    for name in HARMONISED_COLUMNS[1:]:
+        v = harmonised.values.get(name) if n_kept else None
+        if isinstance(v, (pa.Array, pa.ChunkedArray)):
+            v = v.filter(pa.array(kept)) if n_kept < table.num_rows else v
+            v = v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
+        values[name] = v
+    line_index = scan.table_lines[kept]
+    values["line_no"] = pa.array(line_index + 1)
+    line_ends = line_index + 1
+    if sink.rows:
+        # Rows the row-wise code kept after all: appended, then everything put back in file order.
+        extra = _rows_to_columns(sink.rows)
+        merged = {}
+        for name in HARMONISED_COLUMNS:
+            v = values[name]
+            if not isinstance(v, pa.Array):
+                v = pa.array([v] * n_kept, HARMONISED_TYPES[name]) if n_kept else pa.array([], HARMONISED_TYPES[name])
+            merged[name] = pa.concat_arrays([v.cast(HARMONISED_TYPES[name]), extra[name]])
+        order = pc.sort_indices(merged["line_no"])
+        values = {name: v.take(order) for name, v in merged.items()}
+        line_ends = np.concatenate([line_ends, np.array(sink.row_ends, dtype=np.int64)])[order.to_numpy()]
+        n_kept += len(sink.rows)
+    if progress is not None:
+        progress(scan.rows_read)
+    return ParsedDrop(n_kept, values, line_ends, sink.quarantined, scan.rows_read, raw_text)
 
 
 class LocatedDrop:
-    """A parsed drop with every point projected and its areas assigned, ready to stream into COPY."""
+    """A parsed drop with every point projected and its areas assigned, encoded for a binary COPY."""
 
-    def __init__(self, rows: list[tuple], fmt: SupplierFormat, area_index, tolerance_m: float):
-        import numpy as np
+    def __init__(self, parsed: ParsedDrop, fmt: SupplierFormat, area_index, tolerance_m: float):
+        columns, n = parsed.columns, parsed.n_rows
 
-        self.rows = rows
-        with_point = [r for r in rows if r[X_POS] is not None]
-        assigned = area_index.assign(np.fromiter((r[X_POS] for r in with_point), float, len(with_point)),
-                                     np.fromiter((r[Y_POS] for r in with_point), float, len(with_point)),
-                                     fmt.coordinate_srid, tolerance_m)
-        self.lsoa, self.msoa, self.borough = area_index.lsoa_codes, area_index.msoa_codes, area_index.borough_codes
-        # Points travel as hex EWKB (SRID 27700), built for the whole drop at once: cheaper to make here and
-        # to parse in PostgreSQL than WKT.
-        ewkb = np.zeros(len(with_point), dtype=[("order", "u1"), ("type", "<u4"), ("srid", "<u4"),
-                                                 ("x", "<f8"), ("y", "<f8")])
-        ewkb["order"], ewkb["type"], ewkb["srid"] = 1, 0x20000001, 27700
-        ewkb["x"], ewkb["y"] = assigned.easting.round(2), assigned.northing.round(2)
-        self.ewkb_hex = ewkb.tobytes().hex()
-        self.longitude = assigned.longitude.round(7).tolist()
-        self.latitude = assigned.latitude.round(7).tolist()
-        self.found = assigned.area_index.tolist()
+        def array(name: str) -> pa.Array:
+            v = columns[name]
+            return v if isinstance(v, pa.Array) else pa.array([v] * n, HARMONISED_TYPES[name])
 
-        # Where each row goes, decided once: (row index, its point's index or -1 for a borough-only row).
-        self.placed: list[tuple[int, int]] = []
-        self.outside: list[tuple[int, str]] = []   # (row index, reason) of rows with nowhere to go
-        i = -1
-        for k, row in enumerate(rows):
-            if row[X_POS] is None:
-                if row[BOROUGH_HINT_POS] is None:
-                    self.outside.append((k, "no location: neither a point nor a borough"))
-                else:
-                    self.placed.append((k, -1))
-                continue
-            i += 1
-            if self.found[i] < 0:
+        x_col, y_col = array("x"), array("y")
+        has_point = x_col.is_valid().to_numpy(zero_copy_only=False) if x_col.null_count else np.ones(n, dtype=bool)
+        x = x_col.fill_null(0.0).to_numpy(zero_copy_only=False)[has_point]
+        y = y_col.fill_null(0.0).to_numpy(zero_copy_only=False)[has_point]
+        assigned = area_index.assign(x, y, fmt.coordinate_srid, tolerance_m)
+
+        # Where each row goes: a point with an LSOA, a borough-only row (no point but a borough), or quarantine.
+        point_of_row = np.full(n, -1, dtype=np.int64)
+        point_of_row[has_point] = np.arange(len(x))
+        area_of_row = np.full(n, -1, dtype=np.int64)
+        area_of_row[has_point] = assigned.area_index
+        hint = columns["borough_hint"]
+        hint_valid = (array("borough_hint").is_valid().to_numpy(zero_copy_only=False) if hint is not None
+                      else np.zeros(n, dtype=bool))
+        placed = (has_point & (area_of_row >= 0)) | (~has_point & hint_valid)
+        self.outside: list[tuple[int, str]] = []     # (row index, reason) of rows with nowhere to go
+        for k in np.flatnonzero(~placed).tolist():
+            if not has_point[k]:
+                self.outside.append((k, "no location: neither a point nor a borough"))
+            else:
                 self.outside.append((k, f"outside the configured area: no LSOA within {tolerance_m:g} m of "
-                                        f"the point ({row[X_POS]}, {row[Y_POS]})"))
-            else:
-                self.placed.append((k, i))
-        self.staged_rows = len(self.placed)
-        placed_at = [rows[k][OCCURRED_POS] for k, _ in self.placed]
-        self.first_at = min(placed_at) if placed_at else None
-        self.last_at = max(placed_at) if placed_at else None
+                                        f"the point ({x_col[k].as_py()}, {y_col[k].as_py()})"))
+        self.staged_rows = int(placed.sum())
+        all_placed = self.staged_rows == n
+        take = None if all_placed else pa.array(np.flatnonzero(placed))
 
-    def copy_chunks(self, supplier: str, drop_id: int):
-        """COPY text-format lines, a chunk at a time, so formatting overlaps with the server's work."""
-        lsoa, msoa, borough, found = self.lsoa, self.msoa, self.borough, self.found
-        lon, lat, ewkb_hex = self.longitude, self.latitude, self.ewkb_hex
-        tabs = len(INCIDENT_COPY_COLUMNS) - 1
-        rows = self.rows
-        lines: list[str] = []
-        for k, i in self.placed:
-            row = rows[k]
-            head = (supplier, row[1], drop_id) + row[2:11]
-            if i < 0:
-                values = head + (None, None, None, row[13], None, None, row[BOROUGH_HINT_POS], row[15], row[16])
-            else:
-                a = found[i]
-                values = head + (ewkb_hex[50 * i:50 * i + 50], lon[i], lat[i], row[13], lsoa[a], msoa[a],
-                                 borough[a], row[15], row[16])
-            line = "\t".join(["" if v is None else str(v) for v in values])
-            # Almost no supplier value holds a tab, newline or backslash; the few that do are escaped.
-            if "\\" in line or "\n" in line or "\r" in line or line.count("\t") != tabs:
-                line = "\t".join(["" if v is None else _copy_escape(str(v)) for v in values])
-            lines.append(line)
-            if len(lines) == COPY_CHUNK_ROWS:
-                yield "\n".join(lines) + "\n"
-                lines = []
-        if lines:
-            yield "\n".join(lines) + "\n"
+        def placed_values(name: str):
+            v = columns[name]
+            if isinstance(v, pa.Array) and take is not None:
+                return v.take(take)
+            return v
+
+        occurred = placed_values("occurred_at")
+        if self.staged_rows == 0:
+            self.first_at = self.last_at = None
+        elif isinstance(occurred, pa.Array):
+            bounds = pc.min_max(occurred)
+            self.first_at, self.last_at = bounds["min"].as_py(), bounds["max"].as_py()
+        else:
+            self.first_at = self.last_at = occurred
+
+        # The point columns: EWKB (SRID 27700) for geom, WGS84 for display; NULL for borough-only rows.
+        point_k = point_of_row[placed]
+        with_point = point_k >= 0
+        ewkb = np.zeros(self.staged_rows, dtype=[("order", "u1"), ("type", "<u4"), ("srid", "<u4"),
+                                                  ("x", "<f8"), ("y", "<f8")])
+        ewkb["order"], ewkb["type"], ewkb["srid"] = 1, 0x20000001, 27700
+        safe_k = np.where(with_point, point_k, 0)
+        if len(x):
+            ewkb["x"] = assigned.easting.round(2)[safe_k]
+            ewkb["y"] = assigned.northing.round(2)[safe_k]
+            lon = assigned.longitude.round(7)[safe_k]
+            lat = assigned.latitude.round(7)[safe_k]
+        else:
+            lon = lat = np.zeros(self.staged_rows)
+        mask = None if with_point.all() else pa.array(~with_point)
+        geom = pa.FixedSizeBinaryArray.from_buffers(pa.binary(25), self.staged_rows,
+                                                    [None, pa.py_buffer(ewkb.tobytes())]).cast(pa.binary())
+        longitude, latitude = pa.array(lon), pa.array(lat)
+        area_k = area_of_row[placed]
+        codes = np.where(area_k >= 0, area_k, 0)
+        area_mask = pa.array(area_k < 0)
+        lsoa = area_index.lsoa_array.take(pa.array(codes))
+        msoa = area_index.msoa_array.take(pa.array(codes))
+        borough = area_index.borough_array.take(pa.array(codes))
+        if mask is not None:
+            null_geom, null_float = pa.scalar(None, pa.binary()), pa.scalar(None, pa.float64())
+            geom = pc.if_else(mask, null_geom, geom)
+            longitude, latitude = pc.if_else(mask, null_float, longitude), pc.if_else(mask, null_float, latitude)
+        if not (area_k >= 0).all():
+            null_text = pa.scalar(None, pa.string())
+            lsoa, msoa = pc.if_else(area_mask, null_text, lsoa), pc.if_else(area_mask, null_text, msoa)
+            borough = pc.if_else(area_mask, placed_values("borough_hint"), borough)
+
+        # In INCIDENT_COPY_COLUMNS order; drop_id first in every row, so it can be filled in once it is known.
+        self.copy_rows = binary_copy(self.staged_rows, [
+            ("int8", 0), ("text", fmt.supplier), ("text", placed_values("supplier_record_id")),
+            ("timestamptz", placed_values("occurred_at")), ("text", placed_values("time_precision")),
+            ("int2", placed_values("category_id")), ("text", placed_values("supplier_category")),
+            ("bool", placed_values("theme_weapon")), ("bool", placed_values("theme_dava")),
+            ("bool", placed_values("theme_young_victim")), ("bool", placed_values("theme_night_time_economy")),
+            ("bool", placed_values("theme_arson")), ("bytea", geom), ("float8", longitude), ("float8", latitude),
+            ("text", placed_values("location_precision")), ("text", lsoa), ("text", msoa), ("text", borough),
+            ("int2", placed_values("access_level")), ("jsonb", placed_values("attributes")),
+        ])
 
 
-def _copy_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+# drop_id is the first column of every COPY row: after the field count (2 bytes) and its length word (4).
+DROP_ID_OFFSET = 6
 
 
-class ChunkReader(io.TextIOBase):
-    """A read()-able view of a generator of text chunks, for psycopg2's copy_expert."""
+class BytesChunkReader(io.RawIOBase):
+    """A read()-able view of a bytearray for psycopg2's copy_expert, without copying it into a BytesIO first."""
 
-    def __init__(self, chunks):
-        self._chunks = iter(chunks)
-        self._pending = ""
+    def __init__(self, payload: bytearray):
+        self._view = memoryview(payload)
+        self._at = 0
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> str:
-        while size < 0 or len(self._pending) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._pending += chunk
-        if size < 0:
-            out, self._pending = self._pending, ""
-        else:
-            out, self._pending = self._pending[:size], self._pending[size:]
-        return out
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size < 0 else min(len(self._view), self._at + size)
+        chunk = bytes(self._view[self._at:end])
+        self._at = end
+        return chunk
 
 
 def _record_rejection(conn, supplier: str, path: Path, digest: str, size: int, received_at: datetime,
@@ -443,10 +636,12 @@ class PreparedDrop:
     quarantined: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None) -> PreparedDrop:
+def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None,
+                 mappings: dict[str, dict[str, CategoryMapping]] | None = None) -> PreparedDrop:
     """Read, decode, check, parse, harmonise and locate one file. Reads from the database, never writes.
 
-    ``area_index`` may be passed in by a caller loading a batch, so the area set is checked once per batch.
+    ``area_index`` and ``mappings`` (supplier -> its category mapping, filled as suppliers are met) may be
+    passed in by a caller loading a batch, so they are read once per batch.
     """
     from tqdm import tqdm
 
@@ -463,7 +658,13 @@ def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None)
     data, prepared.digest, prepared.size = read_drop_bytes(path)
     with read_conn.cursor() as cur:
         prepared.skipped = _already_loaded(cur, fmt_class.supplier, prepared.digest)
-        mapping = load_category_mapping(cur, fmt_class.supplier) if not prepared.skipped else {}
+        mapping = {}
+        if not prepared.skipped:
+            mapping = mappings.get(fmt_class.supplier) if mappings is not None else None
+            if mapping is None:
+                mapping = load_category_mapping(cur, fmt_class.supplier)
+                if mappings is not None:
+                    mappings[fmt_class.supplier] = mapping
         if area_index is None and not prepared.skipped:
             area_index = area_index_for(cur, read_conn.dsn)
     read_conn.rollback()
@@ -472,23 +673,37 @@ def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None)
 
     fmt = prepared.fmt = fmt_class(path.name, mapping)
     try:
-        decoded = decode_supplier_bytes(data)
-        prepared.encoding = decoded.encoding
+        # The column path when the format offers one and the file is plain enough to give exactly the row
+        # path's result; otherwise (or when parse_columns declines the file) the row path.
+        column_input = utf8_for_column_path(data) if has_column_path(fmt) else None
         _pause_for_tests("parse")
-        with tqdm(total=max(len(decoded.lines) - 1, 0), unit="row", leave=False, file=sys.stderr,
+        with tqdm(total=max(data.count(b"\n"), 0), unit="row", leave=False, file=sys.stderr,
                   disable=None if progress else True, desc=path.name[:40]) as bar:
-            parsed = prepared.parsed = parse_rows(fmt, decoded, bar.update)
+            parsed = None
+            if column_input is not None:
+                buf, prepared.encoding = column_input
+                parsed = parse_columns(fmt, buf, bar.update)
+            if parsed is None:
+                decoded = decode_supplier_bytes(data)
+                prepared.encoding = decoded.encoding
+                parsed = parse_rows(fmt, decoded, bar.update)
+        prepared.parsed = parsed
     except DropRejected as exc:
         prepared.rejection = str(exc)
         return prepared
 
-    located = prepared.located = LocatedDrop(parsed.rows, fmt, area_index, get_settings().area_snap_tolerance_m)
+    located = prepared.located = LocatedDrop(parsed, fmt, area_index, get_settings().area_snap_tolerance_m)
     prepared.quarantined = list(parsed.quarantined)
-    for k, reason in located.outside:
-        line_no = parsed.rows[k][0]
-        raw = "".join(decoded.lines[line_no - 1:parsed.row_ends[k]])
-        prepared.quarantined.append((line_no, raw, reason))
+    if located.outside:
+        line_no = parsed.columns["line_no"]
+        for k, reason in located.outside:
+            first = line_no[k].as_py() - 1
+            prepared.quarantined.append((first + 1, parsed.raw_text(first, int(parsed.line_ends[k])), reason))
     return prepared
+
+
+def has_column_path(fmt: SupplierFormat) -> bool:
+    return type(fmt).harmonise_columns is not SupplierFormat.harmonise_columns
 
 
 def load_drop(conn, path: Path, progress: bool = False) -> DropResult:
@@ -507,8 +722,14 @@ def _prepare_session(conn) -> None:
     conn.commit()
 
 
-def commit_drop(conn, prepared: PreparedDrop) -> DropResult:
-    """Write a prepared drop: the rejection, or its rows, quarantine and drop record in one transaction."""
+def commit_drop(conn, prepared: PreparedDrop, partitions_known: set | None = None,
+                began: Callable[[], None] | None = None) -> DropResult:
+    """Write a prepared drop: the rejection, or its rows, quarantine and drop record in one transaction.
+
+    Optional, for a caller loading a batch: ``partitions_known`` remembers the years whose incident
+    partitions exist, to save a round trip per drop; ``began`` is called once the drop holds its locks and
+    has its drops row (or turned out to be loaded already), so the next drop may begin.
+    """
     path = prepared.path
     result = DropResult(path=path, supplier=prepared.supplier, encoding=prepared.encoding)
     if prepared.skipped:
@@ -524,80 +745,123 @@ def commit_drop(conn, prepared: PreparedDrop) -> DropResult:
         result.seconds = time.monotonic() - prepared.started
         return result
 
+    # The transaction is driven with explicit BEGIN / COMMIT in autocommit mode, so that statements that
+    # belong together travel in one round trip (psycopg2 would send its own BEGIN and run them one by one):
+    # a drop costs five or six round trips instead of fifteen. The server still sees one transaction, so a
+    # killed loader leaves nothing behind.
+    was_autocommit = conn.autocommit
+    if not was_autocommit:
+        conn.commit()       # (what the caller left open; nothing, normally) autocommit needs no open transaction
+        conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            try:
+                _write_drop(cur, prepared, result, partitions_known, began)
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    cur.execute("ROLLBACK")
+                raise
+    finally:
+        if not conn.closed:
+            conn.autocommit = was_autocommit
+    return result
+
+
+def _years(first_at: datetime, last_at: datetime) -> set[int]:
+    return set(range(first_at.astimezone(LONDON).year, last_at.astimezone(LONDON).year + 1))
+
+
+def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_known: set | None,
+                began: Callable[[], None] | None) -> None:
     fmt, parsed, located, quarantined = prepared.fmt, prepared.parsed, prepared.located, prepared.quarantined
-    digest = prepared.digest
+    path, digest = prepared.path, prepared.digest
     if located.first_at is not None:
-        # Partitions are made in their own short transaction: creating one locks the parent table, and an empty
-        # partition left behind by a killed load is harmless.
-        with conn, conn.cursor() as cur:
+        years = _years(located.first_at, located.last_at)
+        if partitions_known is None or not years <= partitions_known:
+            # Partitions are made in their own statement, committed at once (autocommit): creating one locks
+            # the parent table, and an empty partition left behind by a killed load is harmless.
             cur.execute("SELECT safestats_ensure_incident_partitions(%s, %s)", (located.first_at, located.last_at))
+            if partitions_known is not None:
+                partitions_known |= years
     _pause_for_tests("partitions")
 
     replace_key = fmt.replace_key()
-    with conn, conn.cursor() as cur:
-        # Serialise loads of the same content and of the same replace key (two schedulers, two shells).
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('safestats-drop-sha:' || %s))", (digest,))
-        if replace_key:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('safestats-drop-key:' || %s || ':' || %s))",
-                        (fmt.supplier, replace_key))
-        previous = _already_loaded(cur, fmt.supplier, digest)
-        if previous:
-            result.status, result.drop_id = "skipped", previous[0]
-            result.message = f"already loaded as drop {previous[0]} by a concurrent loader; nothing changed"
-            return result
-        cur.execute("""INSERT INTO drops (supplier, file_name, sha256, size_bytes, received_at, status, encoding)
-                       VALUES (%s, %s, %s, %s, %s, 'loaded', %s) RETURNING id""",
-                    (fmt.supplier, path.name, digest, prepared.size, prepared.received_at, prepared.encoding))
-        drop_id = cur.fetchone()[0]
-        _pause_for_tests("drop_row")
+    params = {"supplier": fmt.supplier, "sha": digest, "key": replace_key or "", "file": path.name,
+              "size": prepared.size, "received": prepared.received_at, "encoding": prepared.encoding}
+    # One round trip: serialise loads of the same content and of the same replace key (two schedulers, two
+    # shells), then, unless that content is already loaded, insert the drop row and lock the drops it replaces.
+    cur.execute("""
+        BEGIN;
+        SELECT pg_advisory_xact_lock(hashtext('safestats-drop-sha:' || %(sha)s));
+        SELECT pg_advisory_xact_lock(hashtext('safestats-drop-key:' || %(supplier)s || ':' || %(key)s))
+        WHERE %(key)s <> '';
+        WITH previous AS (
+            SELECT id FROM drops WHERE supplier = %(supplier)s AND sha256 = %(sha)s
+              AND status IN ('loaded', 'superseded') ORDER BY id LIMIT 1),
+        new_drop AS (
+            INSERT INTO drops (supplier, file_name, sha256, size_bytes, received_at, status, encoding)
+            SELECT %(supplier)s, %(file)s, %(sha)s, %(size)s, %(received)s, 'loaded', %(encoding)s
+            WHERE NOT EXISTS (SELECT 1 FROM previous)
+            RETURNING id),
+        replaced AS (
+            SELECT id, period_start, period_end FROM drops
+            WHERE supplier = %(supplier)s AND replace_key = %(key)s AND %(key)s <> '' AND status = 'loaded'
+            ORDER BY id FOR UPDATE)
+        SELECT (SELECT id FROM new_drop), (SELECT id FROM previous),
+               (SELECT array_agg(id ORDER BY id) FROM replaced),
+               (SELECT array_agg(period_start::text ORDER BY id) FROM replaced),
+               (SELECT array_agg(period_end::text ORDER BY id) FROM replaced)""", params)
+    drop_id, previous, old_ids, old_starts, old_ends = cur.fetchone()
+    if began is not None:
+        began()
+    if previous is not None:
+        cur.execute("ROLLBACK")
+        result.status, result.drop_id = "skipped", previous
+        result.message = f"already loaded as drop {previous} by a concurrent loader; nothing changed"
+        return
+    _pause_for_tests("drop_row")
 
-        replaced: list[int] = []
-        if replace_key:
-            cur.execute("""SELECT id, period_start, period_end FROM drops
-                           WHERE supplier = %s AND replace_key = %s AND status = 'loaded' FOR UPDATE""",
-                        (fmt.supplier, replace_key))
-            for old_id, old_start, old_end in cur.fetchall():
-                replaced.append(old_id)
-                # Found through the time index by the old drop's period (there is no drop_id index).
-                cur.execute("""DELETE FROM incidents WHERE drop_id = %s
-                               AND occurred_at >= %s::date - 1 AND occurred_at < %s::date + 2""",
-                            (old_id, old_start or "-infinity", old_end or "infinity"))
-                cur.execute("UPDATE drops SET status = 'superseded', superseded_by = %s WHERE id = %s",
-                            (drop_id, old_id))
-        _pause_for_tests("replaced")
+    replaced = list(old_ids or [])
+    for old_id, old_start, old_end in zip(replaced, old_starts or [], old_ends or []):
+        # Found through the time index by the old drop's period (there is no drop_id index).
+        cur.execute("""DELETE FROM incidents WHERE drop_id = %(old)s
+                         AND occurred_at >= %(start)s::date - 1 AND occurred_at < %(end)s::date + 2;
+                       UPDATE drops SET status = 'superseded', superseded_by = %(new)s WHERE id = %(old)s""",
+                    {"old": old_id, "new": drop_id, "start": old_start or "-infinity", "end": old_end or "infinity"})
+    _pause_for_tests("replaced")
 
-        # Text format with empty meaning NULL: every empty supplier value is stored as NULL anyway.
-        cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (NULL '')",
-                        ChunkReader(located.copy_chunks(fmt.supplier, drop_id)), size=65536)
-        rows_loaded = cur.rowcount
-        _pause_for_tests("inserted")
+    # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now.
+    located.copy_rows.patch_int8(DROP_ID_OFFSET, drop_id)
+    cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)",
+                    BytesChunkReader(located.copy_rows.payload), size=1 << 20)
+    rows_loaded = cur.rowcount
+    _pause_for_tests("inserted")
 
-        if quarantined:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            for line_no, raw, reason in sorted(quarantined):
-                writer.writerow((drop_id, line_no, raw.replace("\x00", "\\x00"), reason))
-            buffer.seek(0)
-            cur.copy_expert("COPY quarantine (drop_id, line_no, raw_line, reason) FROM STDIN WITH (FORMAT csv)",
-                            buffer)
-        cur.execute("""UPDATE drops SET replace_key = %s, loaded_at = clock_timestamp(), rows_read = %s,
-                              rows_loaded = %s, rows_quarantined = %s,
-                              period_start = (%s::timestamptz AT TIME ZONE 'Europe/London')::date,
-                              period_end = (%s::timestamptz AT TIME ZONE 'Europe/London')::date
-                       WHERE id = %s""",
-                    (replace_key, parsed.rows_read, rows_loaded, len(quarantined), located.first_at,
-                     located.last_at, drop_id))
-        # Checked before the commit, so a drop whose rows do not add up rolls back instead of landing.
-        if rows_loaded + len(quarantined) != parsed.rows_read:
-            raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} != "
-                                 f"{parsed.rows_read}")
-        _pause_for_tests("before_commit")
-    # Leaving the `with conn` block committed the transaction: everything above lands together or not at all.
+    # Checked before anything else is written, so a drop whose rows do not add up rolls back instead of landing.
+    if rows_loaded + len(quarantined) != parsed.rows_read:
+        raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} != "
+                             f"{parsed.rows_read}")
+    ordered = sorted(quarantined)
+    cur.execute("""
+        INSERT INTO quarantine (drop_id, line_no, raw_line, reason)
+        SELECT %(drop)s, * FROM unnest(%(lines)s::integer[], %(raws)s::text[], %(reasons)s::text[]);
+        UPDATE drops SET replace_key = %(replace_key)s, loaded_at = clock_timestamp(), rows_read = %(read)s,
+                         rows_loaded = %(loaded)s, rows_quarantined = %(quarantined)s,
+                         period_start = (%(first)s::timestamptz AT TIME ZONE 'Europe/London')::date,
+                         period_end = (%(last)s::timestamptz AT TIME ZONE 'Europe/London')::date
+        WHERE id = %(drop)s""",
+                {"drop": drop_id, "lines": [q[0] for q in ordered],
+                 # PostgreSQL text cannot hold NUL; the raw line keeps a visible marker instead.
+                 "raws": [q[1].replace("\x00", "\\x00") for q in ordered], "reasons": [q[2] for q in ordered],
+                 "replace_key": replace_key, "read": parsed.rows_read, "loaded": rows_loaded,
+                 "quarantined": len(quarantined), "first": located.first_at, "last": located.last_at})
+    _pause_for_tests("before_commit")
+    cur.execute("COMMIT")
+    # Everything above landed together or not at all.
     result.status, result.drop_id = "loaded", drop_id
     result.rows_read, result.rows_loaded, result.rows_quarantined = parsed.rows_read, rows_loaded, len(quarantined)
     result.replaced_drop_ids = replaced
     result.seconds = time.monotonic() - prepared.started
-    return result
 
 
 def expand_paths(paths: Iterable[Path]) -> list[Path]:
@@ -612,16 +876,28 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
+# How many drops are written at once, each on its own connection. PostgreSQL's work on a drop (the COPY,
+# above all: about 9 us a row into incidents and its indexes) is most of a load, and one backend uses one
+# core; with two, a 2-core machine keeps both busy while the next files are prepared.
+WRITER_CONNECTIONS = 2
+PREPARE_AHEAD = 2           # files read and parsed ahead of the writers
+
+
 def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
                refresh_rollups: bool = True) -> list[DropResult]:
-    """Load files (or folders of files) one drop at a time; print a line per drop and a summary line.
+    """Load files (or folders of files), a drop per transaction; print a line per drop and a summary line.
 
     When anything was loaded, the dashboard's rollups are refreshed afterwards (once for the whole batch,
     concurrently, so analysts keep querying); ``refresh_rollups=False`` leaves that to the caller.
 
-    While one drop is written, the next is read and parsed in a worker thread on its own read-only
-    connection: psycopg2 releases the GIL while PostgreSQL works through a COPY, so the two overlap.
+    Files are prepared (read, parsed, located, encoded) in a worker thread a little ahead, on a read-only
+    connection, and written by WRITER_CONNECTIONS writer threads, each on its own connection: psycopg2
+    releases the GIL while PostgreSQL works through a COPY, so preparing and writing overlap. Drops still
+    start in file order: a drop begins (takes its advisory locks and inserts its drops row) only once the
+    drop before it has done so, so drop ids follow the files, and a re-issue of a month later in the batch
+    waits on the key lock of the earlier one and replaces it, as when loading one file after another.
     """
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -631,47 +907,71 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     files = expand_paths(paths)
     started = time.monotonic()
     results: list[DropResult] = []
-    conn = psycopg2.connect(libpq_dsn(url))
+    writers = [psycopg2.connect(libpq_dsn(url)) for _ in range(max(1, min(WRITER_CONNECTIONS, len(files))))]
     read_conn = psycopg2.connect(libpq_dsn(url))
-    read_conn.set_session(readonly=True)
+    read_conn.set_session(readonly=True, autocommit=True)
     try:
-        _prepare_session(conn)
+        for conn in writers:
+            _prepare_session(conn)
         with read_conn.cursor() as cur:
             area_index = area_index_for(cur, read_conn.dsn)
-        read_conn.rollback()
+        mappings: dict[str, dict[str, CategoryMapping]] = {}
+        free_writers: queue.Queue = queue.Queue()
+        for conn in writers:
+            free_writers.put(conn)
+        partitions_known: set[int] = set()
+        may_begin = [threading.Event() for _ in range(len(files) + 1)]
+        may_begin[0].set()
 
         def prepare(path: Path):
             if not path.exists():
                 return DropResult(path=path, status="failed", message="no such file")
-            return prepare_drop(read_conn, path, progress, area_index)
+            return prepare_drop(read_conn, path, progress, area_index, mappings)
+
+        def write(n: int, prepared) -> DropResult:
+            may_begin[n].wait()
+            if isinstance(prepared, DropResult):
+                may_begin[n + 1].set()
+                return prepared
+            conn = free_writers.get()
+            try:
+                return commit_drop(conn, prepared, partitions_known, began=may_begin[n + 1].set)
+            except Exception as exc:  # report and go on with the next file; the transaction rolled back
+                return DropResult(path=prepared.path, status="failed", message=f"{type(exc).__name__}: {exc}")
+            finally:
+                may_begin[n + 1].set()
+                free_writers.put(conn)
 
         bar = tqdm(total=len(files), unit="file", disable=None if progress else True, file=sys.stderr,
                    dynamic_ncols=True)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            upcoming = pool.submit(prepare, files[0]) if files else None
+
+        def report(result: DropResult) -> None:
+            results.append(result)
+            bar.update(1)
+            if progress:
+                tqdm.write(result.summary_line(), file=sys.stderr)
+
+        with ThreadPoolExecutor(max_workers=1) as preparer, \
+                ThreadPoolExecutor(max_workers=len(writers)) as writer_pool:
+            preparing: deque = deque()
+            writing: deque = deque()
             for n, path in enumerate(files):
+                while len(preparing) < PREPARE_AHEAD and n + len(preparing) < len(files):
+                    preparing.append(preparer.submit(prepare, files[n + len(preparing)]))
                 bar.set_description(path.name[:40])
                 try:
-                    prepared = upcoming.result()
+                    prepared = preparing.popleft().result()
                 except Exception as exc:
-                    read_conn.rollback()
                     prepared = DropResult(path=path, status="failed", message=f"{type(exc).__name__}: {exc}")
-                upcoming = pool.submit(prepare, files[n + 1]) if n + 1 < len(files) else None
-                if isinstance(prepared, DropResult):
-                    result = prepared
-                else:
-                    try:
-                        result = commit_drop(conn, prepared)
-                    except Exception as exc:  # report and go on with the next file; the transaction rolled back
-                        conn.rollback()
-                        result = DropResult(path=path, status="failed", message=f"{type(exc).__name__}: {exc}")
-                results.append(result)
-                bar.update(1)
-                if progress:
-                    tqdm.write(result.summary_line(), file=sys.stderr)
+                writing.append(writer_pool.submit(write, n, prepared))
+                while writing and (writing[0].done() or len(writing) > len(writers)):
+                    report(writing.popleft().result())
+            while writing:
+                report(writing.popleft().result())
         bar.close()
     finally:
-        conn.close()
+        for conn in writers:
+            conn.close()
         read_conn.close()
     elapsed = time.monotonic() - started
     loaded = sum(r.rows_loaded for r in results)

@@ -13,11 +13,19 @@ import re
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from loaders.pipeline import CategoryMapping, Quarantine, SupplierFormat, json_object
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loaders.columnar import distinct_codes, json_object_column
+from loaders.pipeline import CategoryMapping, HarmonisedColumns, Quarantine, SupplierFormat, json_object
 
 LONDON = ZoneInfo("Europe/London")
 MONTH_RE = re.compile(r"(\d{4})-(\d{2})")
 RECORD_ACCESS_LEVEL = 10        # access_levels 'record': partner analysts and above see the record itself
+# Coordinates written the way police.uk writes them (a plain decimal); anything else (blank, text, exponents,
+# spaces) is left to harmonise_row, whose float() is the rule.
+PLAIN_DECIMAL = r"^-?[0-9]{1,3}\.[0-9]{1,12}$"
 # A generous box around Great Britain: police.uk points outside it are corrupt (or lat/lon swapped).
 GB_LON = (-8.8, 2.0)
 GB_LAT = (49.8, 61.0)
@@ -86,6 +94,79 @@ class PoliceUkStreetFormat(SupplierFormat):
         return (line_no, crime_id or None, occurred_at, "month", mapped.category_id, crime_type,
                 mapped.theme_weapon, mapped.theme_dava, mapped.theme_young_victim, None, mapped.theme_arson,
                 x, y, "snap_point", None, RECORD_ACCESS_LEVEL, attributes_json)
+
+    def harmonise_columns(self, columns: dict[str, pa.Array]) -> HarmonisedColumns:
+        """harmonise_row for a whole file at once; rows any check doubts are marked for harmonise_row.
+
+        Months, forces and crime types repeat, so each distinct value goes through the row-wise rule once
+        (month_start, str.strip, the mapping) and numpy spreads the answer; coordinates are checked and
+        converted as arrays.
+        """
+        n = len(columns["Month"])
+        row_wise = np.zeros(n, dtype=bool)
+
+        months, month_of_row = distinct_codes(columns["Month"])
+        month_starts = []
+        for month in months:
+            try:
+                month_starts.append(datetime.fromisoformat(self.month_start(month)))
+            except Quarantine:
+                month_starts.append(None)
+        row_wise |= np.array([s is None for s in month_starts])[month_of_row]
+
+        lon, lat = columns["Longitude"], columns["Latitude"]
+        plain = (pc.match_substring_regex(lon, PLAIN_DECIMAL).to_numpy(zero_copy_only=False)
+                 & pc.match_substring_regex(lat, PLAIN_DECIMAL).to_numpy(zero_copy_only=False))
+        x = pc.cast(pc.if_else(pa.array(plain), lon, "0"), pa.float64()).to_numpy(zero_copy_only=False)
+        y = pc.cast(pc.if_else(pa.array(plain), lat, "0"), pa.float64()).to_numpy(zero_copy_only=False)
+        in_gb = (GB_LON[0] <= x) & (x <= GB_LON[1]) & (GB_LAT[0] <= y) & (y <= GB_LAT[1])
+        row_wise |= ~(plain & in_gb)
+
+        crime_types, type_of_row = distinct_codes(columns["Crime type"])
+        mapped = [self.mapping.get(t) for t in crime_types]
+        row_wise |= np.array([m is None for m in mapped])[type_of_row]
+
+        forces_given, force_of_row = distinct_codes(columns["Reported by"])
+        forces = [f.strip() for f in forces_given]
+        row_wise |= np.array([not f for f in forces])[force_of_row]
+
+        kept = ~row_wise
+        self.forces.update(forces[i] for i in np.unique(force_of_row[kept]))
+        self.months_seen.update(months[i] for i in np.unique(month_of_row[kept]))
+
+        def per_category(values: list, arrow_type) -> pa.Array:
+            return pa.array(values, arrow_type).take(pa.array(type_of_row))
+
+        kept_months = np.unique(month_of_row[kept])
+        if len(kept_months) == 1:       # a police.uk street file holds one month: one value for every row
+            occurred = month_starts[int(kept_months[0])]
+        else:
+            occurred = pa.array(month_starts, pa.timestamp("us", tz="UTC")).take(pa.array(month_of_row))
+        force = pa.array(forces, pa.string()).take(pa.array(force_of_row))
+        crime_id = columns["Crime ID"]
+        attributes = json_object_column([
+            ("force", force), ("falls_within", columns["Falls within"]), ("location", columns["Location"]),
+            ("lsoa_code", columns["LSOA code"]), ("lsoa_name", columns["LSOA name"]),
+            ("last_outcome_category", columns["Last outcome category"]), ("context", columns["Context"])])
+        values = {
+            "supplier_record_id": pc.if_else(pc.equal(crime_id, ""), pa.scalar(None, pa.string()), crime_id),
+            "occurred_at": occurred,
+            "time_precision": "month",
+            "category_id": per_category([m.category_id if m else 0 for m in mapped], pa.int16()),
+            "supplier_category": columns["Crime type"],
+            "theme_weapon": per_category([m.theme_weapon if m else None for m in mapped], pa.bool_()),
+            "theme_dava": per_category([m.theme_dava if m else None for m in mapped], pa.bool_()),
+            "theme_young_victim": per_category([m.theme_young_victim if m else None for m in mapped], pa.bool_()),
+            # police.uk gives months only, so night-time-economy hours cannot be known (NULL, not FALSE).
+            "theme_night_time_economy": None,
+            "theme_arson": per_category([m.theme_arson if m else None for m in mapped], pa.bool_()),
+            "x": pa.array(x), "y": pa.array(y),
+            "location_precision": "snap_point",
+            "borough_hint": None,
+            "access_level": RECORD_ACCESS_LEVEL,
+            "attributes": attributes,
+        }
+        return HarmonisedColumns(values, row_wise)
 
     def replace_key(self) -> str | None:
         if not self.forces:
