@@ -143,8 +143,13 @@ def distinct_codes(values: pa.Array) -> tuple[list, np.ndarray]:
 
 
 _NEEDS_JSON_ESCAPE = r'["\\\x00-\x1f]'
-_JSON_ESCAPED_BYTES = np.zeros(256, dtype=bool)     # what encode_basestring escapes: '"', '\\', controls
-_JSON_ESCAPED_BYTES[[0x22, 0x5c, *range(0x20)]] = True
+
+
+def _may_need_json_escape(values: pa.Array) -> bool:
+    """Whether any byte of the column is one encode_basestring escapes ('"', '\\', controls), read off its
+    data buffer at once: a regular expression per value is 15 times slower."""
+    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
+    return bool((data < 0x20).any() or (data == 0x22).any() or (data == 0x5c).any())
 
 
 def json_string_column(values: pa.Array) -> pa.Array:
@@ -152,10 +157,8 @@ def json_string_column(values: pa.Array) -> pa.Array:
     import json
 
     quoted = pc.binary_join_element_wise('"', values, '"', "")
-    # Whether any value needs escaping, from the column's bytes at once (a regular expression per value is
-    # 15 times slower); only then are the values that do found and escaped, in Python.
-    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
-    if not _JSON_ESCAPED_BYTES[data].any():
+    # Only when some value may need escaping are those found and escaped, in Python.
+    if not _may_need_json_escape(values):
         return quoted
     needs = pc.match_substring_regex(values, _NEEDS_JSON_ESCAPE)
     rows = np.flatnonzero(needs.fill_null(False).to_numpy(zero_copy_only=False))
@@ -170,23 +173,27 @@ def json_object_column(pairs: list[tuple[str, pa.Array]]) -> pa.Array:
 
     One pyarrow call a member and two for the object (empty values are made NULL through the validity
     bitmap, from the lengths numpy reads off the offsets): on a 700-row file the per-call overhead, not the
-    bytes, is what costs.
+    bytes, is what costs. Each member carries its leading comma and the "{," this leaves is mended once:
+    joining with null_handling="skip" would be simpler, but pyarrow 26 drops the rows where every input is
+    NULL from its output (a shorter array), so NULLs are replaced by "" instead.
     """
     members = []
     for key, values in pairs:
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
-        data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
-        if _JSON_ESCAPED_BYTES[data].any():
-            member = pc.binary_join_element_wise(f'"{key}":', json_string_column(values), "")
+        if _may_need_json_escape(values):
+            member = pc.binary_join_element_wise(f',"{key}":', json_string_column(values), "")
         else:
-            member = pc.binary_join_element_wise(f'"{key}":"', values, '"', "")
+            member = pc.binary_join_element_wise(f',"{key}":"', values, '"', "")
         empty = string_lengths(values) == 0
+        if values.null_count:
+            empty |= ~values.is_valid().to_numpy(zero_copy_only=False)
+            member = member.fill_null("")
         if empty.any():
             member = with_nulls(member, empty)
         members.append(member)
-    joined = pc.binary_join_element_wise(*members, ",", null_handling="skip")
-    return pc.binary_join_element_wise("{", joined, "}", "")
+    joined = pc.binary_join_element_wise("{", *members, "}", "", null_handling="replace", null_replacement="")
+    return pc.replace_substring(joined, "{,", "{", max_replacements=1)
 
 
 def string_lengths(values: pa.Array) -> np.ndarray:
@@ -248,7 +255,7 @@ def _fixed_pieces(kind: str, values: pa.Array) -> pa.Array:
     """Length word and big-endian value of a fixed-width column, one binary value a row (NULLs as -1)."""
     width = np.dtype(_FIXED[kind]).itemsize
     if kind == "timestamptz":
-        numbers = values.cast(pa.int64()).to_numpy(zero_copy_only=False) - _PG_EPOCH_US
+        numbers = values.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False) - _PG_EPOCH_US
     elif kind == "bool":
         numbers = values.cast(pa.uint8()).fill_null(0).to_numpy(zero_copy_only=False)
     else:

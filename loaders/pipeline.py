@@ -481,7 +481,7 @@ def parse_columns(fmt: SupplierFormat, buf: bytes, progress=None) -> ParsedDrop 
         n_kept += len(sink.rows)
     if progress is not None:
         progress(scan.rows_read)
-    return ParsedDrop(n_kept, values, line_ends, sink.quarantined, scan.rows_read, raw_text)
+    return ParsedDrop(n_kept, values, line_ends, sorted(sink.quarantined), scan.rows_read, raw_text)
 
 
 class LocatedDrop:
