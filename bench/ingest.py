@@ -66,7 +66,14 @@ def time_loads(url: str, files: list[Path], repeats: int, label: str) -> None:
         print(f"  run {n + 1}/{repeats}: {len(files)} files, {read:,} rows read, {rows:,} loaded in {elapsed:.2f} s "
               f"= {read / elapsed:,.0f} rows/s", flush=True)
     print(f"{label}: median {statistics.median(rates):,.0f} rows/s, best {max(rates):,.0f} rows/s "
-          f"(rows read per second of wall time, {len(files)} files, median {statistics.median(seconds):.2f} s)")
+          f"(rows read per second of wall time, {len(files)} files, median {statistics.median(seconds):.2f} s; "
+          f"{load_average()})")
+
+
+def load_average() -> str:
+    """How busy the machine was (the figures are only comparable on an otherwise idle machine)."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     from loaders.boundaries import load_boundaries
     from loaders.pipeline import expand_paths
 
-    print("Preparing the bench database (migrations, London boundaries; not timed) ...", flush=True)
+    print(f"Preparing the bench database (migrations, London boundaries; not timed; {load_average()}) ...",
+          flush=True)
     url = bench_database()
     migrate.upgrade(url)
     load_boundaries(url, regions=("london",), log=lambda *a: None)

@@ -19,6 +19,7 @@ from pyproj import Transformer
 
 _TO_BNG = Transformer.from_crs(4326, 27700, always_xy=True)
 _TO_WGS84 = Transformer.from_crs(27700, 4326, always_xy=True)
+POINT_CACHE_LIMIT = 2_000_000       # distinct points remembered per index (about 100 MB); then it starts afresh
 
 
 @dataclass
@@ -46,6 +47,7 @@ class AreaIndex:
         self.borough_array = pa.array(borough_codes, pa.string())
         shapely.prepare(polygons)
         self.tree = shapely.STRtree(polygons)
+        self._point_cache: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
 
     @staticmethod
     def current_version(cur) -> tuple:
@@ -64,8 +66,9 @@ class AreaIndex:
     def assign(self, x: np.ndarray, y: np.ndarray, srid: int, tolerance_m: float) -> AssignedPoints:
         """Project the points both ways and find each one's LSOA.
 
-        police.uk reuses its snap points (a Met month: 3,269 distinct points in 4,900 rows), so each distinct
-        point is projected and looked up once; the answers are spread back to the rows.
+        police.uk reuses its snap points, within a file (a Met month: 3,269 distinct points in 4,900 rows) and
+        from month to month, so each distinct point is projected and looked up once per process (see
+        _located_points); the answers are spread back to the rows.
         """
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         if srid not in (4326, 27700):
@@ -74,18 +77,44 @@ class AreaIndex:
             empty = np.zeros(0)
             return AssignedPoints(empty, empty, empty, empty, np.zeros(0, dtype=np.int64))
         distinct, inverse = np.unique(x + 1j * y, return_inverse=True)
-        dx, dy = distinct.real.copy(), distinct.imag.copy()
+        east, north, lon_d, lat_d, found = self._located_points(distinct, srid, tolerance_m)
+        lon, lat = (x, y) if srid == 4326 else (lon_d[inverse], lat_d[inverse])
+        return AssignedPoints(east[inverse], north[inverse], lon, lat, found[inverse])
+
+    def _located_points(self, points: np.ndarray, srid: int, tolerance_m: float) -> tuple[np.ndarray, ...]:
+        """Easting, northing, longitude, latitude and LSOA of distinct points (x + iy, sorted), from the
+        point cache where seen before. The cache is replaced whole, never changed in place, so threads
+        sharing this index always see a consistent one."""
+        cached = self._point_cache.get((srid, tolerance_m))
+        if cached is not None:
+            keys, values = cached
+            at = np.minimum(np.searchsorted(keys, points), len(keys) - 1)
+            seen = keys[at] == points
+        else:
+            seen = np.zeros(len(points), dtype=bool)
+        new = points[~seen]
+        dx, dy = new.real.copy(), new.imag.copy()
         if srid == 4326:
             east, north = (np.asarray(v, dtype=float) for v in _TO_BNG.transform(dx, dy))
-            lon, lat = x, y
+            lon, lat = dx, dy
         else:
             east, north = dx, dy
-            lon_d, lat_d = (np.asarray(v, dtype=float) for v in _TO_WGS84.transform(dx, dy))
-            lon, lat = lon_d[inverse], lat_d[inverse]
-        found = np.full(len(east), -1, dtype=np.int64)
-        if len(east) and len(self.lsoa_codes):
+            lon, lat = (np.asarray(v, dtype=float) for v in _TO_WGS84.transform(dx, dy))
+        found = np.full(len(new), -1, dtype=np.int64)
+        if len(new) and len(self.lsoa_codes):
             found = self._lookup(east, north, tolerance_m)
-        return AssignedPoints(east[inverse], north[inverse], lon, lat, found[inverse])
+        new_values = np.column_stack([east, north, lon, lat, found.astype(float)])
+        if cached is None or len(keys) + len(new) > POINT_CACHE_LIMIT:
+            all_keys, all_values = new, new_values
+        else:
+            all_keys, all_values = np.concatenate([keys, new]), np.concatenate([values, new_values])
+            order = np.argsort(all_keys, kind="stable")
+            all_keys, all_values = all_keys[order], all_values[order]
+        if len(new):
+            self._point_cache[(srid, tolerance_m)] = (all_keys, all_values)
+        at = np.searchsorted(all_keys, points)
+        chosen = all_values[at]
+        return chosen[:, 0], chosen[:, 1], chosen[:, 2], chosen[:, 3], chosen[:, 4].astype(np.int64)
 
     def _lookup(self, east: np.ndarray, north: np.ndarray, tolerance_m: float) -> np.ndarray:
         found = np.full(len(east), -1, dtype=np.int64)

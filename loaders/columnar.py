@@ -143,8 +143,13 @@ def distinct_codes(values: pa.Array) -> tuple[list, np.ndarray]:
 
 
 _NEEDS_JSON_ESCAPE = r'["\\\x00-\x1f]'
-_JSON_ESCAPED_BYTES = np.zeros(256, dtype=bool)     # what encode_basestring escapes: '"', '\\', controls
-_JSON_ESCAPED_BYTES[[0x22, 0x5c, *range(0x20)]] = True
+
+
+def _may_need_json_escape(values: pa.Array) -> bool:
+    """Whether any byte of the column is one encode_basestring escapes ('"', '\\', controls), read off its
+    data buffer at once: a regular expression per value is 15 times slower."""
+    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
+    return bool((data < 0x20).any() or (data == 0x22).any() or (data == 0x5c).any())
 
 
 def json_string_column(values: pa.Array) -> pa.Array:
@@ -152,10 +157,8 @@ def json_string_column(values: pa.Array) -> pa.Array:
     import json
 
     quoted = pc.binary_join_element_wise('"', values, '"', "")
-    # Whether any value needs escaping, from the column's bytes at once (a regular expression per value is
-    # 15 times slower); only then are the values that do found and escaped, in Python.
-    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)
-    if not _JSON_ESCAPED_BYTES[data].any():
+    # Only when some value may need escaping are those found and escaped, in Python.
+    if not _may_need_json_escape(values):
         return quoted
     needs = pc.match_substring_regex(values, _NEEDS_JSON_ESCAPE)
     rows = np.flatnonzero(needs.fill_null(False).to_numpy(zero_copy_only=False))
@@ -166,13 +169,49 @@ def json_string_column(values: pa.Array) -> pa.Array:
 
 
 def json_object_column(pairs: list[tuple[str, pa.Array]]) -> pa.Array:
-    """The JSON object of each row's non-empty values, the column-wise twin of pipeline.json_object."""
+    """The JSON object of each row's non-empty values, the column-wise twin of pipeline.json_object.
+
+    One pyarrow call a member and two for the object (empty values are made NULL through the validity
+    bitmap, from the lengths numpy reads off the offsets): on a 700-row file the per-call overhead, not the
+    bytes, is what costs. Each member carries its leading comma and the "{," this leaves is mended once:
+    joining with null_handling="skip" would be simpler, but pyarrow 26 drops the rows where every input is
+    NULL from its output (a shorter array), so NULLs are replaced by "" instead.
+    """
     members = []
     for key, values in pairs:
-        member = pc.binary_join_element_wise(f'"{key}":', json_string_column(values), "")
-        members.append(pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), member))
-    joined = pc.binary_join_element_wise(*members, ",", null_handling="skip")
-    return pc.binary_join_element_wise("{", joined, "}", "")
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if _may_need_json_escape(values):
+            member = pc.binary_join_element_wise(f',"{key}":', json_string_column(values), "")
+        else:
+            member = pc.binary_join_element_wise(f',"{key}":"', values, '"', "")
+        empty = string_lengths(values) == 0
+        if values.null_count:
+            empty |= ~values.is_valid().to_numpy(zero_copy_only=False)
+            member = member.fill_null("")
+        if empty.any():
+            member = with_nulls(member, empty)
+        members.append(member)
+    joined = pc.binary_join_element_wise("{", *members, "}", "", null_handling="replace", null_replacement="")
+    return pc.replace_substring(joined, "{,", "{", max_replacements=1)
+
+
+def string_lengths(values: pa.Array) -> np.ndarray:
+    """Byte length of each value of a string or binary array, read off its offsets (NULLs: 0, normally)."""
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+    return np.diff(offsets)
+
+
+def with_nulls(values: pa.Array, null: np.ndarray) -> pa.Array:
+    """``values`` (with no NULLs of its own) with NULL where ``null`` is true, sharing its buffers."""
+    validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(values.type, len(values), [validity, *values.buffers()[1:]], offset=values.offset)
+
+
+def fixed_width_binary(raw: bytes, width: int, n: int) -> pa.Array:
+    """A binary array of n values of ``width`` bytes each, cut from ``raw`` without copying it."""
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw)])
 
 
 def timestamps_utc(values: list) -> pa.Array:
@@ -216,15 +255,14 @@ def _fixed_pieces(kind: str, values: pa.Array) -> pa.Array:
     """Length word and big-endian value of a fixed-width column, one binary value a row (NULLs as -1)."""
     width = np.dtype(_FIXED[kind]).itemsize
     if kind == "timestamptz":
-        numbers = values.cast(pa.int64()).to_numpy(zero_copy_only=False) - _PG_EPOCH_US
+        numbers = values.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False) - _PG_EPOCH_US
     elif kind == "bool":
         numbers = values.cast(pa.uint8()).fill_null(0).to_numpy(zero_copy_only=False)
     else:
         numbers = values.fill_null(0).to_numpy(zero_copy_only=False)
     packed = np.empty(len(values), dtype=[("len", ">i4"), ("value", _FIXED[kind])])
     packed["len"], packed["value"] = width, numbers
-    pieces = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 + width), len(values),
-                                                  [None, pa.py_buffer(packed.tobytes())]).cast(pa.binary())
+    pieces = fixed_width_binary(packed.tobytes(), 4 + width, len(values))
     if values.null_count:
         pieces = pc.if_else(pc.is_valid(values), pieces, pa.scalar(_NULL_FIELD, pa.binary()))
     return pieces
@@ -234,20 +272,21 @@ def _length_words(lengths: np.ndarray, valid: np.ndarray | None) -> pa.Array:
     words = lengths.astype(">i4")
     if valid is not None:
         words[~valid] = -1
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(words),
-                                                [None, pa.py_buffer(words.tobytes())]).cast(pa.binary())
+    return fixed_width_binary(words.tobytes(), 4, len(words))
 
 
 def _variable_pieces(kind: str, values: pa.Array) -> list:
     """Length word and bytes of a text, jsonb or bytea column (the jsonb version byte included)."""
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        values = values.cast(pa.binary())
-    lengths = pc.binary_length(values.fill_null(b"")).to_numpy(zero_copy_only=False)
-    valid = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else None
+    if values.null_count:
+        valid = values.is_valid().to_numpy(zero_copy_only=False)
+        values = values.fill_null("" if pa.types.is_string(values.type) else b"")
+    else:
+        valid = None
+    lengths = string_lengths(values)
     if kind == "jsonb":
-        return [_length_words(lengths + 1, valid), pc.if_else(values.is_valid(), b"\x01", b""),
-                values.fill_null(b"")]
-    return [_length_words(lengths, valid), values.fill_null(b"")]
+        return [_length_words(lengths + 1, valid), b"\x01" if valid is None else
+                pc.if_else(pa.array(valid), b"\x01", b""), values]
+    return [_length_words(lengths, valid), values]
 
 
 @dataclass
@@ -284,10 +323,11 @@ def binary_copy(n_rows: int, columns: list[tuple[str, object]]) -> BinaryCopyRow
             continue
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
-        if kind in _FIXED:
-            pieces.append(_fixed_pieces(kind, values))
-        else:
-            pieces.extend(_variable_pieces(kind, values))
+        for piece in [_fixed_pieces(kind, values)] if kind in _FIXED else _variable_pieces(kind, values):
+            if isinstance(piece, bytes) and isinstance(pieces[-1], bytes):
+                pieces[-1] += piece
+            else:
+                pieces.append(piece.view(pa.binary()) if isinstance(piece, pa.Array) else piece)
     if n_rows == 0:
         return BinaryCopyRows(bytearray(BINARY_COPY_HEADER + BINARY_COPY_TRAILER), np.zeros(0, dtype=np.int64))
     args = [pa.scalar(p, pa.binary()) if isinstance(p, bytes) else p for p in pieces]

@@ -1,8 +1,9 @@
 """The one ingest pipeline every supplier's drops go through.
 
 A supplier format (one short class per file format, see ``loaders/police_uk.py``) says which files it
-claims, which columns it expects and how to harmonise one row. The pipeline does everything else, the
-same way for every supplier: sha256 the file and skip it if that content was already loaded; detect the
+claims, which columns it expects and how to harmonise one row, and may also harmonise whole columns at once
+(``harmonise_columns``: the fast path, with the row-wise method as its reference and fallback). The
+pipeline does everything else, the same way for every supplier: sha256 the file and skip it if that content was already loaded; detect the
 encoding (UTF-8 with or without BOM, cp1252; a mostly-UTF-8 file's undecodable lines are quarantined);
 check the header (missing or unexpected columns reject the whole drop, naming them, and change nothing);
 parse and validate rows, quarantining bad ones with a reason; assign LSOA / MSOA / borough by spatial join
@@ -10,7 +11,10 @@ parse and validate rows, quarantining bad ones with a reason; assign LSOA / MSOA
 re-issued police.uk month), COPY the rows in, record the quarantine and the drop. The transaction is the
 staging area: nothing is visible to anyone until it commits, a killed loader leaves the database exactly as
 it was, and running it again completes. (A separate staging table was measured and dropped: once areas are
-assigned before the COPY it only added a second copy of every row, about 6 us a row.)
+assigned before the COPY it only added a second copy of every row, about 6 us a row.) Plain files are read
+column-wise (pyarrow, loaders/columnar.py) and written with a binary COPY built from arrays; anything the
+column path cannot reproduce exactly goes through the row path, line by line or, for the rare file with
+quoted line breaks or odd line separators, whole. bench/README.md has the measurements.
 """
 from __future__ import annotations
 
@@ -40,15 +44,16 @@ import pyarrow.compute as pc
 from db import libpq_dsn
 from loaders.columnar import binary_copy, scan_csv, timestamps_utc
 
-# The harmonised columns every format's harmonise_row returns, in this order. x, y are the supplier's point
-# in the format's coordinate_srid (or None); the pipeline adds the projected point and the areas.
+# The harmonised columns every format's harmonise_row returns, in this order (occurred_at: ISO 8601 text
+# with an offset, or an aware datetime). x, y are the supplier's point in the format's coordinate_srid (or
+# None); the pipeline adds the projected point and the areas.
 HARMONISED_COLUMNS = (
     "line_no", "supplier_record_id", "occurred_at", "time_precision", "category_id", "supplier_category",
     "theme_weapon", "theme_dava", "theme_young_victim", "theme_night_time_economy", "theme_arson",
     "x", "y", "location_precision", "borough_hint", "access_level", "attributes",
 )
-X_POS, Y_POS, OCCURRED_POS, BOROUGH_HINT_POS = 11, 12, 2, 14
-# What the pipeline COPYs into the incidents table: the harmonised row, the drop, the point and its areas.
+# What the pipeline COPYs into the incidents table: the drop (first: filled in last, see DROP_ID_OFFSET), the
+# harmonised row, the point and its areas.
 INCIDENT_COPY_COLUMNS = (
     "drop_id", "supplier", "supplier_record_id", "occurred_at", "time_precision", "category_id",
     "supplier_category", "theme_weapon", "theme_dava", "theme_young_victim", "theme_night_time_economy",
@@ -481,7 +486,7 @@ def parse_columns(fmt: SupplierFormat, buf: bytes, progress=None) -> ParsedDrop 
         n_kept += len(sink.rows)
     if progress is not None:
         progress(scan.rows_read)
-    return ParsedDrop(n_kept, values, line_ends, sink.quarantined, scan.rows_read, raw_text)
+    return ParsedDrop(n_kept, values, line_ends, sorted(sink.quarantined), scan.rows_read, raw_text)
 
 
 class LocatedDrop:
