@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Callable
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -765,3 +766,88 @@ def monthly_counts(engine: Engine, state: FilterState) -> list[tuple[date, int]]
     """(first day of month, incidents) over the whole span under the state's non-date filters."""
     series = monthly_series(engine, state)
     return [(m, sum(g[i] for g in series.groups.values())) for i, m in enumerate(series.months)]
+
+
+# ---- hotspots (Gi*) on the grid ---------------------------------------------------------------------------
+
+def study_area_cells(engine: Engine, cell_m: int, region: str = "london") -> tuple[list[int], list[int]]:
+    """Every grid cell (British National Grid indices at ``cell_m``) whose centre lies in the region: the
+    study area of the hotspot statistics, empty cells included. Cached per process."""
+    def compute():
+        rows = _rows(engine, """
+            WITH region AS (SELECT ST_Union(geom) AS g FROM areas WHERE level = 'borough' AND region = :region),
+            bounds AS (SELECT floor(ST_XMin(g) / :cell)::int AS x0, floor(ST_XMax(g) / :cell)::int AS x1,
+                              floor(ST_YMin(g) / :cell)::int AS y0, floor(ST_YMax(g) / :cell)::int AS y1 FROM region)
+            SELECT i, j FROM bounds, region,
+                 generate_series(x0, x1) AS i, generate_series(y0, y1) AS j
+            WHERE ST_Intersects(region.g, ST_SetSRID(ST_MakePoint((i + 0.5) * :cell, (j + 0.5) * :cell), 27700))""",
+                     {"cell": cell_m, "region": region})
+        return [r[0] for r in rows], [r[1] for r in rows]
+    return _cached(engine, "study_area", (cell_m, region), compute, versioned=False)
+
+
+def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period | None = None,
+                user=None) -> dict[tuple[int, int], int]:
+    """Incidents per grid cell index (x // cell_m, y // cell_m) under the state's filters in ``period``
+    (default: the current period); from the 250 m grid rollup unless a filter needs raw points."""
+    if cell_m % 250:
+        raise ValueError("cell size must be a multiple of 250 m")
+    period = period or current_period(engine, state)
+    factor = cell_m // 250
+
+    def compute():
+        if period is None:
+            return {}
+        plan = _plan(engine, state, period, {"borough"})
+        if plan.source == "rollup_borough_month":
+            plan.source = "rollup_grid_month"
+            x, y = f"floor(cell_x / {factor}.0)::int", f"floor(cell_y / {factor}.0)::int"
+        else:
+            plan = _plan(engine, state, period, {"point"})
+            x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
+        rows = _rows(engine, f"SELECT {x}, {y}, {plan.count} FROM {plan.source} "
+                             f"{plan.where('geom IS NOT NULL' if plan.source == 'incidents' else '')} GROUP BY 1, 2",
+                     plan.params)
+        return {(int(i), int(j)): int(n) for i, j, n in rows}
+    return _cached(engine, "grid_counts", _key(state, cell_m, period), compute)
+
+
+@dataclass(frozen=True)
+class HotspotLayer:
+    cell_m: int
+    band_m: float
+    fdr: bool
+    cells: int  # cells in the study area
+    incidents: int
+    geojson: dict  # significant cells only, WGS84 squares with z, count and class
+
+
+def hotspot_layer(engine: Engine, state: FilterState, cell_m: int = 500, band_m: float | None = None,
+                  fdr: bool = False, user=None) -> HotspotLayer:
+    """Getis-Ord Gi* on the study area's grid cells for the filtered selection in the current period; the
+    significant cells (90/95/99 per cent, hot and cold) as GeoJSON for the map."""
+    from safestats import hotspots
+
+    def compute():
+        xs, ys = study_area_cells(engine, cell_m)
+        counts_by_cell = grid_counts(engine, state, cell_m)
+        counts = np.array([counts_by_cell.get((i, j), 0) for i, j in zip(xs, ys)], dtype=float)
+        if not xs or counts.sum() == 0:
+            return HotspotLayer(cell_m, band_m or hotspots.default_band_m(cell_m), fdr, len(xs), 0,
+                                {"type": "FeatureCollection", "features": []})
+        result = hotspots.grid_gi_star(np.array(xs), np.array(ys), counts, cell_m, band_m, fdr)
+        significant = np.nonzero(result.classes != 0)[0]
+        rows = _rows(engine, """
+            SELECT ST_AsGeoJSON(ST_Transform(ST_MakeEnvelope(i * :cell, j * :cell, (i + 1) * :cell, (j + 1) * :cell,
+                                                             27700), 4326), 5)
+            FROM unnest(CAST(:xs AS int[]), CAST(:ys AS int[])) WITH ORDINALITY AS c(i, j, k) ORDER BY k""",
+                     {"cell": cell_m, "xs": [int(result.ix[k]) for k in significant],
+                      "ys": [int(result.iy[k]) for k in significant]}) if len(significant) else []
+        features = []
+        for k, (geometry,) in zip(significant, rows):
+            features.append({"type": "Feature", "geometry": json.loads(geometry), "properties": {
+                "cell": f"{int(result.ix[k])}:{int(result.iy[k])}", "z": round(float(result.z[k]), 2),
+                "count": int(result.counts[k]), "class": int(result.classes[k])}})
+        return HotspotLayer(cell_m, result.band_m, fdr, len(xs), int(counts.sum()),
+                            {"type": "FeatureCollection", "features": features})
+    return _cached(engine, "hotspots", _key(state, cell_m, band_m, fdr), compute)

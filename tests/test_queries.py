@@ -278,3 +278,30 @@ def test_check_state_refuses_codes_that_do_not_exist(police):
                 FilterState(msoa_code=CITY)):  # a borough code given as an MSOA
         with pytest.raises(ValueError):
             queries.check_state(engine, bad)
+
+
+@pytest.mark.shared_data
+def test_hotspot_layer_is_esda_gi_star_on_directly_counted_cells(police):
+    import esda
+    from libpysal.weights import DistanceBand
+
+    engine = get_engine(police)
+    state = FilterState(date_from=date(2023, 1, 1), date_to=date(2023, 5, 31))
+    layer = queries.hotspot_layer(engine, state, cell_m=500)
+    xs, ys = queries.study_area_cells(engine, 500)
+    direct = dict(((int(i), int(j)), int(n)) for i, j, n in query(police, """
+        SELECT floor(ST_X(geom) / 500), floor(ST_Y(geom) / 500), count(*) FROM incidents
+        WHERE geom IS NOT NULL AND (occurred_at AT TIME ZONE 'Europe/London')::date BETWEEN '2023-01-01' AND '2023-05-31'
+        GROUP BY 1, 2"""))
+    counts = [direct.get((i, j), 0) for i, j in zip(xs, ys)]
+    points = [((i + 0.5) * 500, (j + 0.5) * 500) for i, j in zip(xs, ys)]
+    w = DistanceBand(points, threshold=layer.band_m, binary=True, silence_warnings=True)
+    z = dict(zip((f"{i}:{j}" for i, j in zip(xs, ys)),
+                 esda.G_Local(counts, w, transform="B", star=True, permutations=0).Zs))
+    features = layer.geojson["features"]
+    assert len(features) > 10 and layer.incidents == sum(counts)
+    for f in features:
+        assert abs(f["properties"]["z"] - z[f["properties"]["cell"]]) < 0.006  # rounded to 2 places
+        assert abs(z[f["properties"]["cell"]]) >= 1.644
+    hot = [f for f in features if f["properties"]["class"] > 0]
+    assert hot and max(f["properties"]["count"] for f in hot) == max(counts)
