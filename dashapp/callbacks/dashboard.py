@@ -17,6 +17,7 @@ import logging
 import uuid
 from dataclasses import replace
 from datetime import date, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 from dash import ALL, Dash, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
@@ -172,32 +173,28 @@ def _control_values(state: FilterState) -> list:
 def register_callbacks(app: Dash) -> None:
     """Attach the dashboard's callbacks to ``app`` (this instance only, never the global registry)."""
 
-    # page load -> the filter controls' options
-    @app.callback(
-        Output(ids.FILTER_SUPPLIERS, "options"), Output(ids.FILTER_DOMAINS, "options"),
-        Output(ids.FILTER_CATEGORIES, "options"), Output(ids.FILTER_BOROUGH, "options"),
-        Input(ids.URL, "pathname"))
+    # page load -> the checklists' options (a checklist keeps a value it has no option for yet)
+    @app.callback(Output(ids.FILTER_SUPPLIERS, "options"), Output(ids.FILTER_DOMAINS, "options"),
+                  Input(ids.URL, "pathname"))
     def load_options(_pathname):
         _require_login()
-        engine = _engine()
-        tax = queries.taxonomy(engine)
+        tax = queries.taxonomy(_engine())
         return ([{"label": name.split("(")[0].strip(), "value": code} for code, name in tax.suppliers.items()],
-                [{"label": name, "value": code} for code, name in tax.domains.items()],
-                [{"label": f"{tax.domains[domain]} › {name}", "value": cid}
+                [{"label": name, "value": code} for code, name in tax.domains.items()])
+
+    # The dropdowns' options are sent by sync_state, in the same response as their values: a dropdown clears
+    # a value that is not among its options when it gets it, so a link's borough, MSOA or category that
+    # arrived before its options (always, for an MSOA) was dropped, and the page fell back to a wider view
+    # than the link's. The fixed lists go on page load and back/forward; an area's children when it changes.
+    def _fixed_options(engine) -> list:
+        tax = queries.taxonomy(engine)
+        return [[{"label": f"{tax.domains[domain]} › {name}", "value": cid}
                  for cid, (domain, name) in tax.categories.items()],
                 [{"label": name, "value": code} for code, name in
-                 sorted(queries.borough_names(engine).items(), key=lambda kv: kv[1])])
+                 sorted(queries.borough_names(engine).items(), key=lambda kv: kv[1])]]
 
-    # borough -> its MSOAs; MSOA -> its LSOAs (the area filter is a hierarchy)
-    @app.callback(Output(ids.FILTER_MSOA, "options"), Input(ids.FILTER_BOROUGH, "value"))
-    def msoa_options(borough):
-        _require_login()
-        return [{"label": a.name, "value": a.code} for a in queries.child_areas(_engine(), borough)] if borough else []
-
-    @app.callback(Output(ids.FILTER_LSOA, "options"), Input(ids.FILTER_MSOA, "value"))
-    def lsoa_options(msoa):
-        _require_login()
-        return [{"label": a.name, "value": a.code} for a in queries.child_areas(_engine(), msoa)] if msoa else []
+    def _child_options(engine, parent: str | None) -> list:
+        return [{"label": a.name, "value": a.code} for a in queries.child_areas(engine, parent)] if parent else []
 
     # URL, controls, map and chart clicks -> the filter state (URL, controls, stores)
     @app.callback(
@@ -210,7 +207,13 @@ def register_callbacks(app: Dash) -> None:
         Output(ids.FILTER_HOURS, "value"), Output(ids.FILTER_DAYS, "value"),
         Output(ids.MAP_LEVEL, "value"), Output(ids.MAP_MEASURE, "value"), Output(ids.MAP_BREAKS, "value"),
         Output(ids.MAP_LAYERS, "value"), Output(ids.FILTER_QUICK_PICK, "value"),
-        Output(ids.MAP, "viewport"), Output(ids.MAP_DRAW, "editToolbar"),
+        Output(ids.MAP, "viewport"), Output(ids.MAP_DRAW, "editToolbar"), Output(ids.URL, "href"),
+        # The table's cell selection is cleared here (so the same row can be clicked again), not by the table's
+        # own callback: that made a loop between two callbacks (state -> table -> active_cell -> state), and
+        # the renderer then sometimes held both back for good, leaving the page without data after loading.
+        Output(ids.TOP_AREAS, "active_cell"),
+        Output(ids.FILTER_CATEGORIES, "options"), Output(ids.FILTER_BOROUGH, "options"),
+        Output(ids.FILTER_MSOA, "options"), Output(ids.FILTER_LSOA, "options"),
         Input(ids.URL, "search"),
         Input(ids.FILTER_DATES, "start_date"), Input(ids.FILTER_DATES, "end_date"),
         Input(ids.FILTER_QUICK_PICK, "value"),
@@ -227,12 +230,12 @@ def register_callbacks(app: Dash) -> None:
         Input(ids.HOUR_DAY, "clickData"), Input(ids.TOP_AREAS, "active_cell"),
         *[State(ids.MAP_AREAS[level], "clickData") for level in LEVELS],
         State(ids.TOP_AREAS, "derived_viewport_data"), State(ids.MAP, "zoom"), State(ids.MAP, "center"),
-        State(ids.DATA_STATE, "data"),
+        State(ids.DATA_STATE, "data"), State(ids.URL, "href"),
     )
     def sync_state(search, start, end, quick_pick, suppliers, domains, categories, themes, borough, msoa, lsoa,
                    hours, days, level, measure, breaks, layers, _reset, _chips, _c1, _c2, _c3, drawing,
                    _clear, brushed, category_click, hour_click, active_cell, borough_click, msoa_click,
-                   lsoa_click, table_rows, zoom, centre, old_data):
+                   lsoa_click, table_rows, zoom, centre, old_data, href):
         _require_login()
         engine = _engine()
         trigger = ctx.triggered_id
@@ -319,8 +322,10 @@ def register_callbacks(app: Dash) -> None:
         except PreventUpdate:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            if from_url:  # a well-formed link naming something that does not exist: no data, not old data
+                return _refused_link(str(exc))
             log.warning("refused filter change %r from user %s: %s", trigger, current_user.get_id(), exc)
-            return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 18
+            return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 24
 
         qs = state.to_query_string()
         data = {"qs": state.data_filters().to_query_string(), "error": None}
@@ -330,13 +335,30 @@ def register_callbacks(app: Dash) -> None:
             no_update if data == old_data else data,
             no_update, False,
             *_control_values(state), None, viewport, toolbar,
+            no_update if from_url else _href_with_query(href, qs),
+            None if trigger == ids.TOP_AREAS else no_update,
+            *(_fixed_options(engine) if from_url else [no_update] * 2),
+            _child_options(engine, state.borough_code)
+            if from_url or state.borough_code != base.borough_code else no_update,
+            _child_options(engine, state.msoa_code) if from_url or state.msoa_code != base.msoa_code else no_update,
         ]
 
     def _refused_link(message: str):
         log.warning("refused link filters from user %s: %s", current_user.get_id(), message)
         text = f"This link's filters could not be read ({message}). No data is shown; reset the filters to start again."
         error = {"qs": None, "error": message}
-        return [no_update, error, error, text, True] + [no_update] * 18
+        # The controls stay usable (to pick again, or reset) but show nothing from the refused link.
+        return [no_update, error, error, text, True] + [no_update] * 20 + _fixed_options(_engine()) + [[], []]
+
+    def _href_with_query(href, qs: str):
+        # dcc.Location (refresh=False) pushes its ``href`` prop instead of ``search`` when that prop differs
+        # from the one it last rendered, which happens on the first change after the page loaded (the viewport
+        # callback has meanwhile rewritten the URL with replaceState): the history entry then lost the filters.
+        # Sending the matching href with the search makes either push the same, right URL.
+        if not isinstance(href, str) or not href:
+            return no_update
+        parts = urlsplit(href)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, qs, ""))
 
     def _with_map_view(state: FilterState, zoom, centre) -> FilterState:
         try:
@@ -429,20 +451,20 @@ def register_callbacks(app: Dash) -> None:
 
     # data filters -> top areas table
     @app.callback(Output(ids.TOP_AREAS, "data"), Output(ids.TOP_AREAS_TITLE, "children"),
-                  Output(ids.TOP_AREAS, "active_cell"), Input(ids.DATA_STATE, "data"))
+                  Input(ids.DATA_STATE, "data"))
     def update_top_areas(stored):
         _require_login()
         if isinstance(stored, dict) and stored.get("error"):
-            return [], "Top areas", None
+            return [], "Top areas"
         state = _stored_state(stored)
         try:
             rows = queries.top_areas(_engine(), state, current_user)
         except Exception as exc:
             _error_reference(exc, "top_areas")
-            return [], "Top areas (could not be loaded; the error has been logged)", None
+            return [], "Top areas (could not be loaded; the error has been logged)"
         level = rows[0].level if rows else "borough"
         title = f"Top {view.LEVEL_LABELS[level]}s" + (" in the selection" if state.selected_area else "")
-        return [r.__dict__ for r in rows], title, None
+        return [r.__dict__ for r in rows], title
 
     # view state + zoom -> choropleth (boundaries once per level, then only hideout) and legend
     @app.callback(
