@@ -127,6 +127,8 @@ def cmd_scheduler(args) -> int:
     from safestats.scheduler import run_scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Two lines per scan ("Running job", "executed successfully") would bury the lines about files.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     return run_scheduler(_database_url(), interval_seconds=args.interval, misfire_grace_seconds=args.misfire_grace,
                          settle_seconds=args.settle, once=args.once)
 

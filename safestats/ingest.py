@@ -156,11 +156,9 @@ def file_away(path: Path, outcome: IngestOutcome, supplier_dir: Path) -> Path:
     target = _free_name(folder, path.name)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     drop = f"drop {outcome.drop_id}" if outcome.drop_id else "no drop recorded"
-    counts = (f"\nrows read {outcome.rows_read}, loaded {outcome.rows_loaded}, quarantined "
-              f"{outcome.rows_quarantined}" if outcome.status == "loaded" else "")
     # Written before the move: a kill in between leaves the file in incoming/, and the next run rewrites it.
     _write_atomically(target.with_name(target.name + REASON_SUFFIX),
-                      f"{outcome.status} ({drop}) at {stamp}\n{outcome.message}{counts}\n")
+                      f"{outcome.status} ({drop}) at {stamp}\n{outcome.message}\n")
     os.replace(path, target)
     return target
 
@@ -170,7 +168,10 @@ def _outcome_from(result, path: Path) -> IngestOutcome:
                             rows_read=result.rows_read, rows_loaded=result.rows_loaded,
                             rows_quarantined=result.rows_quarantined)
     if result.status == "loaded":
-        outcome.message = result.summary_line().split(": ", 1)[1]
+        replaced = (f", replaced drop {', '.join(map(str, result.replaced_drop_ids))}"
+                    if result.replaced_drop_ids else "")
+        outcome.message = (f"{result.rows_read:,} rows read, {result.rows_loaded:,} loaded, "
+                           f"{result.rows_quarantined:,} quarantined{replaced}")
     return outcome
 
 
