@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, current_app, render_template_string, stream_with_context
 from flask_login import current_user
@@ -20,6 +21,7 @@ from safestats.supplier_status import (LOCATION_LEVELS, LocationQuality, locatio
 
 bp = Blueprint("admin_status", __name__, url_prefix="/admin/data-status")
 ADMIN_TIER = "admin"
+LONDON = ZoneInfo("Europe/London")
 # Spreadsheet programs run a cell that starts with one of these as a formula; raw supplier lines are data.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -58,15 +60,15 @@ PAGE = """<!doctype html>
       <li class="breadcrumb-item"><a href="{{ url_for('admin_status.index') }}">Data status</a></li>
       {% if status %}<li class="breadcrumb-item active" aria-current="page">{{ status.name }}</li>{% endif %}
     </ol></nav>
+    {% macro when(t) %}{{ t.astimezone(london).strftime('%Y-%m-%d %H:%M') if t else '—' }}{% endmacro %}
     {% macro freshness(s) -%}
       {% if s.freshness == 'late' %}<span class="badge bg-danger freshness-late">LATE</span>
-        <span class="text-danger small">due by {{ s.due_by.strftime('%Y-%m-%d %H:%M') }}</span>
+        <span class="text-danger small">due by {{ when(s.due_by) }}</span>
       {%- elif s.freshness == 'on time' %}<span class="badge bg-success">on time</span>
-        <span class="text-muted small">next due by {{ s.due_by.strftime('%Y-%m-%d') }}</span>
+        <span class="text-muted small">next due by {{ when(s.due_by) }}</span>
       {%- elif s.freshness == 'never loaded' %}<span class="badge bg-warning text-dark">never loaded</span>
       {%- else %}<span class="badge bg-secondary">no cadence set</span>{% endif %}
     {%- endmacro %}
-    {% macro when(t) %}{{ t.strftime('%Y-%m-%d %H:%M') if t else '—' }}{% endmacro %}
     {{ body }}
   </main>
 </body>
@@ -96,7 +98,7 @@ INDEX = """
   {% endfor %}
   </tbody>
 </table>
-<p class="text-muted small">Late: the last loaded drop is older than the supplier's cadence plus {{ grace_days }} days'
+<p class="text-muted small">Times are London time. Late: the last loaded drop is older than the supplier's cadence plus {{ grace_days }} days'
   grace (SAFESTATS_CADENCE_GRACE_DAYS). Rows are over live drops (loaded and not replaced by a re-issue).</p>
 """
 
@@ -158,7 +160,7 @@ def _render(title: str, body_template: str, **context):
     from safestats.config import get_settings
 
     # The body is rendered inside the page so both share the macros; both are autoescaped.
-    return render_template_string(PAGE.replace("{{ body }}", body_template), title=title,
+    return render_template_string(PAGE.replace("{{ body }}", body_template), title=title, london=LONDON,
                                   grace_days=f"{get_settings().cadence_grace_days:g}", **context)
 
 

@@ -225,9 +225,14 @@ def ingest_files(url: str, supplier: str, paths: list[Path], supplier_dir: Path 
         if refresh and any(o.status == "loaded" for o in outcomes.values()):
             refresh_rollups_if_stale(url, trigger=f"ingest of {supplier} drops")
     finally:
-        with lock_conn.cursor() as cur:
-            for _, key in locked:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        # Closing the session releases its advisory locks too; unlocking first just says so explicitly, and
+        # must not hide the error that brought us here if the connection is gone.
+        try:
+            with lock_conn.cursor() as cur:
+                for _, key in locked:
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        except psycopg2.Error:
+            pass
         lock_conn.close()
     for outcome in outcomes.values():
         level = logging.WARNING if outcome.status in ("rejected", "failed") else logging.INFO
