@@ -4,8 +4,10 @@
 ``before_request`` guard lets nothing through to Dash without a logged-in user: pages redirect to /login,
 and Dash's JSON and asset routes (``/_dash-layout``, ``/_dash-dependencies``, ``/_dash-update-component``,
 ``/_dash-component-suites/…``, ``/assets/…``) answer 401, so the app's structure and data never reach an
-anonymous browser. The only public routes are the login and logout pages and the two stylesheets the login
-page needs. Each page module registers its own callbacks on this app instance (never the global
+anonymous browser. The only public routes are the login and logout pages, the two stylesheets the login
+page needs, and the supplier feed API (``dashapp.feeds``), which authenticates every request by its own bearer
+token instead. The admin data-status pages (``dashapp.admin_status``) are plain Flask pages behind login that
+check the admin tier themselves. Each page module registers its own callbacks on this app instance (never the global
 ``dash.callback``), and every callback checks the user again itself.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import dash
 from flask import Flask, abort, jsonify, redirect, request, send_from_directory, url_for
 from flask_login import current_user
 
-from dashapp import auth, tiles
+from dashapp import admin_status, auth, feeds, tiles
 from dashapp.callbacks import dashboard as dashboard_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
 from db import get_engine
@@ -25,7 +27,8 @@ from safestats.config import get_settings
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 # Served without login, for the login page only: styling, nothing about the data or the app's structure.
 PUBLIC_ASSETS = frozenset({"bootstrap.min.css", "safestats.css"})
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.logout", "public_asset"})
+# The feed API's two endpoints are listed by name (not by URL prefix): each checks a supplier's token itself.
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.logout", "public_asset"}) | feeds.TOKEN_ENDPOINTS
 
 
 def create_app(database_url: str | None = None) -> Flask:
@@ -40,10 +43,13 @@ def create_app(database_url: str | None = None) -> Flask:
         REMEMBER_COOKIE_SAMESITE="Lax",
     )
     server.extensions["safestats_engine"] = get_engine(database_url)
+    server.config["SAFESTATS_INCOMING"] = settings.incoming    # where feed uploads are filed (dashapp.feeds)
 
     auth.login_manager.init_app(server)
     server.register_blueprint(auth.bp)
     server.register_blueprint(tiles.bp)
+    server.register_blueprint(feeds.bp)
+    server.register_blueprint(admin_status.bp)
 
     @server.get("/static/<path:filename>", endpoint="public_asset")
     def public_asset(filename: str):
@@ -56,7 +62,7 @@ def create_app(database_url: str | None = None) -> Flask:
         if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
             return None
         # Dash's machinery (JSON, scripts, assets) gets a bare 401; only page loads are sent to the form.
-        if request.path.startswith(("/_", "/assets/", "/tiles/")) or request.method != "GET":
+        if request.path.startswith(("/_", "/assets/", "/tiles/", "/api/")) or request.method != "GET":
             return jsonify(error="login required"), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 

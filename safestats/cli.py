@@ -9,6 +9,8 @@ Subcommands (``safestats --help`` lists them with their options):
   demo generate --out DIR      write realistic demo drops in each supplier's own file format
   demo run                     everything the portal needs, then serve it (the README's first command)
   users add EMAIL              create or update a login
+  scheduler [--interval S]     watch the suppliers' incoming folders and load new drops (its own process)
+  tokens create|revoke|list    bearer tokens for the supplier feed API
   serve                        run the web portal
 """
 from __future__ import annotations
@@ -119,6 +121,47 @@ def cmd_users(args) -> int:
     return 0
 
 
+def cmd_scheduler(args) -> int:
+    import logging
+
+    from safestats.scheduler import run_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Two lines per scan ("Running job", "executed successfully") would bury the lines about files.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    return run_scheduler(_database_url(), interval_seconds=args.interval, misfire_grace_seconds=args.misfire_grace,
+                         settle_seconds=args.settle, once=args.once)
+
+
+def cmd_tokens(args) -> int:
+    from db import get_engine
+    from safestats.feed_tokens import TokenError, create_token, list_tokens, revoke_token
+
+    engine = get_engine(_database_url())
+    try:
+        if args.tokens_action == "create":
+            row, token = create_token(engine, args.supplier, args.label or "")
+            print(f"Token {row.id} for {row.supplier} ({row.label or 'no label'}). It is shown only this once; "
+                  "give it to the supplier over a secure channel:")
+            print(token)
+        elif args.tokens_action == "revoke":
+            row = revoke_token(engine, args.id)
+            print(f"Token {row.id} ({row.supplier}, {row.label or 'no label'}) revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S %Z}.")
+        else:
+            rows = list_tokens(engine, args.supplier)
+            if not rows:
+                print("No tokens. Create one with `safestats tokens create SUPPLIER --label LABEL`.")
+            for row in rows:
+                state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+                used = f"last used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
+                print(f"{row.id:>5}  {row.supplier:<16} {state:<24} {used:<28} created {row.created_at:%Y-%m-%d}  "
+                      f"{row.label}")
+    except TokenError as exc:
+        print(f"safestats tokens {args.tokens_action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_serve(args) -> int:
     from dashapp import create_app
     from safestats.config import get_settings
@@ -179,6 +222,34 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["viewer", "borough_analyst", "partner_analyst", "istv_analyst", "admin"])
     a.add_argument("--password", help="(prompted for when omitted)")
     a.set_defaults(func=cmd_users)
+
+    from safestats.ingest import DEFAULT_SETTLE_SECONDS
+    from safestats.scheduler import DEFAULT_INTERVAL_SECONDS, DEFAULT_MISFIRE_GRACE_SECONDS
+
+    p = sub.add_parser("scheduler", help="watch the suppliers' incoming folders and load new drops")
+    p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_SECONDS,
+                   help=f"seconds between scans (default {DEFAULT_INTERVAL_SECONDS})")
+    p.add_argument("--misfire-grace", type=int, default=DEFAULT_MISFIRE_GRACE_SECONDS,
+                   help="a scan that could not start on time still runs if at most this many seconds late "
+                        f"(default {DEFAULT_MISFIRE_GRACE_SECONDS})")
+    p.add_argument("--settle", type=float, default=DEFAULT_SETTLE_SECONDS,
+                   help=f"a file must be this many seconds old before it is read (default {DEFAULT_SETTLE_SECONDS:g}"
+                        "; files renamed into the folder once written need none)")
+    p.add_argument("--once", action="store_true", help="scan once and exit (e.g. from cron)")
+    p.set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("tokens", help="bearer tokens for the supplier feed API")
+    tsub = p.add_subparsers(dest="tokens_action", required=True)
+    t = tsub.add_parser("create", help="create a token for one supplier (printed once)")
+    t.add_argument("supplier", help="supplier code, e.g. police_uk")
+    t.add_argument("--label", help="who or what uses it, e.g. 'Home Office nightly export'")
+    t.set_defaults(func=cmd_tokens)
+    t = tsub.add_parser("revoke", help="revoke a token by its id")
+    t.add_argument("id", type=int)
+    t.set_defaults(func=cmd_tokens)
+    t = tsub.add_parser("list", help="list tokens (never the tokens themselves)")
+    t.add_argument("--supplier")
+    t.set_defaults(func=cmd_tokens)
 
     p = sub.add_parser("serve", help="run the web portal")
     p.add_argument("--host")

@@ -2,7 +2,7 @@
 
 Everything a deployment may change is an environment variable (documented in the README): where the
 database is (``DATABASE_URL``; unset means the embedded cluster under ``SAFESTATS_HOME``), which boundary
-areas are in scope, the base-map tiles, and the Flask secret. Code asks ``get_settings()``; nothing else reads
+areas are in scope, the base-map tiles, the Flask secret, and the suppliers' incoming drop folders. Code asks ``get_settings()``; nothing else reads
 ``os.environ`` for these names.
 """
 from __future__ import annotations
@@ -31,6 +31,10 @@ class Settings:
     secret_key: str
     host: str = "127.0.0.1"
     port: int = 8050
+    # Scheduled ingest: suppliers' drop folders (<incoming>/<supplier>/) and how late a drop may be before
+    # the supplier is shown as late (on top of suppliers.expected_cadence).
+    incoming: Path | None = None
+    cadence_grace_days: float = 7.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -69,4 +73,6 @@ def get_settings() -> Settings:
         secret_key=_secret_key(home),
         host=os.environ.get("SAFESTATS_HOST", "127.0.0.1"),
         port=int(os.environ.get("SAFESTATS_PORT", "8050")),
+        incoming=Path(os.environ.get("SAFESTATS_INCOMING") or home / "incoming").resolve(),
+        cadence_grace_days=float(os.environ.get("SAFESTATS_CADENCE_GRACE_DAYS", "7")),
     )
