@@ -743,8 +743,14 @@ def has_column_path(fmt: SupplierFormat) -> bool:
     return type(fmt).harmonise_columns is not SupplierFormat.harmonise_columns
 
 
-def is_update_format(fmt: SupplierFormat) -> bool:
-    return type(fmt).apply_update is not SupplierFormat.apply_update
+def is_update_format(fmt: SupplierFormat | type[SupplierFormat]) -> bool:
+    fmt_class = fmt if isinstance(fmt, type) else type(fmt)
+    return fmt_class.apply_update is not SupplierFormat.apply_update
+
+
+def claims_update(path: Path) -> bool:
+    """Whether the format that claims this file name is an update format (False when none claims it)."""
+    return any(fmt.claims(path.name) and is_update_format(fmt) for fmt in supplier_formats())
 
 
 def load_drop(conn, path: Path, progress: bool = False) -> DropResult:
@@ -957,7 +963,9 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
 
     from loaders.areas import area_index_for
 
-    files = expand_paths(paths)
+    # Update drops (police.uk outcomes) change records that other drops load, so they come last in a batch
+    # (stable: otherwise the given order) and each waits until every drop before it has committed.
+    files = sorted(expand_paths(paths), key=claims_update)
     started = time.monotonic()
     results: list[DropResult] = []
     writers = [psycopg2.connect(libpq_dsn(url)) for _ in range(max(1, min(WRITER_CONNECTIONS, len(files))))]
@@ -1012,6 +1020,9 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
                 while len(preparing) < PREPARE_AHEAD and n + len(preparing) < len(files):
                     preparing.append(preparer.submit(prepare, files[n + len(preparing)]))
                 bar.set_description(path.name[:40])
+                if claims_update(path):
+                    while writing:
+                        report(writing.popleft().result())
                 try:
                     prepared = preparing.popleft().result()
                 except Exception as exc:
