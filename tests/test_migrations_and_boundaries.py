@@ -13,7 +13,8 @@ from loaders.pipeline import load_paths
 from tests.conftest import TEST_DB_NAME, make_database, query
 
 TABLES = {"access_levels", "areas", "domains", "categories", "suppliers", "supplier_category_map", "drops",
-          "quarantine", "incidents", "users", "area_population", "rollup_refreshes"}
+          "quarantine", "incidents", "users", "area_population", "rollup_refreshes",
+          "police_uk_outcome_history"}
 
 
 def public_tables(url):
