@@ -518,7 +518,8 @@ def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, e
                         rows_per_month: int = 9000) -> list[Path]:
     """Write police.uk street-level files for both London forces for ``months`` months ending at ``end_month``
     ("YYYY-MM", default the last complete month); about ``rows_per_month`` rows a month in all, 97% Met and
-    3% City of London Police. Returns the files written, oldest month first."""
+    3% City of London Police. Returns the files written: the street files oldest month first, then the
+    outcomes, stop-and-search, LAS and ISTV drops of loaders/demo_police_health.py for the same months."""
     if months < 1:
         raise ValueError("months must be at least 1")
     if rows_per_month < 1:
@@ -534,6 +535,10 @@ def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, e
             path = out_dir / police_uk_file_name(month, force)
             write_police_uk_street_csv(path, street_rows(world, force, month, end_month, rows_per_month, seed))
             written.append(path)
+    # The other suppliers' formats (police.uk outcomes and stop and search, LAS, ISTV) for the same months.
+    from loaders.demo_police_health import generate_police_health_drops
+
+    written += generate_police_health_drops(out_dir, written, month_range(end_month, months), seed)
     return written
 
 

@@ -150,6 +150,26 @@ class SupplierFormat:
         """After all rows: the key of what this drop replaces (None: it replaces nothing)."""
         return None
 
+    def as_csv(self, data: bytes) -> bytes:
+        """Optional: the file's bytes as CSV bytes with ``columns`` as header, for the rest of the pipeline.
+
+        A format whose files are not CSV (ISTV XML submissions) converts them here, and raises DropRejected
+        for a file that breaks its schema; everything after (encoding, header, rows, quarantine) is the
+        same as for CSV files. The default returns the bytes unchanged.
+        """
+        return data
+
+    def apply_update(self, cur, drop_id: int, columns: dict[str, pa.Array], replaced_drop_ids: list[int]) -> int:
+        """Optional, for an update drop: rows that change records already loaded instead of adding incidents.
+
+        Formats that define it (police.uk outcomes) get the drop's harmonised rows (``columns``, one array
+        per HARMONISED_COLUMNS name, rows already quarantined left out) inside the drop's open transaction,
+        after the drops it replaces are marked superseded, and write them wherever they belong. Return how
+        many rows matched no loaded record: they are counted in ``drops.rows_unmatched``, not quarantined.
+        Formats that do not define it add their rows to ``incidents`` (the COPY).
+        """
+        raise NotImplementedError
+
 
 @dataclass
 class DropResult:
@@ -161,6 +181,7 @@ class DropResult:
     rows_read: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
+    rows_unmatched: int = 0         # update drops: rows whose record is not loaded (not errors)
     replaced_drop_ids: list[int] = field(default_factory=list)
     message: str = ""
     seconds: float = 0.0
@@ -173,8 +194,9 @@ class DropResult:
         name = self.path.name
         if self.status == "loaded":
             extra = f", replaced drop {', '.join(map(str, self.replaced_drop_ids))}" if self.replaced_drop_ids else ""
+            unmatched = f", {self.rows_unmatched:,} unmatched" if self.rows_unmatched else ""
             return (f"{name}: loaded as drop {self.drop_id}: {self.rows_read:,} rows read, {self.rows_loaded:,} "
-                    f"loaded, {self.rows_quarantined:,} quarantined{extra} ({self.seconds:.2f} s)")
+                    f"loaded, {self.rows_quarantined:,} quarantined{unmatched}{extra} ({self.seconds:.2f} s)")
         return f"{name}: {self.status}: {self.message}"
 
 
@@ -513,7 +535,15 @@ class LocatedDrop:
         hint = columns["borough_hint"]
         hint_valid = (array("borough_hint").is_valid().to_numpy(zero_copy_only=False) if hint is not None
                       else np.zeros(n, dtype=bool))
-        placed = (has_point & (area_of_row >= 0)) | (~has_point & hint_valid)
+        # A row the format locates to nothing on purpose (location_precision 'none': a stop and search with
+        # no coordinates, an ambulance call with neither point nor borough) is kept, with no areas.
+        precision = columns["location_precision"]
+        if isinstance(precision, pa.Array):
+            located_to_nothing = pc.equal(precision, "none").fill_null(False).to_numpy(zero_copy_only=False)
+        else:
+            located_to_nothing = np.full(n, precision == "none")
+        placed = (has_point & (area_of_row >= 0)) | (~has_point & (hint_valid | located_to_nothing))
+        self.placed = placed
         self.outside: list[tuple[int, str]] = []     # (row index, reason) of rows with nowhere to go
         for k in np.flatnonzero(~placed).tolist():
             if not has_point[k]:
@@ -571,7 +601,8 @@ class LocatedDrop:
         if not (area_k >= 0).all():
             null_text = pa.scalar(None, pa.string())
             lsoa, msoa = pc.if_else(area_mask, null_text, lsoa), pc.if_else(area_mask, null_text, msoa)
-            borough = pc.if_else(area_mask, placed_values("borough_hint"), borough)
+            hints = placed_values("borough_hint")
+            borough = pc.if_else(area_mask, pa.scalar(None, pa.string()) if hints is None else hints, borough)
 
         # In INCIDENT_COPY_COLUMNS order; drop_id first in every row, so it can be filled in once it is known.
         self.copy_rows = binary_copy(self.staged_rows, [
@@ -678,6 +709,7 @@ def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None,
 
     fmt = prepared.fmt = fmt_class(path.name, mapping)
     try:
+        data = fmt.as_csv(data)
         # The column path when the format offers one and the file is plain enough to give exactly the row
         # path's result; otherwise (or when parse_columns declines the file) the row path.
         column_input = utf8_for_column_path(data) if has_column_path(fmt) else None
@@ -709,6 +741,16 @@ def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None,
 
 def has_column_path(fmt: SupplierFormat) -> bool:
     return type(fmt).harmonise_columns is not SupplierFormat.harmonise_columns
+
+
+def is_update_format(fmt: SupplierFormat | type[SupplierFormat]) -> bool:
+    fmt_class = fmt if isinstance(fmt, type) else type(fmt)
+    return fmt_class.apply_update is not SupplierFormat.apply_update
+
+
+def claims_update(path: Path) -> bool:
+    """Whether the format that claims this file name is an update format (False when none claims it)."""
+    return any(fmt.claims(path.name) and is_update_format(fmt) for fmt in supplier_formats())
 
 
 def load_drop(conn, path: Path, progress: bool = False) -> DropResult:
@@ -835,23 +877,34 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
                     {"old": old_id, "new": drop_id, "start": old_start or "-infinity", "end": old_end or "infinity"})
     _pause_for_tests("replaced")
 
-    # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now.
-    located.copy_rows.patch_int8(DROP_ID_OFFSET, drop_id)
-    cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)",
-                    BytesChunkReader(located.copy_rows.payload), size=1 << 20)
-    rows_loaded = cur.rowcount
+    rows_unmatched = 0
+    if is_update_format(fmt):
+        # An update drop (police.uk outcomes) changes records already loaded; the format writes its rows.
+        kept = pa.array(located.placed)
+        columns = {name: (v.filter(kept) if isinstance(v, pa.Array) else
+                          pa.array([v] * parsed.n_rows, HARMONISED_TYPES[name]).filter(kept))
+                   for name, v in parsed.columns.items()}
+        rows_unmatched = fmt.apply_update(cur, drop_id, columns, replaced)
+        rows_loaded = located.staged_rows - rows_unmatched
+    else:
+        # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now.
+        located.copy_rows.patch_int8(DROP_ID_OFFSET, drop_id)
+        cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)",
+                        BytesChunkReader(located.copy_rows.payload), size=1 << 20)
+        rows_loaded = cur.rowcount
     _pause_for_tests("inserted")
 
     # Checked before anything else is written, so a drop whose rows do not add up rolls back instead of landing.
-    if rows_loaded + len(quarantined) != parsed.rows_read:
-        raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} != "
-                             f"{parsed.rows_read}")
+    if rows_loaded + len(quarantined) + rows_unmatched != parsed.rows_read:
+        raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} + "
+                             f"{rows_unmatched} != {parsed.rows_read}")
     ordered = sorted(quarantined)
     cur.execute("""
         INSERT INTO quarantine (drop_id, line_no, raw_line, reason)
         SELECT %(drop)s, * FROM unnest(%(lines)s::integer[], %(raws)s::text[], %(reasons)s::text[]);
         UPDATE drops SET replace_key = %(replace_key)s, loaded_at = clock_timestamp(), rows_read = %(read)s,
                          rows_loaded = %(loaded)s, rows_quarantined = %(quarantined)s,
+                         rows_unmatched = %(unmatched)s,
                          period_start = (%(first)s::timestamptz AT TIME ZONE 'Europe/London')::date,
                          period_end = (%(last)s::timestamptz AT TIME ZONE 'Europe/London')::date
         WHERE id = %(drop)s""",
@@ -859,12 +912,13 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
                  # PostgreSQL text cannot hold NUL; the raw line keeps a visible marker instead.
                  "raws": [q[1].replace("\x00", "\\x00") for q in ordered], "reasons": [q[2] for q in ordered],
                  "replace_key": replace_key, "read": parsed.rows_read, "loaded": rows_loaded,
-                 "quarantined": len(quarantined), "first": located.first_at, "last": located.last_at})
+                 "quarantined": len(quarantined), "unmatched": rows_unmatched, "first": located.first_at, "last": located.last_at})
     _pause_for_tests("before_commit")
     cur.execute("COMMIT")
     # Everything above landed together or not at all.
     result.status, result.drop_id = "loaded", drop_id
     result.rows_read, result.rows_loaded, result.rows_quarantined = parsed.rows_read, rows_loaded, len(quarantined)
+    result.rows_unmatched = rows_unmatched
     result.replaced_drop_ids = replaced
     result.seconds = time.monotonic() - prepared.started
 
@@ -909,7 +963,9 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
 
     from loaders.areas import area_index_for
 
-    files = expand_paths(paths)
+    # Update drops (police.uk outcomes) change records that other drops load, so they come last in a batch
+    # (stable: otherwise the given order) and each waits until every drop before it has committed.
+    files = sorted(expand_paths(paths), key=claims_update)
     started = time.monotonic()
     results: list[DropResult] = []
     writers = [psycopg2.connect(libpq_dsn(url)) for _ in range(max(1, min(WRITER_CONNECTIONS, len(files))))]
@@ -964,6 +1020,9 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
                 while len(preparing) < PREPARE_AHEAD and n + len(preparing) < len(files):
                     preparing.append(preparer.submit(prepare, files[n + len(preparing)]))
                 bar.set_description(path.name[:40])
+                if claims_update(path):
+                    while writing:
+                        report(writing.popleft().result())
                 try:
                     prepared = preparing.popleft().result()
                 except Exception as exc:

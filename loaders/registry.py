@@ -1,5 +1,10 @@
 """Every supplier file format the pipeline knows. Adding a supplier: one loader module plus a line here
 (and its category mapping, seeded by a migration)."""
+from loaders.istv import IstvFormat
+from loaders.las import LasAssaultsFormat
 from loaders.police_uk import PoliceUkStreetFormat
+from loaders.police_uk_outcomes import PoliceUkOutcomesFormat
+from loaders.police_uk_stop_search import PoliceUkStopSearchFormat
 
-SUPPLIER_FORMATS = [PoliceUkStreetFormat]
+SUPPLIER_FORMATS = [PoliceUkStreetFormat, PoliceUkOutcomesFormat, PoliceUkStopSearchFormat, LasAssaultsFormat,
+                    IstvFormat]

@@ -36,16 +36,21 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def street_only(paths: list[Path]) -> list[Path]:
+    """The police.uk street files among the demo drops (the other suppliers' have their own tests)."""
+    return [p for p in paths if p.name.endswith("-street.csv")]
+
+
 @pytest.fixture(scope="module")
 def three_months(tmp_path_factory) -> list[Path]:
-    return generate_demo_drops(tmp_path_factory.mktemp("demo3"), months=3, end_month=END_MONTH,
-                               rows_per_month=1500)
+    return street_only(generate_demo_drops(tmp_path_factory.mktemp("demo3"), months=3, end_month=END_MONTH,
+                                           rows_per_month=1500))
 
 
 @pytest.fixture(scope="module")
 def two_years(tmp_path_factory) -> list[Path]:
-    return generate_demo_drops(tmp_path_factory.mktemp("demo24"), months=24, end_month="2025-12",
-                               rows_per_month=3000)
+    return street_only(generate_demo_drops(tmp_path_factory.mktemp("demo24"), months=24, end_month="2025-12",
+                                           rows_per_month=3000))
 
 
 def test_file_names_are_police_uk_names_for_the_months_asked(three_months):
@@ -135,7 +140,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 
 def test_a_month_does_not_depend_on_how_many_months_were_asked(tmp_path, three_months):
-    one = generate_demo_drops(tmp_path, months=1, end_month=END_MONTH, rows_per_month=1500)
+    one = street_only(generate_demo_drops(tmp_path, months=1, end_month=END_MONTH, rows_per_month=1500))
     assert [p.read_bytes() for p in one] == [p.read_bytes() for p in three_months[-2:]]
 
 
@@ -178,7 +183,7 @@ def test_generated_drops_load_through_the_ingest_pipeline(clean_data, tmp_path):
     from loaders.pipeline import load_paths
     from tests.conftest import query
 
-    paths = generate_demo_drops(tmp_path, months=2, end_month=END_MONTH, rows_per_month=800)
+    paths = street_only(generate_demo_drops(tmp_path, months=2, end_month=END_MONTH, rows_per_month=800))
     results = load_paths(clean_data, paths, progress=False)
     assert [r.status for r in results] == ["loaded"] * len(paths), [r.summary_line() for r in results]
     for path, result in zip(paths, results):

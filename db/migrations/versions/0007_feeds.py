@@ -1,7 +1,7 @@
 """Supplier feeds: upload tokens per supplier, and the scheduled-ingest job store.
 
 Revision ID: 0007_feeds
-Revises: 0004_rollups
+Revises: 0006_suppliers_police_health
 Create Date: 2026-11-23
 
 ``supplier_tokens`` holds the bearer tokens suppliers use on ``POST /api/feeds/v1/<supplier>/drops``
@@ -14,7 +14,7 @@ with a downgrade like everything else.
 from alembic import op
 
 revision = "0007_feeds"
-down_revision = "0004_rollups"
+down_revision = "0006_suppliers_police_health"
 branch_labels = None
 depends_on = None
 
