@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any, Callable
 
@@ -27,6 +27,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from safestats import access
 from safestats.filters import THEMES, FilterState
 
 # Douglas-Peucker tolerance in British National Grid metres, per level: invisible at that level's zoom.
@@ -432,6 +433,31 @@ def _key(state: FilterState, *extra) -> tuple:
     return (state.data_filters(),) + extra
 
 
+NO_SUPPLIER = "none_visible"  # a supplier code that exists nowhere: "this user may see none of these"
+
+
+def supplier_levels(engine: Engine) -> dict[str, int]:
+    """Supplier code -> the access level its records need (suppliers.access_level), cached per process."""
+    return _cached(engine, "supplier_levels", (),
+                   lambda: dict(_rows(engine, "SELECT code, access_level FROM suppliers")), versioned=False)
+
+
+def visible_suppliers(engine: Engine, user) -> frozenset[str]:
+    """The suppliers whose data ``user`` may see (``safestats.access``: health only for ISTV and admins)."""
+    level = access.data_level(user)
+    return frozenset(code for code, needed in supplier_levels(engine).items() if needed <= level)
+
+
+def _scoped(engine: Engine, state: FilterState, user) -> FilterState:
+    """``state`` narrowed to the suppliers ``user`` may see. Every panel starts here, so the restriction is
+    part of the SQL and of the cache key: one user's answer is never served to a lower tier."""
+    allowed = visible_suppliers(engine, user)
+    if allowed == frozenset(supplier_levels(engine)):
+        return state  # this user may see every supplier
+    chosen = [s for s in (state.suppliers or sorted(allowed)) if s in allowed]
+    return replace(state, suppliers=tuple(chosen) or (NO_SUPPLIER,))
+
+
 # ---- panels ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -445,6 +471,7 @@ class Headline:
 
 def headline(engine: Engine, state: FilterState, user=None) -> Headline:
     """Total in the current period, and in the previous equal period and the same period a year earlier."""
+    state = _scoped(engine, state, user)
     period = current_period(engine, state)
     if period is None:
         return Headline(None, 0, 0, 0, "none")
@@ -490,6 +517,7 @@ class MonthlySeries:
 def monthly_series(engine: Engine, state: FilterState, user=None) -> MonthlySeries:
     """Incidents per month over the whole data span (the date filter is shown as a shaded range, not
     applied), stacked by domain — or by category when one domain is in view — with last year's totals."""
+    state = _scoped(engine, state, user)
     def compute():
         plan = _plan(engine, state, None, {"month"}, ignore={"dates"})
         rows = _rows(engine, f"""
@@ -532,6 +560,7 @@ class CategoryCount:
 def category_counts(engine: Engine, state: FilterState, user=None) -> list[CategoryCount]:
     """Incidents per category in the current period, largest first (the category filter is not applied:
     the chart is where it is chosen; selected bars are highlighted)."""
+    state = _scoped(engine, state, user)
     period = current_period(engine, state)
 
     def compute():
@@ -553,6 +582,7 @@ class HourDayGrid:
 
 def hour_day_grid(engine: Engine, state: FilterState, user=None) -> HourDayGrid:
     """Hour of day x day of week counts in the current period (the time filters are shown, not applied)."""
+    state = _scoped(engine, state, user)
     period = current_period(engine, state)
 
     def compute():
@@ -606,6 +636,7 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
 
     The spatial selection is not applied — the map shows every area so the user can compare and pick one.
     """
+    state = _scoped(engine, state, user)
     period = current_period(engine, state)
 
     def compute():
@@ -639,6 +670,7 @@ class AreaRow:
 
 def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AREAS_LIMIT) -> list[AreaRow]:
     """The busiest areas one level below the selection (boroughs; a borough's MSOAs; an MSOA's LSOAs)."""
+    state = _scoped(engine, state, user)
     selected = state.selected_area
     level = {None: "borough", "borough": "msoa", "msoa": "lsoa", "lsoa": "lsoa"}[selected and selected[0]]
     period = current_period(engine, state)
@@ -675,6 +707,7 @@ def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, fl
     (a map tile), in the current period under all filters, as (xmin, ymin, xmax, ymax in EPSG:3857, count).
     Read from the 250 m grid rollup; raw points only when a filter needs them (a drawn polygon, an MSOA or
     LSOA, times of day)."""
+    state = _scoped(engine, state, user)
     if cell_m % 250:
         raise ValueError("cell size must be a multiple of 250 m")
     period = current_period(engine, state)
@@ -717,6 +750,7 @@ LONDON_BBOX_3857 = (-70000.0, 6650000.0, 45000.0, 6760000.0)
 
 def density_scale(engine: Engine, state: FilterState, cell_m: int, user=None) -> int:
     """The 98th percentile of non-empty cell counts over all of London: one colour scale for every tile."""
+    state = _scoped(engine, state, user)
     def compute():
         counts = sorted(n for *_, n in density_cells(engine, state, LONDON_BBOX_3857, cell_m, user))
         return counts[int(0.98 * (len(counts) - 1))] if counts else 0
@@ -728,6 +762,7 @@ def point_clusters(engine: Engine, state: FilterState, bbox_wgs84: tuple[float, 
     """Incident points in the map's view as a GeoJSON FeatureCollection, clustered on the server into a
     pixel-sized grid so at most ``MAX_POINT_FEATURES`` features go to the browser whatever the zoom.
     Each feature has ``count``; police.uk points are already anonymised to snap points by the supplier."""
+    state = _scoped(engine, state, user)
     period = current_period(engine, state)
     west, south, east, north = (float(v) for v in bbox_wgs84)
     # ~40 screen pixels per cluster cell: metres per pixel at this zoom, near London's latitude.
@@ -790,6 +825,7 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
                 user=None) -> dict[tuple[int, int], int]:
     """Incidents per grid cell index (x // cell_m, y // cell_m) under the state's filters in ``period``
     (default: the current period); from the 250 m grid rollup unless a filter needs raw points."""
+    state = _scoped(engine, state, user)
     if cell_m % 250:
         raise ValueError("cell size must be a multiple of 250 m")
     period = period or current_period(engine, state)
@@ -826,11 +862,12 @@ def hotspot_layer(engine: Engine, state: FilterState, cell_m: int = 500, band_m:
                   fdr: bool = False, user=None) -> HotspotLayer:
     """Getis-Ord Gi* on the study area's grid cells for the filtered selection in the current period; the
     significant cells (90/95/99 per cent, hot and cold) as GeoJSON for the map."""
+    state = _scoped(engine, state, user)
     from safestats import hotspots
 
     def compute():
         xs, ys = study_area_cells(engine, cell_m)
-        counts_by_cell = grid_counts(engine, state, cell_m)
+        counts_by_cell = grid_counts(engine, state, cell_m, user=user)
         counts = np.array([counts_by_cell.get((i, j), 0) for i, j in zip(xs, ys)], dtype=float)
         if not xs or counts.sum() == 0:
             return HotspotLayer(cell_m, band_m or hotspots.default_band_m(cell_m), fdr, len(xs), 0,

@@ -305,3 +305,34 @@ def test_hotspot_layer_is_esda_gi_star_on_directly_counted_cells(police):
         assert abs(z[f["properties"]["cell"]]) >= 1.644
     hot = [f for f in features if f["properties"]["class"] > 0]
     assert hot and max(f["properties"]["count"] for f in hot) == max(counts)
+
+
+def test_health_data_reaches_only_istv_analysts_and_admins_and_the_cache_never_leaks_it(clean_data):
+    from types import SimpleNamespace
+
+    seed_incidents(clean_data, SEED[:5])  # police.uk, level 10
+    conn = psycopg2.connect(libpq_dsn(clean_data))
+    with conn, conn.cursor() as cur:  # three ambulance call-outs (health, level 20) in Westminster
+        cur.executemany("""INSERT INTO incidents (supplier, drop_id, occurred_at, time_precision, category_id,
+                                                  supplier_category, location_precision, borough_code, access_level)
+                           VALUES ('las', 2, %s, 'minute', 70, 'Assault', 'exact', %s, 20)""",
+                        [("2024-01-05 22:00+00", WESTMINSTER)] * 3)
+    conn.close()
+    refresh_after_seeding(clean_data)
+    engine = get_engine(clean_data)
+    state = FilterState(date_from=date(2024, 1, 1), date_to=date(2024, 1, 31))
+
+    def user(tier):
+        return SimpleNamespace(is_authenticated=True, tier=tier)
+    # The admin's answer is computed (and cached) first: a lower tier must still not get it.
+    assert queries.headline(engine, state, user("admin")).total == 5 + 3
+    assert queries.headline(engine, state, user("istv_analyst")).total == 5 + 3
+    for tier in ("viewer", "borough_analyst", "partner_analyst"):
+        assert queries.headline(engine, state, user(tier)).total == 5, tier
+        assert 70 not in {c.category_id for c in queries.category_counts(engine, state, user(tier))}
+        assert queries.area_values(engine, state, "borough", user(tier)).current[WESTMINSTER] == 5
+    assert queries.headline(engine, state, None).total == 5, "no user: the most restrictive answer"
+    # Asking for the health supplier by name gives nothing rather than everything.
+    only_las = FilterState(suppliers=("las",), date_from=date(2024, 1, 1), date_to=date(2024, 1, 31))
+    assert queries.headline(engine, only_las, user("viewer")).total == 0
+    assert queries.headline(engine, only_las, user("admin")).total == 3
