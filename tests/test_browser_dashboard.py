@@ -354,7 +354,9 @@ def click_area(page, code: str) -> None:
 
 def move_pointer_off_the_map(page) -> None:
     # Hovering restyles an area; move away (in steps, so Leaflet sees a mouseout) before reading outlines.
-    box = page.locator(f"#{ids.TOP_AREAS_TITLE}").bounding_box()
+    title = page.locator(f"#{ids.TOP_AREAS_TITLE}")
+    title.scroll_into_view_if_needed()  # mouse coordinates are the viewport's: the target must be on screen
+    box = title.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=12)
 
 
@@ -363,13 +365,16 @@ def click_category_bar(page, category_id: int) -> None:
         document.querySelector('#{ids.CATEGORIES} .js-plotly-plot').data[0].customdata).indexOf(cid)""",
                           category_id)
     assert index >= 0, f"no bar for category {category_id}"
-    box = page.locator(f"#{ids.CATEGORIES} g.trace.bars g.point").nth(index).bounding_box()
+    bar = page.locator(f"#{ids.CATEGORIES} g.trace.bars g.point").nth(index)
+    bar.scroll_into_view_if_needed()  # mouse coordinates are the viewport's: the bar must be on screen
+    box = bar.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
 def brush_months(page, first: int, last: int) -> None:
     """Drag horizontally across the time series from the middle of month ``first``'s bar to ``last``'s."""
     bars = page.locator(f"#{ids.TIMESERIES} g.trace.bars").first.locator("g.point")
+    page.locator(f"#{ids.TIMESERIES}").scroll_into_view_if_needed()
     start, end = bars.nth(first - 1).bounding_box(), bars.nth(last - 1).bounding_box()
     plot_area = page.locator(f"#{ids.TIMESERIES} .nsewdrag").first.bounding_box()
     y = plot_area["y"] + plot_area["height"] / 2

@@ -212,17 +212,22 @@ def headline_cards(head, fresh, empty_reason: str | None) -> list:
         _card("vs previous period", vs_prev, head.period.previous().label(), css=prev_css),
         _card("vs a year earlier", vs_year, head.period.year_earlier().label(), css=year_css),
         html.Div([html.Div("Data up to", className="ss-card-label"),
-                  html.Ul([html.Li(_freshness_text(f)) for f in fresh], className="ss-freshness")],
-                 id=ids.FRESHNESS, className="ss-headline-card"),
+                  html.Ul([html.Li(_freshness_text(f)) for f in fresh if f.data_to], className="ss-freshness"),
+                  *([html.Div("No data loaded yet: " + ", ".join(_short_name(f.name) for f in fresh if not f.data_to),
+                              className="ss-card-subtle")] if any(not f.data_to for f in fresh) else [])],
+                 id=ids.FRESHNESS, className="ss-headline-card ss-freshness-card"),
     ]
     if empty_reason:
         cards.append(html.Div(empty_reason, className="ss-empty w-100"))
     return cards
 
 
+def _short_name(name: str) -> str:
+    return name.split("(")[0].strip()
+
+
 def _freshness_text(f) -> str:
-    short = f.name.split("(")[0].strip()
-    return f"{short}: to end of {f.data_to:%b %Y}" if f.data_to else f"{short}: no data loaded"
+    return f"{_short_name(f.name)}: to end of {f.data_to:%b %Y}"
 
 
 def _card(label: str, value: str, sub: str, id_: str | None = None, css: str = "") -> html.Div:
