@@ -515,10 +515,11 @@ def write_police_uk_street_csv(path: Path, rows: list[tuple[str, ...]]) -> None:
 
 
 def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, end_month: str | None = None,
-                        rows_per_month: int = 9000) -> list[Path]:
+                        rows_per_month: int = 9000, fire_and_transport: bool = True) -> list[Path]:
     """Write police.uk street-level files for both London forces for ``months`` months ending at ``end_month``
     ("YYYY-MM", default the last complete month); about ``rows_per_month`` rows a month in all, 97% Met and
-    3% City of London Police. Returns the files written, oldest month first."""
+    3% City of London Police. Returns the files written, oldest month first, then (``fire_and_transport``)
+    LFB incident and TfL bus safety files for the same months (loaders/demo_fire_transport.py)."""
     if months < 1:
         raise ValueError("months must be at least 1")
     if rows_per_month < 1:
@@ -534,6 +535,10 @@ def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, e
             path = out_dir / police_uk_file_name(month, force)
             write_police_uk_street_csv(path, street_rows(world, force, month, end_month, rows_per_month, seed))
             written.append(path)
+    if fire_and_transport:
+        from loaders.demo_fire_transport import generate_fire_transport_drops
+
+        written += generate_fire_transport_drops(out_dir, month_range(end_month, months), seed)
     return written
 
 
