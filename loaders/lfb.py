@@ -31,6 +31,7 @@ BNG_EASTING = (0.0, 700_000.0)
 BNG_NORTHING = (0.0, 1_300_000.0)
 # Older LFB releases (2009-2017) write dates as "01 Jan 2009"; current ones as ISO "2023-01-01".
 DATE_FORMATS = ("%Y-%m-%d", "%d %b %Y", "%d/%m/%Y")
+TIME_OF_CALL = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])")
 # A motive stated in the row's own words: only "Deliberate" (not seen in the London Datastore file, which has
 # no motive column; LFB's fire-investigation extracts use it) sets the arson theme.
 DELIBERATE = re.compile(r"\bdeliberate\b", re.IGNORECASE)
@@ -69,9 +70,14 @@ class LfbIncidentFormat(SupplierFormat):
         self.period = self.file_match.group("period") if self.file_match else None
         self.first_line_of: dict[str, int] = {}       # IncidentNumber -> line it was first seen on
         self.today = date.today()
+        self.dates: dict[str, date] = {}
 
-    def occurred_at(self, date_of_call: str, time_of_call: str) -> datetime:
-        day = None
+    def call_date(self, date_of_call: str) -> date:
+        """The day of the call; Quarantine if unparseable, before 2000 or in the future. Cached per value
+        (a month's file has about 30 distinct dates, and strptime is most of a row's cost otherwise)."""
+        day = self.dates.get(date_of_call)
+        if day is not None:
+            return day
         for fmt in DATE_FORMATS:
             try:
                 day = datetime.strptime(date_of_call.strip(), fmt).date()
@@ -80,16 +86,20 @@ class LfbIncidentFormat(SupplierFormat):
                 continue
         if day is None:
             raise Quarantine(f"unparseable DateOfCall {date_of_call!r} (expected YYYY-MM-DD)")
-        try:
-            clock = datetime.strptime(time_of_call.strip(), "%H:%M:%S").time()
-        except ValueError:
-            raise Quarantine(f"unparseable TimeOfCall {time_of_call!r} (expected HH:MM:SS)") from None
         if day > self.today:
             raise Quarantine(f"DateOfCall {day.isoformat()} is in the future")
         if day.year < 2000:
             raise Quarantine(f"DateOfCall {day.isoformat()} is before 2000 (a corrupt date?)")
+        self.dates[date_of_call] = day
+        return day
+
+    def occurred_at(self, date_of_call: str, time_of_call: str) -> datetime:
+        day = self.call_date(date_of_call)
+        clock = TIME_OF_CALL.fullmatch(time_of_call.strip())
+        if clock is None:
+            raise Quarantine(f"unparseable TimeOfCall {time_of_call!r} (expected HH:MM:SS)")
         # The brigade's clock is London local time; an autumn repeated hour is read as its first occurrence.
-        return datetime.combine(day, clock, tzinfo=LONDON)
+        return datetime(day.year, day.month, day.day, int(clock[1]), int(clock[2]), int(clock[3]), tzinfo=LONDON)
 
     def harmonise_row(self, fields: list[str], line_no: int) -> tuple:
         (incident_number, date_of_call, cal_year, time_of_call, hour_of_call, incident_group, stop_code,
