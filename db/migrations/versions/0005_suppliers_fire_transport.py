@@ -34,3 +34,6 @@ def downgrade() -> None:
     DELETE FROM categories WHERE id BETWEEN 30 AND 69;
     DELETE FROM suppliers WHERE code IN ('lfb', 'tfl_bus');
     """)
+    # The rollups (0004) must not go on counting incidents that are gone.
+    for view in ("rollup_area_month", "rollup_borough_month", "rollup_borough_day_hour", "rollup_grid_month"):
+        op.execute(f"REFRESH MATERIALIZED VIEW {view}")
