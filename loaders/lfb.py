@@ -7,10 +7,10 @@ only at the 50 m rounded point (Easting_rounded/Northing_rounded, 'rounded_50m')
 but a valid IncGeo_BoroughCode is placed in that borough ('borough'). Areas come from the point (the
 supplier's borough and ward codes are kept in the attributes). The supplier category is StopCodeDescription,
 or for special services "Special Service: <SpecialServiceType>" (db/sql/taxonomy_fire_transport.sql). The
-file carries no motive, so a fire's arson flag is NULL unless the row itself says "Deliberate". A file covers
-the period its name states ("LFB Incident data from 2018 onwards", "lfb_incidents_2023_sample_jan-oct"), and
-the London Datastore re-issues it under the same name, so a drop replaces the earlier drop whose file name
-gives the same period. A repeated IncidentNumber in one file is quarantined after its first occurrence.
+file carries no motive, so a fire's arson flag is NULL unless the row itself says "Deliberate" (TRUE) or
+"Accidental" (FALSE). A file covers the period its name states ("LFB Incident data from 2018 onwards",
+"lfb_incidents_2023_sample_jan-oct"), and the London Datastore re-issues it under the same name, so a drop
+replaces the earlier drop whose file name gives the same period. A repeated IncidentNumber in one file is quarantined after its first occurrence.
 Documented in docs/suppliers/lfb_incidents.md.
 """
 from __future__ import annotations
@@ -32,9 +32,10 @@ BNG_NORTHING = (0.0, 1_300_000.0)
 # Older LFB releases (2009-2017) write dates as "01 Jan 2009"; current ones as ISO "2023-01-01".
 DATE_FORMATS = ("%Y-%m-%d", "%d %b %Y", "%d/%m/%Y")
 TIME_OF_CALL = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])")
-# A motive stated in the row's own words: only "Deliberate" (not seen in the London Datastore file, which has
-# no motive column; LFB's fire-investigation extracts use it) sets the arson theme.
+# A motive stated in the row's own words ("Primary Fire - Deliberate") decides the arson theme. The London
+# Datastore file has no motive column and no such wording; this keeps a file that does have it honest.
 DELIBERATE = re.compile(r"\bdeliberate\b", re.IGNORECASE)
+ACCIDENTAL = re.compile(r"\baccidental\b", re.IGNORECASE)
 MOTIVE_SUFFIX = re.compile(r"\s*[-:(]?\s*\b(deliberate|accidental)\b\)?\s*$", re.IGNORECASE)
 
 
@@ -122,7 +123,8 @@ class LfbIncidentFormat(SupplierFormat):
         if mapped is None:
             raise Quarantine(f"StopCodeDescription/SpecialServiceType {described!r} has no mapping onto the "
                              "harmonised taxonomy (add it to supplier_category_map)")
-        arson = True if DELIBERATE.search(described) else mapped.theme_arson
+        arson = (True if DELIBERATE.search(described) else False if ACCIDENTAL.search(described)
+                 else mapped.theme_arson)
 
         borough_code = borough_code.strip()
         point = _bng_point(easting_m, northing_m)

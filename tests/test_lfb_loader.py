@@ -347,3 +347,27 @@ def test_reissue_of_the_same_period_replaces_it_and_other_periods_stay(clean_dat
         (other.drop_id, 100), (reissue.drop_id, 300)]
     assert query(clean_data, "SELECT status, superseded_by FROM drops WHERE id = %s", (first.drop_id,)) == [
         ("superseded", reissue.drop_id)]
+
+
+def test_a_stated_motive_decides_the_arson_theme():
+    """The real file states no motive; where a row does ("Primary Fire - Deliberate"), it sets arson."""
+    from loaders.lfb import LfbIncidentFormat
+    from loaders.pipeline import CategoryMapping, HARMONISED_COLUMNS
+
+    fire = CategoryMapping(30, None, None, None, None)
+    fmt = LfbIncidentFormat("lfb_incidents_test.csv", {"Primary Fire": fire, "Secondary Fire": fire})
+    template = dict.fromkeys(LfbIncidentFormat.columns, "")
+    template.update(DateOfCall="2023-05-06", TimeOfCall="23:15:00", Easting_rounded="530000",
+                    Northing_rounded="180000", IncGeo_BoroughCode="E09000033")
+
+    def harmonised(number, stop_code):
+        fields = dict(template, IncidentNumber=number, StopCodeDescription=stop_code)
+        values = fmt.harmonise_row([fields[c] for c in LfbIncidentFormat.columns], 2)
+        return dict(zip(HARMONISED_COLUMNS, values))
+
+    plain = harmonised("1", "Primary Fire")
+    deliberate = harmonised("2", "Primary Fire - Deliberate")
+    accidental = harmonised("3", "Secondary Fire (Accidental)")
+    assert (plain["theme_arson"], deliberate["theme_arson"], accidental["theme_arson"]) == (None, True, False)
+    assert (deliberate["supplier_category"], accidental["supplier_category"]) == ("Primary Fire", "Secondary Fire")
+    assert deliberate["theme_night_time_economy"] is True and deliberate["location_precision"] == "rounded_50m"
