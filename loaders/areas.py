@@ -7,6 +7,12 @@ in the loader and PostgreSQL only stores the answer. A point inside an LSOA take
 code if it sits on a shared edge); a point just outside every LSOA (a bridge over the Thames, a corner cut
 by generalised boundaries) takes the nearest LSOA within the configured tolerance; anything farther is
 outside the configured area.
+
+Points supplied in British National Grid (LFB) get their WGS84 display twin from Ordnance Survey's OSTN15
+transformation (the ``convertbng`` package, which carries the OSTN15 grid): PROJ without that grid falls back
+to a Helmert transformation that is 1.3-3.1 m off on the real LFB points, while OSTN15 reproduces LFB's own
+latitude/longitude to within the whole metre LFB truncates its eastings and northings to
+(tests/test_lfb_loader.py). WGS84 points (police.uk) are still projected to the grid with PROJ.
 """
 from __future__ import annotations
 
@@ -99,7 +105,7 @@ class AreaIndex:
             lon, lat = dx, dy
         else:
             east, north = dx, dy
-            lon, lat = (np.asarray(v, dtype=float) for v in _TO_WGS84.transform(dx, dy))
+            lon, lat = bng_to_wgs84(dx, dy)
         found = np.full(len(new), -1, dtype=np.int64)
         if len(new) and len(self.lsoa_codes):
             found = self._lookup(east, north, tolerance_m)
@@ -134,6 +140,22 @@ class AreaIndex:
                 ok = nearest != np.iinfo(np.int64).max
                 found[missing[ok]] = nearest[ok]
         return found
+
+
+def bng_to_wgs84(easting: np.ndarray, northing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude and latitude of British National Grid points by OSTN15; by PROJ's Helmert transformation
+    where OSTN15 has no answer (outside its grid, which covers Great Britain and its waters)."""
+    from convertbng.cutil import convert_lonlat
+
+    easting, northing = np.asarray(easting, dtype=float), np.asarray(northing, dtype=float)
+    if not len(easting):
+        return easting.copy(), northing.copy()
+    lon, lat = (np.array(v, dtype=float) for v in convert_lonlat(easting, northing))
+    missing = ~(np.isfinite(lon) & np.isfinite(lat))
+    if missing.any():
+        helmert_lon, helmert_lat = _TO_WGS84.transform(easting[missing], northing[missing])
+        lon[missing], lat[missing] = helmert_lon, helmert_lat
+    return lon, lat
 
 
 _cached: dict[str, AreaIndex] = {}

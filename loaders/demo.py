@@ -515,11 +515,12 @@ def write_police_uk_street_csv(path: Path, rows: list[tuple[str, ...]]) -> None:
 
 
 def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, end_month: str | None = None,
-                        rows_per_month: int = 9000) -> list[Path]:
+                        rows_per_month: int = 9000, fire_and_transport: bool = True) -> list[Path]:
     """Write police.uk street-level files for both London forces for ``months`` months ending at ``end_month``
     ("YYYY-MM", default the last complete month); about ``rows_per_month`` rows a month in all, 97% Met and
     3% City of London Police. Returns the files written: the street files oldest month first, then the
-    outcomes, stop-and-search, LAS and ISTV drops of loaders/demo_police_health.py for the same months."""
+    outcomes, stop-and-search, LAS and ISTV drops of loaders/demo_police_health.py for the same months, then
+    (``fire_and_transport``) LFB incident and TfL bus safety files (loaders/demo_fire_transport.py)."""
     if months < 1:
         raise ValueError("months must be at least 1")
     if rows_per_month < 1:
@@ -539,6 +540,10 @@ def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, e
     from loaders.demo_police_health import generate_police_health_drops
 
     written += generate_police_health_drops(out_dir, written, month_range(end_month, months), seed)
+    if fire_and_transport:
+        from loaders.demo_fire_transport import generate_fire_transport_drops
+
+        written += generate_fire_transport_drops(out_dir, month_range(end_month, months), seed)
     return written
 
 

@@ -44,13 +44,13 @@ def street_only(paths: list[Path]) -> list[Path]:
 @pytest.fixture(scope="module")
 def three_months(tmp_path_factory) -> list[Path]:
     return street_only(generate_demo_drops(tmp_path_factory.mktemp("demo3"), months=3, end_month=END_MONTH,
-                                           rows_per_month=1500))
+                                           rows_per_month=1500, fire_and_transport=False))
 
 
 @pytest.fixture(scope="module")
 def two_years(tmp_path_factory) -> list[Path]:
     return street_only(generate_demo_drops(tmp_path_factory.mktemp("demo24"), months=24, end_month="2025-12",
-                                           rows_per_month=3000))
+                                           rows_per_month=3000, fire_and_transport=False))
 
 
 def test_file_names_are_police_uk_names_for_the_months_asked(three_months):
@@ -132,15 +132,18 @@ def test_incidents_reuse_a_few_snap_points_per_lsoa(two_years):
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
-    first = generate_demo_drops(tmp_path / "a", months=2, seed=7, end_month=END_MONTH, rows_per_month=400)
-    again = generate_demo_drops(tmp_path / "b", months=2, seed=7, end_month=END_MONTH, rows_per_month=400)
-    other = generate_demo_drops(tmp_path / "c", months=2, seed=8, end_month=END_MONTH, rows_per_month=400)
+    first = generate_demo_drops(tmp_path / "a", months=2, seed=7, end_month=END_MONTH, rows_per_month=400,
+                               fire_and_transport=False)
+    again = generate_demo_drops(tmp_path / "b", months=2, seed=7, end_month=END_MONTH, rows_per_month=400,
+                               fire_and_transport=False)
+    other = generate_demo_drops(tmp_path / "c", months=2, seed=8, end_month=END_MONTH, rows_per_month=400,
+                               fire_and_transport=False)
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in again]
     assert all(a.read_bytes() != c.read_bytes() for a, c in zip(first, other))
 
 
 def test_a_month_does_not_depend_on_how_many_months_were_asked(tmp_path, three_months):
-    one = street_only(generate_demo_drops(tmp_path, months=1, end_month=END_MONTH, rows_per_month=1500))
+    one = street_only(generate_demo_drops(tmp_path, months=1, end_month=END_MONTH, rows_per_month=1500, fire_and_transport=False))
     assert [p.read_bytes() for p in one] == [p.read_bytes() for p in three_months[-2:]]
 
 
@@ -183,7 +186,8 @@ def test_generated_drops_load_through_the_ingest_pipeline(clean_data, tmp_path):
     from loaders.pipeline import load_paths
     from tests.conftest import query
 
-    paths = street_only(generate_demo_drops(tmp_path, months=2, end_month=END_MONTH, rows_per_month=800))
+    paths = street_only(generate_demo_drops(tmp_path, months=2, end_month=END_MONTH, rows_per_month=800,
+                                          fire_and_transport=False))
     results = load_paths(clean_data, paths, progress=False)
     assert [r.status for r in results] == ["loaded"] * len(paths), [r.summary_line() for r in results]
     for path, result in zip(paths, results):

@@ -272,7 +272,7 @@ def test_check_state_refuses_codes_that_do_not_exist(police):
     engine = get_engine(police)
     lsoa, msoa = _lsoa_in(police, CITY)
     queries.check_state(engine, FilterState(borough_code=CITY, msoa_code=msoa, lsoa_code=lsoa))
-    for bad in (FilterState(borough_code="E09999999"), FilterState(suppliers=("lfb",)),
+    for bad in (FilterState(borough_code="E09999999"), FilterState(suppliers=("no_such_supplier",)),
                 FilterState(categories=(999,)), FilterState(domains=("nope",)),
                 FilterState(borough_code=CAMDEN, msoa_code=msoa),  # an MSOA of another borough
                 FilterState(msoa_code=CITY)):  # a borough code given as an MSOA

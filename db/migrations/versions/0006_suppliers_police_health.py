@@ -1,7 +1,7 @@
 """Suppliers: police.uk stop and search and outcomes, London Ambulance Service assaults, ED (ISTV) assaults.
 
 Revision ID: 0006_suppliers_police_health
-Revises: 0004_rollups
+Revises: 0005_suppliers_fire_transport
 Create Date: 2026-11-23
 
 Registers four suppliers with their access levels (ambulance and A&E records are health data, level 20),
@@ -16,7 +16,7 @@ from alembic import op
 from db import read_sql
 
 revision = "0006_suppliers_police_health"
-down_revision = "0004_rollups"
+down_revision = "0005_suppliers_fire_transport"
 branch_labels = None
 depends_on = None
 
