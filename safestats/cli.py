@@ -86,6 +86,40 @@ def cmd_load(args) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_views(args) -> int:
+    from safestats import rollups
+
+    url = _database_url()
+    if args.action == "status":
+        print(f"{'view':26} {'rows':>10} {'size':>9}  {'last refresh (UTC)':19} {'took':>8}  state  depends on")
+        for v in rollups.views_status(url):
+            when = v["refreshed_at"].strftime("%Y-%m-%d %H:%M:%S") if v["refreshed_at"] else "never"
+            took = f"{v['duration_ms'] / 1000:.1f} s" if v["duration_ms"] is not None else "-"
+            print(f"{v['view']:26} {v['rows']:>10,} {v['size_bytes'] / 2**20:>7.1f}MB  {when:19} {took:>8}  "
+                  f"{'STALE' if v['stale'] else 'fresh':5}  {', '.join(v['depends_on'])}")
+        return 0
+    if args.action == "refresh":
+        views = tuple(args.names) or rollups.ROLLUP_VIEWS
+        try:
+            rollups.refresh_rollups(url, trigger="safestats views refresh", views=views, log=print)
+        except ValueError as exc:
+            print(f"safestats views: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if not args.names:
+        print("safestats views explain: name a panel (headline, timeseries, categories, hour_day, top_areas, "
+              "map, hotspots), optionally followed by a filter query string such as 'borough=E09000007'",
+              file=sys.stderr)
+        return 2
+    try:
+        plans = rollups.explain_panel(url, args.names[0], args.names[1] if len(args.names) > 1 else "")
+    except ValueError as exc:
+        print(f"safestats views explain: {exc}", file=sys.stderr)
+        return 2
+    print("\n\n".join(plans))
+    return 0
+
+
 def cmd_population(args) -> int:
     from loaders.population import PopulationFileRejected, load_population
 
@@ -197,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="files or folders of supplier drops")
     p.add_argument("--quiet", action="store_true", help="no progress bar, summary lines only")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("views", help="the dashboard's rollup views: status, refresh [NAME...], explain PANEL [FILTERS]")
+    p.add_argument("action", choices=("status", "refresh", "explain"))
+    p.add_argument("names", nargs="*", help="refresh: view names (default all); explain: a panel and a filter")
+    p.set_defaults(func=cmd_views)
 
     p = sub.add_parser("population", help="load ONS mid-year population estimates by LSOA (for rates)")
     p.add_argument("file", help="an ONS LSOA population estimates CSV (the Persons sheet saved as CSV)")

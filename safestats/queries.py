@@ -15,6 +15,7 @@ filters, so repeated and shared views cost one query, and a new load is never hi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -85,7 +86,23 @@ def _cached(engine: Engine, name: str, key: tuple, compute: Callable[[], Any], v
     return value
 
 
+_capture = threading.local()
+
+
+@contextlib.contextmanager
+def capture_sql():
+    """Record the (SQL, parameters) this thread's queries run, e.g. for ``safestats views explain``."""
+    _capture.statements = []
+    try:
+        yield _capture.statements
+    finally:
+        _capture.statements = None
+
+
 def _rows(engine: Engine, sql: str, params: dict | None = None) -> list:
+    recording = getattr(_capture, "statements", None)
+    if recording is not None:
+        recording.append((sql, dict(params or {})))
     with engine.connect() as conn:
         return conn.execute(text(sql), params or {}).all()
 

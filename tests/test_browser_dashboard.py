@@ -178,7 +178,9 @@ def _log_in(session: Session, path: str = "/") -> None:
 
 
 def _wait_ready(page) -> None:
-    page.wait_for_function(f"() => document.querySelectorAll('path[data-area]').length === {BOROUGHS}")
+    # The first page of a fresh server also builds its caches (boundaries, areas): allow a cold start.
+    page.wait_for_function(f"() => document.querySelectorAll('path[data-area]').length === {BOROUGHS}",
+                           timeout=90_000)
     page.wait_for_selector(f"#{ids.HEADLINE_TOTAL}")
 
 

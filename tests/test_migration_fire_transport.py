@@ -26,7 +26,7 @@ def taxonomy(url):
 
 def test_fire_transport_migration_down_and_up(shared_data, tmp_path):
     url = make_database(TEST_DB_NAME + "_fire_transport")
-    migrate.upgrade(url, "0005_suppliers_fire_transport")
+    migrate.upgrade(url)
     assert taxonomy(url) == (2, 27, 31, 10, 14)
     assert query(url, """SELECT code, access_level, time_precision, expected_cadence::text, attribution FROM suppliers
                          WHERE code IN ('lfb', 'tfl_bus') ORDER BY 1""") == [
@@ -50,5 +50,5 @@ def test_fire_transport_migration_down_and_up(shared_data, tmp_path):
     assert query(url, "SELECT count(*) FROM drops") == [(0,)]
     assert query(url, "SELECT count(*) FROM rollup_borough_month") == [(0,)]
 
-    migrate.upgrade(url, "0005_suppliers_fire_transport")
+    migrate.upgrade(url)
     assert taxonomy(url) == (2, 27, 31, 10, 14)

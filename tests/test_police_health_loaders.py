@@ -352,7 +352,8 @@ def test_istv_csv_bad_rows_are_quarantined(clean_data, tmp_path):
 def test_demo_drops_of_every_new_format_load(clean_data, tmp_path):
     from loaders.demo import generate_demo_drops
 
-    files = generate_demo_drops(tmp_path, months=3, end_month="2025-06", rows_per_month=1500)
+    files = generate_demo_drops(tmp_path, months=3, end_month="2025-06", rows_per_month=1500,
+                                fire_and_transport=False)
     results = load(clean_data, tmp_path)
     assert len(results) == len(files) and all(r.status == "loaded" for r in results), \
         [r.summary_line() for r in results if r.status != "loaded"]
