@@ -50,6 +50,14 @@ def _today() -> date:
     return date.today()
 
 
+LINK_REFUSED_MESSAGE = "No data: this link's filters could not be read"
+
+
+def _link_refused(stored) -> bool:
+    """Whether a store holds a refused link (sync_state wrote its error there): panels then show no data."""
+    return isinstance(stored, dict) and bool(stored.get("error"))
+
+
 def _stored_state(stored) -> FilterState:
     """The state a store holds, re-parsed and re-checked (a store is browser memory, so untrusted)."""
     if not isinstance(stored, dict) or stored.get("error") or not isinstance(stored.get("qs"), str):
@@ -396,8 +404,8 @@ def register_callbacks(app: Dash) -> None:
     @app.callback(Output(ids.HEADLINE, "children"), Input(ids.DATA_STATE, "data"))
     def update_headline(stored):
         _require_login()
-        if isinstance(stored, dict) and stored.get("error"):
-            return [view.html_message("No data: this link's filters could not be read.")]
+        if _link_refused(stored):
+            return [view.html_message(LINK_REFUSED_MESSAGE + ".")]
         state = _stored_state(stored)
         try:
             engine = _engine()
@@ -411,8 +419,8 @@ def register_callbacks(app: Dash) -> None:
     @app.callback(Output(ids.TIMESERIES, "figure"), Input(ids.DATA_STATE, "data"))
     def update_timeseries(stored):
         _require_login()
-        if isinstance(stored, dict) and stored.get("error"):
-            return view.empty_figure("No data: this link's filters could not be read")
+        if _link_refused(stored):
+            return view.empty_figure(LINK_REFUSED_MESSAGE)
         state = _stored_state(stored)
         try:
             engine = _engine()
@@ -425,8 +433,8 @@ def register_callbacks(app: Dash) -> None:
     @app.callback(Output(ids.CATEGORIES, "figure"), Input(ids.DATA_STATE, "data"))
     def update_categories(stored):
         _require_login()
-        if isinstance(stored, dict) and stored.get("error"):
-            return view.empty_figure("No data: this link's filters could not be read")
+        if _link_refused(stored):
+            return view.empty_figure(LINK_REFUSED_MESSAGE)
         state = _stored_state(stored)
         try:
             engine = _engine()
@@ -440,8 +448,8 @@ def register_callbacks(app: Dash) -> None:
                   Input(ids.DATA_STATE, "data"))
     def update_hour_day(stored):
         _require_login()
-        if isinstance(stored, dict) and stored.get("error"):
-            return view.empty_figure("No data: this link's filters could not be read"), ""
+        if _link_refused(stored):
+            return view.empty_figure(LINK_REFUSED_MESSAGE), ""
         state = _stored_state(stored)
         try:
             grid = queries.hour_day_grid(_engine(), state, current_user)
@@ -454,7 +462,7 @@ def register_callbacks(app: Dash) -> None:
                   Input(ids.DATA_STATE, "data"))
     def update_top_areas(stored):
         _require_login()
-        if isinstance(stored, dict) and stored.get("error"):
+        if _link_refused(stored):
             return [], "Top areas"
         state = _stored_state(stored)
         try:
@@ -476,7 +484,7 @@ def register_callbacks(app: Dash) -> None:
         State(ids.MAP_AREAS["lsoa"], "hideout"))
     def update_map(stored, zoom, *hideouts):
         _require_login()
-        if isinstance(stored, dict) and stored.get("error"):
+        if _link_refused(stored):
             raise PreventUpdate
         state = _stored_state(stored)
         engine = _engine()
@@ -516,7 +524,7 @@ def register_callbacks(app: Dash) -> None:
     def update_points(stored, bounds, zoom):
         _require_login()
         empty = {"type": "FeatureCollection", "features": []}
-        if isinstance(stored, dict) and stored.get("error"):
+        if _link_refused(stored):
             return empty
         state = _stored_state(stored)
         if ("points" not in state.map_layers or not may_see_points(current_user)
