@@ -23,9 +23,10 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from safestats.access import TIERS
+
 # OWASP Password Storage Cheat Sheet, argon2id minimum: m=19 MiB, t=2, p=1. argon2id is the default type.
 password_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
-TIERS = ("viewer", "borough_analyst", "partner_analyst", "istv_analyst", "admin")
 MIN_PASSWORD_LENGTH = 8
 GENERIC_LOGIN_ERROR = "Email or password not recognised."
 # Verified against when the email is unknown, so a miss costs the same time as a wrong password.
@@ -46,6 +47,8 @@ class User(UserMixin):
     organisation: str
     tier: str
     active: bool = True
+    # Boroughs (ONS codes) a borough analyst is assigned to; what they may see record by record (access.py).
+    boroughs: frozenset[str] = frozenset()
 
     @property
     def is_active(self) -> bool:

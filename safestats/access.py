@@ -1,26 +1,102 @@
-"""What each access tier may see: the one policy module the query layer and callbacks consult.
+"""What each access tier may see: the one policy module the query layer, callbacks and endpoints consult.
 
-Two rules, both applied on the server by ``safestats.queries`` (never trusted from the browser):
-which suppliers' data a tier may see at all — health data (ambulance and A&E, suppliers at access level
-``health_record`` = 20) only for violence-data (ISTV) analysts and admins; every other tier sees police,
-fire and transport data (level 10) — and who may receive record-level points (not viewers). A user we
-cannot identify gets the most restrictive answer. The access-tier issue turns this into a policy table,
-row-level security in PostgreSQL, per-borough grants and suppressed health aggregates for lower tiers.
+A user's tier maps to one ``TierPolicy`` (``policy_for(user)``): which suppliers' data they may see in
+aggregates and whether health aggregates reach them only under disclosure control; up to which access level
+they may see records (points, record lists, record exports) and in which boroughs; the finest area level
+they may break data down to; and whether they administer the portal. Every decision about "may this user
+see that" is read from the policy, never from an ``if tier == ...`` in a callback. A user we cannot
+identify (anonymous, unknown tier) gets ``NO_ACCESS``: nothing at all, never "everything".
+
+Access levels are ``access_levels.level`` (and ``incidents.access_level`` / ``suppliers.access_level``):
+10 = record (police, fire, transport), 20 = health_record (ambulance and A&E).
 """
 from __future__ import annotations
 
-RECORD_LEVEL_TIERS = frozenset({"borough_analyst", "partner_analyst", "istv_analyst", "admin"})
-# The highest suppliers.access_level whose data (aggregated or not) each tier may see.
-TIER_DATA_LEVEL = {"viewer": 10, "borough_analyst": 10, "partner_analyst": 10, "istv_analyst": 20, "admin": 20}
-LOWEST_DATA_LEVEL = 10
+from dataclasses import dataclass
+from typing import Literal
+
+RECORD_LEVEL = 10          # police, fire and transport records
+HEALTH_RECORD_LEVEL = 20   # ambulance and A&E records
+AREA_LEVELS = ("borough", "msoa", "lsoa")   # coarsest first
+
+HealthAccess = Literal["none", "suppressed", "full"]
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """What one tier may see. ``record_boroughs`` None means every borough; otherwise only those."""
+
+    tier: str
+    health: HealthAccess                 # health aggregates: not at all, under disclosure control, or in full
+    record_level: int                    # highest incidents.access_level seen record by record (0: none)
+    record_boroughs: frozenset[str] | None
+    min_area_level: str                  # the finest area level this tier may break data down to
+    admin: bool = False
+
+    @property
+    def aggregate_level(self) -> int:
+        """The highest supplier access level whose data reaches this tier in aggregates (in any form)."""
+        return HEALTH_RECORD_LEVEL if self.health != "none" else RECORD_LEVEL
+
+    @property
+    def sees_records(self) -> bool:
+        return self.record_level > 0
+
+    def may_see_record(self, access_level: int, borough_code: str | None) -> bool:
+        if access_level > self.record_level:
+            return False
+        return self.record_boroughs is None or borough_code in self.record_boroughs
+
+    def may_break_down_to(self, level: str) -> bool:
+        return AREA_LEVELS.index(level) <= AREA_LEVELS.index(self.min_area_level)
+
+
+# The tier set (mirrored into the database by the access-tier migration, which the RLS policies read).
+TIER_POLICIES: dict[str, TierPolicy] = {
+    "viewer": TierPolicy("viewer", health="none", record_level=0, record_boroughs=frozenset(),
+                         min_area_level="borough"),
+    # record_boroughs is filled from the user's assigned boroughs by policy_for.
+    "borough_analyst": TierPolicy("borough_analyst", health="suppressed", record_level=RECORD_LEVEL,
+                                  record_boroughs=frozenset(), min_area_level="lsoa"),
+    "partner_analyst": TierPolicy("partner_analyst", health="suppressed", record_level=RECORD_LEVEL,
+                                  record_boroughs=None, min_area_level="lsoa"),
+    "istv_analyst": TierPolicy("istv_analyst", health="full", record_level=HEALTH_RECORD_LEVEL,
+                               record_boroughs=None, min_area_level="lsoa"),
+    "admin": TierPolicy("admin", health="full", record_level=HEALTH_RECORD_LEVEL, record_boroughs=None,
+                        min_area_level="lsoa", admin=True),
+}
+TIERS = tuple(TIER_POLICIES)
+NO_ACCESS = TierPolicy("none", health="none", record_level=0, record_boroughs=frozenset(),
+                       min_area_level="borough")
+
+
+def policy_for(user) -> TierPolicy:
+    """The policy of ``user`` (a logged-in ``dashapp.auth.User``); ``NO_ACCESS`` for anyone unidentified."""
+    if user is None or not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", True):
+        return NO_ACCESS
+    policy = TIER_POLICIES.get(getattr(user, "tier", None))
+    if policy is None:
+        return NO_ACCESS
+    if policy.tier == "borough_analyst":
+        from dataclasses import replace
+
+        policy = replace(policy, record_boroughs=frozenset(getattr(user, "boroughs", ()) or ()))
+    return policy
+
+
+# The two questions the query layer asked before the policy existed; kept as thin wrappers.
+LOWEST_DATA_LEVEL = RECORD_LEVEL
 
 
 def data_level(user) -> int:
-    """The highest supplier access level ``user`` may see; the lowest level for anyone unidentified."""
-    if user is None or not getattr(user, "is_authenticated", False):
-        return LOWEST_DATA_LEVEL
-    return TIER_DATA_LEVEL.get(getattr(user, "tier", None), LOWEST_DATA_LEVEL)
+    """The highest supplier access level whose data ``user`` may see without disclosure control.
+
+    Health aggregates under disclosure control are not counted here: until the query layer applies the
+    disclosure rule to them, tiers with ``health == "suppressed"`` see no health data at all.
+    """
+    policy = policy_for(user)
+    return HEALTH_RECORD_LEVEL if policy.health == "full" else RECORD_LEVEL
 
 
 def may_see_points(user) -> bool:
-    return bool(getattr(user, "is_authenticated", False)) and getattr(user, "tier", None) in RECORD_LEVEL_TIERS
+    return policy_for(user).sees_records
