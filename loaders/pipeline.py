@@ -946,8 +946,8 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
                refresh_rollups: bool = True) -> list[DropResult]:
     """Load files (or folders of files), a drop per transaction; print a line per drop and a summary line.
 
-    When anything was loaded, the dashboard's rollups are refreshed afterwards (once for the whole batch,
-    concurrently, so analysts keep querying); ``refresh_rollups=False`` leaves that to the caller.
+    When anything was loaded, the rollup views the new drops touch are refreshed afterwards (once for the
+    whole batch, concurrently, so analysts keep querying); ``refresh_rollups=False`` leaves that to the caller.
 
     Files are prepared (read, parsed, located, encoded) in a worker thread a little ahead, on a read-only
     connection, and written by WRITER_CONNECTIONS writer threads, each on its own connection: psycopg2
@@ -1048,7 +1048,9 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
         if r.status in ("rejected", "failed"):
             print(f"  {r.summary_line()}")
     if refresh_rollups and counts["loaded"]:
-        from safestats.rollups import refresh_rollups as refresh
+        from safestats.rollups import refresh_after_load
 
-        refresh(url, trigger=f"load of {counts['loaded']} drop(s)", log=print if progress else None)
+        # Only the views the new drops touch: their years, and none for update drops.
+        refresh_after_load(url, [r.drop_id for r in results if r.status == "loaded"],
+                           trigger=f"load of {counts['loaded']} drop(s)", log=print if progress else None)
     return results

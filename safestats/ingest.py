@@ -12,8 +12,9 @@ one handles a file and the others skip it; the lock goes with the holder's conne
 scheduler releases it. A drop is one transaction in the pipeline, so a kill mid-load leaves nothing and the
 file, still in incoming/, is loaded by the next run. A file is moved only after its drop committed; a kill
 between the commit and the move is harmless because the pipeline recognises the content by its sha256 and
-skips it, and the next run just moves it. Rollups are refreshed once a batch has been filed, and again on
-any later run that finds them older than the newest loaded drop (a refresh a kill interrupted).
+skips it, and the next run just moves it. The rollup views a batch touches are refreshed once it has been
+filed, and again on any later run that finds a view older than a drop touching it (a refresh a kill
+interrupted).
 """
 from __future__ import annotations
 
@@ -241,27 +242,16 @@ def ingest_files(url: str, supplier: str, paths: list[Path], supplier_dir: Path 
 
 
 def rollups_stale(url: str) -> bool:
-    """True when some rollup was last refreshed before the newest loaded drop was loaded (or never)."""
-    from safestats.rollups import ROLLUP_VIEWS
+    """True when some rollup view is older than a drop loaded since that touches its year (or not yet made)."""
+    from safestats.rollups import stale_views
 
-    conn = psycopg2.connect(libpq_dsn(url))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("""
-                WITH newest AS (SELECT max(loaded_at) AS at FROM drops WHERE status IN ('loaded', 'superseded')),
-                per_view AS (SELECT (SELECT max(started_at) FROM rollup_refreshes WHERE view_name = v) AS last
-                             FROM unnest(%s::text[]) AS v)
-                SELECT EXISTS (SELECT 1 FROM newest, per_view
-                               WHERE newest.at IS NOT NULL AND (last IS NULL OR last < newest.at))""",
-                        (list(ROLLUP_VIEWS),))
-            return bool(cur.fetchone()[0])
-    finally:
-        conn.close()
+    return bool(stale_views(url))
 
 
 def refresh_rollups_if_stale(url: str, trigger: str) -> bool:
-    """Refresh the rollups when they are older than the newest drop; False when another process is at it."""
-    from safestats.rollups import refresh_rollups
+    """Refresh the rollup views older than a drop that touches them; False when another process is at it or
+    nothing was stale."""
+    from safestats.rollups import refresh_stale
 
     conn = psycopg2.connect(libpq_dsn(url))
     conn.autocommit = True
@@ -272,9 +262,8 @@ def refresh_rollups_if_stale(url: str, trigger: str) -> bool:
                 # Another process is refreshing; if it began before our commit, the next run catches up.
                 return False
             try:
-                if not rollups_stale(url):
+                if not refresh_stale(url, trigger=trigger):
                     return False
-                refresh_rollups(url, trigger=trigger)
                 try:
                     from safestats import queries
 

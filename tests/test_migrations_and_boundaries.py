@@ -14,12 +14,16 @@ from tests.conftest import TEST_DB_NAME, make_database, query
 
 TABLES = {"access_levels", "areas", "domains", "categories", "suppliers", "supplier_category_map", "drops",
           "quarantine", "incidents", "users", "area_population", "rollup_refreshes",
-          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history"}
+          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history", "rollup_families", "h3_points"}
 
 
 def public_tables(url):
     return {r[0] for r in query(url, """SELECT tablename FROM pg_tables WHERE schemaname = 'public'
                                         AND tablename NOT LIKE 'incidents_y%%' AND tablename <> 'spatial_ref_sys'""")}
+
+
+def rollup_matviews(url):
+    return {r[0] for r in query(url, "SELECT matviewname FROM pg_matviews WHERE schemaname = 'public'")}
 
 
 def test_migrations_up_down_up(shared_data):
@@ -34,6 +38,13 @@ def test_migrations_up_down_up(shared_data):
     [result] = load_paths(url, [shared_data / "police_uk" / "2023-03-city-of-london-street.csv"], progress=False)
     assert result.status == "loaded"
     assert query(url, "SELECT count(*) FROM pg_tables WHERE tablename = 'incidents_y2023'") == [(1,)]
+
+    # The rollups are in place: one materialised view per rollup for 2023, under the UNION ALL views.
+    from safestats.rollups import ROLLUP_VIEWS
+
+    assert rollup_matviews(url) == {f"{v}_y2023" for v in ROLLUP_VIEWS}
+    assert query(url, "SELECT sum(incidents) FROM rollup_borough_month") == [(result.rows_loaded,)]
+    assert query(url, "SELECT sum(incidents) FROM rollup_h3_month") == [(result.rows_loaded,)]
 
     migrate.downgrade(url, "base")
     assert migrate.current_revision(url) is None
