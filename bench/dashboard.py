@@ -26,18 +26,10 @@ import time
 from datetime import date
 from pathlib import Path
 
+from bench.common import bench_database, load_average, percentile
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MONTHS = 48
-
-
-def bench_database() -> str:
-    if os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
-        return os.environ["SAFESTATS_BENCH_DATABASE_URL"]
-    from safestats.embedded_pg import EmbeddedPostgres
-
-    pg = EmbeddedPostgres.from_settings(log=lambda *a: None)
-    pg.start()
-    return pg.create_database("safestats_bench_dashboard", drop_existing=True)
 
 
 def prepare(url: str, rows: int) -> None:
@@ -109,11 +101,6 @@ def all_panels(engine, state) -> dict[str, object]:
     }
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -128,11 +115,12 @@ def main(argv=None) -> int:
     if args.keep and os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
         url = os.environ["SAFESTATS_BENCH_DATABASE_URL"]
     else:
-        url = bench_database()
+        url = bench_database("safestats_bench_dashboard")
         prepare(url, args.rows)
     engine = get_engine(url)
     (n_incidents,) = engine.connect().exec_driver_sql("SELECT count(*) FROM incidents").one()
-    print(f"\n{n_incidents:,} incidents; {args.repeats} cold runs per filter change (panel cache cleared)\n")
+    print(f"\n{n_incidents:,} incidents; {args.repeats} cold runs per filter change (panel cache cleared); "
+          f"{load_average()}\n")
 
     all_times: list[float] = []
     sizes: dict[str, list[int]] = {}

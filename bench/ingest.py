@@ -26,21 +26,12 @@ from pathlib import Path
 
 import psycopg2
 
+from bench.common import bench_database, load_average
 from db import libpq_dsn, migrate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Supplier -> its folder of real files under the shared data folder.
 REAL_CORPORA = {"police_uk": "police_uk", "lfb": "lfb", "tfl_bus": "tfl"}
-
-
-def bench_database() -> str:
-    if os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
-        return os.environ["SAFESTATS_BENCH_DATABASE_URL"]
-    from safestats.embedded_pg import EmbeddedPostgres
-
-    pg = EmbeddedPostgres.from_settings(log=lambda *a: None)
-    pg.start()
-    return pg.create_database("safestats_bench", drop_existing=True)
 
 
 def empty_data_tables(url: str) -> None:
@@ -101,12 +92,6 @@ def time_police_health_suppliers(url: str, args) -> None:
                        loaded_first=by_supplier["police_uk"] if supplier == "police_uk_outcomes" else ())
 
 
-def load_average() -> str:
-    """How busy the machine was (the figures are only comparable on an otherwise idle machine)."""
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/ingest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Preparing the bench database (migrations, London boundaries; not timed; {load_average()}) ...",
           flush=True)
-    url = bench_database()
+    url = bench_database("safestats_bench")
     migrate.upgrade(url)
     load_boundaries(url, regions=("london",), log=lambda *a: None)
 

@@ -127,63 +127,88 @@ def _session(url: str):
     return conn
 
 
+# Years are refreshed on this many connections at once (a year's views in dependency order on one): each
+# refresh is one backend on one core, and the machine has two.
+REFRESH_CONNECTIONS = 2
+
+
+def _refresh_year(url: str, year: int, chosen: tuple[str, ...], trigger: str, drop_ids: list[int] | None,
+                  log: Callable[[str], None] | None) -> tuple[dict[str, float], bool]:
+    """Create ``year``'s missing views and refresh its ``chosen`` ones, each in its own transaction, in
+    dependency order; returns (seconds per view, whether any view was created)."""
+    timings: dict[str, float] = {}
+    created_any = False
+    conn = _session(url)
+    try:
+        for rollup in ROLLUPS:
+            view = f"{rollup.name}_y{year}"
+            started = time.monotonic()
+            with conn.cursor() as cur:
+                cur.execute("SELECT safestats_create_rollup_view(%s, %s)", (rollup.name, year))
+                created = cur.fetchone()[0]
+                if not created and rollup.name not in chosen:
+                    conn.rollback()
+                    continue
+                if not created:
+                    cur.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
+                cur.execute(f"SELECT count(*) FROM {view}")
+                rows = cur.fetchone()[0]
+                seconds = time.monotonic() - started
+                _record(cur, view, rollup.name, year, seconds, rows,
+                        trigger + (" (new year: created)" if created else ""), drop_ids)
+            conn.commit()
+            created_any |= created
+            timings[view] = seconds
+            if log:
+                log(f"{'created' if created else 'refreshed'} {view}: {rows:,} rows in {seconds:.2f} s")
+    finally:
+        conn.close()
+    return timings, created_any
+
+
 def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,
                     years: Iterable[int] | None = None, drop_ids: list[int] | None = None,
                     log: Callable[[str], None] | None = None) -> dict[str, float]:
     """Refresh ``views`` (rollup names; their dependants come along) for ``years`` (default: every year
-    with incidents), each year's view CONCURRENTLY in its own transaction, in dependency order; create the
-    views of a year seen for the first time. Returns seconds per year's view refreshed or created."""
+    with incidents), each year's view CONCURRENTLY in its own transaction, in dependency order, two years
+    at a time; create the views of a year seen for the first time. Returns seconds per year's view."""
+    from concurrent.futures import ThreadPoolExecutor
+
     views = tuple(views)
     unknown = set(views) - set(ROLLUP_VIEWS)
     if unknown:
         raise ValueError(f"unknown rollup view(s): {', '.join(sorted(unknown))} (known: {', '.join(ROLLUP_VIEWS)})")
     chosen = dependants_of(views)
-    timings: dict[str, float] = {}
     conn = _session(url)
     try:
         with conn.cursor() as cur:
             existing = incident_years(cur)
         wanted = existing if years is None else sorted(set(years) & set(existing))
-        for year in wanted:
-            with conn.cursor() as cur:
-                if "rollup_h3_month" in chosen:
+        with conn.cursor() as cur:
+            # The new points' H3 cells first, from this one connection: years share points, and two
+            # connections inserting the same points in different orders would deadlock.
+            for year in wanted:
+                cur.execute("SELECT to_regclass(%s)", (f"rollup_h3_month_y{year}",))
+                if "rollup_h3_month" in chosen or cur.fetchone()[0] is None:
                     fill_h3_points(cur, year)
-                started = time.monotonic()
-                cur.execute("SELECT safestats_ensure_rollup_year(%s)", (year,))
-                created = set(cur.fetchone()[0])
-                if created:
-                    seconds = time.monotonic() - started
-                    for view in sorted(created):
-                        cur.execute(f"SELECT count(*) FROM {view}")
-                        _record(cur, view, view.rsplit("_y", 1)[0], year, seconds / len(created),
-                                cur.fetchone()[0], trigger + " (new year)", drop_ids)
-                        timings[view] = seconds / len(created)
-                    if log:
-                        log(f"created the {len(created)} rollup views of {year} in {seconds:.2f} s")
-            conn.commit()
-            for family in chosen:
-                view = f"{family}_y{year}"
-                if view in created:
-                    continue
-                started = time.monotonic()
-                with conn.cursor() as cur:
-                    cur.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
-                    cur.execute(f"SELECT count(*) FROM {view}")
-                    rows = cur.fetchone()[0]
-                    seconds = time.monotonic() - started
-                    _record(cur, view, family, year, seconds, rows, trigger, drop_ids)
-                conn.commit()
-                timings[view] = seconds
-                if log:
-                    log(f"refreshed {view}: {rows:,} rows in {seconds:.2f} s")
-        if not wanted:
-            # Nothing to refresh (no incidents at all, e.g. after emptying the tables): still a new data
-            # version, so caches keyed on it forget what they held.
-            with conn.cursor() as cur:
+        conn.commit()
+        timings: dict[str, float] = {}
+        created_any = False
+        with ThreadPoolExecutor(max_workers=REFRESH_CONNECTIONS) as pool:
+            for year_timings, created in pool.map(
+                    lambda year: _refresh_year(url, year, chosen, trigger, drop_ids, log), wanted):
+                timings.update(year_timings)
+                created_any |= created
+        with conn.cursor() as cur:
+            if created_any:  # name the new years' views in the UNION ALL views, once, from one connection
+                cur.execute("SELECT safestats_rebuild_rollup_views()")
+            if not wanted:
+                # Nothing to refresh (no incidents at all, e.g. after emptying the tables): still a new data
+                # version, so caches keyed on it forget what they held.
                 cur.execute("""INSERT INTO rollup_refreshes (view_name, started_at, duration_ms, row_count, trigger,
                                                              drop_ids)
                                VALUES ('(none)', now(), 0, 0, %s, %s)""", (trigger, drop_ids))
-            conn.commit()
+        conn.commit()
     finally:
         conn.close()
     return timings

@@ -183,38 +183,47 @@ BEGIN
 END;
 $$;
 
--- Create (and populate) every family's view for ``year`` that does not exist yet, in dependency order, and
--- rewrite the UNION ALL views. A new year's view is populated by a plain REFRESH: nobody reads it until the
--- UNION ALL view names it. Returns the names created. The h3 points of the year must be filled first.
+-- Create and populate one family's view for ``year`` unless it exists (the views it reads must exist);
+-- true when it was created. A new view is populated by a plain REFRESH: nobody reads it until the UNION ALL
+-- view names it (safestats_rebuild_rollup_views).
+CREATE FUNCTION safestats_create_rollup_view(family text, year integer) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    f rollup_families%ROWTYPE;
+    view text := family || '_y' || year;
+    columns text;
+    i integer := 0;
+BEGIN
+    SELECT * INTO STRICT f FROM rollup_families WHERE name = family;
+    IF to_regclass(view) IS NOT NULL OR to_regclass(format('incidents_y%s', year)) IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE MATERIALIZED VIEW %I AS %s WITH NO DATA', view,
+                   replace(f.select_sql, '{year}', year::text));
+    EXECUTE format('CREATE UNIQUE INDEX %I ON %I (%s)%s', view || '_key', view, f.unique_columns,
+                   CASE WHEN f.nulls_not_distinct THEN ' NULLS NOT DISTINCT' ELSE '' END);
+    FOREACH columns IN ARRAY f.index_columns LOOP
+        i := i + 1;
+        EXECUTE format('CREATE INDEX %I ON %I (%s)', view || '_i' || i, view, columns);
+    END LOOP;
+    EXECUTE format('REFRESH MATERIALIZED VIEW %I', view);
+    EXECUTE format('ANALYZE %I', view);
+    RETURN true;
+END;
+$$;
+
+-- Every family's view for ``year`` that does not exist yet, in dependency order, then the UNION ALL views
+-- rewritten; returns the names created. The h3 points of the year must be filled first.
 CREATE FUNCTION safestats_ensure_rollup_year(year integer) RETURNS text[]
 LANGUAGE plpgsql AS $$
 DECLARE
     f record;
-    view text;
     created text[] := '{}';
-    columns text;
-    i integer := 0;
 BEGIN
-    IF to_regclass(format('incidents_y%s', year)) IS NULL THEN
-        RETURN created;
-    END IF;
-    FOR f IN SELECT * FROM rollup_families ORDER BY refresh_order LOOP
-        view := f.name || '_y' || year;
-        IF to_regclass(view) IS NOT NULL THEN
-            CONTINUE;
+    FOR f IN SELECT name FROM rollup_families ORDER BY refresh_order LOOP
+        IF safestats_create_rollup_view(f.name, year) THEN
+            created := created || (f.name || '_y' || year);
         END IF;
-        EXECUTE format('CREATE MATERIALIZED VIEW %I AS %s WITH NO DATA', view,
-                       replace(f.select_sql, '{year}', year::text));
-        EXECUTE format('CREATE UNIQUE INDEX %I ON %I (%s)%s', view || '_key', view, f.unique_columns,
-                       CASE WHEN f.nulls_not_distinct THEN ' NULLS NOT DISTINCT' ELSE '' END);
-        i := 0;
-        FOREACH columns IN ARRAY f.index_columns LOOP
-            i := i + 1;
-            EXECUTE format('CREATE INDEX %I ON %I (%s)', view || '_i' || i, view, columns);
-        END LOOP;
-        EXECUTE format('REFRESH MATERIALIZED VIEW %I', view);
-        EXECUTE format('ANALYZE %I', view);
-        created := created || view;
     END LOOP;
     IF cardinality(created) > 0 THEN
         PERFORM safestats_rebuild_rollup_views();

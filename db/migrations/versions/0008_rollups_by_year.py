@@ -39,7 +39,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("SELECT safestats_drop_rollups()")
     for function in ("safestats_recreate_rollups()", "safestats_drop_rollups()",
-                     "safestats_ensure_rollup_year(integer)", "safestats_rebuild_rollup_views()",
+                     "safestats_ensure_rollup_year(integer)", "safestats_create_rollup_view(text, integer)",
+                     "safestats_rebuild_rollup_views()",
                      "safestats_rollup_years(text)",
                      "safestats_theme_mask(boolean, boolean, boolean, boolean, boolean)"):
         op.execute(f"DROP FUNCTION IF EXISTS {function}")

@@ -1,0 +1,320 @@
+"""The rollup views (db/sql/rollups_v2.sql, safestats/rollups.py) against the raw incidents table.
+
+Generated incidents (bench/generate.py: every supplier, two years, London's LSOAs) are refreshed into the
+per-year views; then, for random filters drawn by hypothesis, every view's counts must equal a direct count
+on ``incidents`` (the grids and H3 cell by cell, H3 computed from the raw points with the h3 package). A
+load refreshes only the years its drops touch, an update drop none; a dashboard query running in a loop
+never waits on a concurrent refresh (and does wait on a plain one: the test can tell the difference); the
+Python list of rollups agrees with the SQL that builds them; and migration 0008 goes down to version 1's
+views and up again with data in place, counts unchanged.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from datetime import date
+
+import psycopg2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.generate import generate_incidents
+from db import get_engine, libpq_dsn, migrate
+from safestats import queries, rollups
+from safestats.filters import FilterState
+from tests.conftest import TEST_DB_NAME, make_database, query, truncate_data
+
+YEARS = (2022, 2023)
+ROWS = 30_000
+
+
+@pytest.fixture(scope="module")
+def generated(areas_loaded):
+    """About 30,000 generated incidents over 2022-2023, views refreshed; emptied afterwards."""
+    url = areas_loaded
+    truncate_data(url)
+    generate_incidents(url, ROWS, first_year=YEARS[0], years=len(YEARS), seed=11, log=lambda *a: None)
+    rollups.refresh_rollups(url, trigger="test generated")
+    queries.clear_caches()
+    yield url
+    truncate_data(url)
+
+
+def _values(url: str, sql: str) -> list:
+    return [r[0] for r in query(url, sql)]
+
+
+# ---- the registry and the SQL agree -------------------------------------------------------------------------
+
+def test_python_list_of_rollups_matches_the_sql(generated):
+    rows = query(generated, "SELECT name, reads FROM rollup_families ORDER BY refresh_order")
+    assert [(r.name, list(r.reads)) for r in rollups.ROLLUPS] == [(n, list(reads)) for n, reads in rows]
+    for rollup in rollups.ROLLUPS:
+        columns = _values(generated, f"""SELECT column_name FROM information_schema.columns
+                                         WHERE table_name = '{rollup.name}' ORDER BY ordinal_position""")
+        assert columns == list(rollup.dimensions) + [rollups.COUNT_COLUMN]
+        assert _values(generated, f"SELECT safestats_rollup_years('{rollup.name}')") == list(YEARS)
+        # Every year's view has a unique index, so it can be refreshed CONCURRENTLY.
+        for year in YEARS:
+            assert query(generated, """SELECT count(*) FROM pg_indexes i JOIN pg_class c ON c.relname = i.indexname
+                                       JOIN pg_index x ON x.indexrelid = c.oid
+                                       WHERE i.tablename = %s AND x.indisunique""",
+                         (f"{rollup.name}_y{year}",)) == [(1,)]
+    # A dependant comes after what it reads, and refreshing a view brings its dependants along.
+    assert rollups.dependants_of(["rollup_area_month"]) == (
+        "rollup_area_month", "rollup_msoa_month", "rollup_borough_month")
+    assert rollups.dependants_of(["rollup_grid_month"]) == ("rollup_grid_month", "rollup_grid500_month")
+
+
+# ---- counts equal direct counts for random filters ------------------------------------------------------
+
+SUPPLIERS = ("police_uk", "police_uk_stop_search", "lfb", "tfl_bus", "las", "istv_ed")
+THEME_COLUMNS = (("theme_weapon", 1), ("theme_dava", 2), ("theme_young_victim", 4),
+                 ("theme_night_time_economy", 8), ("theme_arson", 16))
+
+
+@st.composite
+def filters(draw):
+    """A random filter: suppliers, categories, themes, a month range and one area (or none)."""
+    first = draw(st.integers(0, 23))
+    last = draw(st.integers(first, 23))
+    return {
+        "suppliers": draw(st.lists(st.sampled_from(SUPPLIERS), max_size=3, unique=True)),
+        "categories": draw(st.lists(st.integers(1, 60), max_size=6, unique=True)),
+        "theme_mask": draw(st.sampled_from([0, 0, 1, 2, 4, 8, 16, 3, 24])),
+        "months": (date(2022 + first // 12, first % 12 + 1, 1), date(2022 + last // 12, last % 12 + 1, 1)),
+        "area": draw(st.sampled_from([None, "borough", "msoa", "lsoa"])),
+        "area_pick": draw(st.integers(0, 10_000)),
+    }
+
+
+def _conditions(f: dict, url: str, raw: bool) -> tuple[str, dict]:
+    """The same filter as SQL on a rollup (raw=False) or on incidents (raw=True)."""
+    c, p = [], {}
+    month = "date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date" if raw else "month"
+    c.append(f"{month} BETWEEN %(m0)s AND %(m1)s")
+    p["m0"], p["m1"] = f["months"]
+    if f["suppliers"]:
+        c.append("supplier = ANY(%(suppliers)s)")
+        p["suppliers"] = f["suppliers"]
+    if f["categories"]:
+        c.append("category_id = ANY(%(categories)s)")
+        p["categories"] = f["categories"]
+    if f["theme_mask"]:
+        if raw:
+            c.append("(" + " OR ".join(f"{col} IS TRUE" for col, bit in THEME_COLUMNS if f["theme_mask"] & bit) + ")")
+        else:
+            c.append("(theme_mask & %(mask)s) <> 0")
+            p["mask"] = f["theme_mask"]
+    if f["area"]:
+        codes = _values(url, f"SELECT DISTINCT {f['area']}_code FROM incidents WHERE {f['area']}_code IS NOT NULL "
+                             f"ORDER BY 1")
+        p["area"] = codes[f["area_pick"] % len(codes)]
+        c.append(f"{f['area']}_code = %(area)s")
+    return " AND ".join(c), p
+
+
+AREA_VIEWS = {None: "rollup_borough_month", "borough": "rollup_borough_month", "msoa": "rollup_msoa_month",
+              "lsoa": "rollup_area_month"}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(f=filters())
+def test_view_counts_equal_direct_counts(generated, f):
+    url = generated
+    raw_where, raw_params = _conditions(f, url, raw=True)
+    view_where, view_params = _conditions(f, url, raw=False)
+    [(direct,)] = query(url, f"SELECT count(*) FROM incidents WHERE {raw_where}", raw_params)
+    # Every area view at least as fine as the filter's area, and the area-level views at every level.
+    for level, view in AREA_VIEWS.items():
+        if f["area"] in ("msoa", "lsoa") and level in (None, "borough") or f["area"] == "lsoa" and level == "msoa":
+            continue
+        [(from_view,)] = query(url, f"SELECT coalesce(sum(incidents), 0) FROM {view} WHERE {view_where}", view_params)
+        assert from_view == direct, (view, f)
+    if f["area"] in (None, "borough"):
+        # Day x hour: the same months, as days.
+        day_where = view_where.replace("month BETWEEN %(m0)s AND %(m1)s",
+                                       "date_trunc('month', day)::date BETWEEN %(m0)s AND %(m1)s")
+        [(from_days,)] = query(url, f"SELECT coalesce(sum(incidents), 0) FROM rollup_borough_day_hour "
+                                    f"WHERE {day_where}", view_params)
+        assert from_days == direct, f
+        # The grids, cell by cell, against the raw points.
+        for view, cell in (("rollup_grid_month", 250), ("rollup_grid500_month", 500)):
+            expected = dict(((x, y), n) for x, y, n in query(url, f"""
+                SELECT floor(ST_X(geom) / {cell})::int, floor(ST_Y(geom) / {cell})::int, count(*) FROM incidents
+                WHERE geom IS NOT NULL AND {raw_where} GROUP BY 1, 2""", raw_params))
+            got = dict(((x, y), n) for x, y, n in query(url, f"""
+                SELECT cell_x, cell_y, sum(incidents) FROM {view} WHERE {view_where} GROUP BY 1, 2""", view_params))
+            assert got == expected, (view, f)
+        # H3 resolution 8, from the raw points with the h3 package.
+        from h3.api import basic_int as h3
+
+        expected_h3: dict[int, int] = {}
+        for lon, lat, n in query(url, f"""SELECT longitude, latitude, count(*) FROM incidents
+                                          WHERE longitude IS NOT NULL AND {raw_where} GROUP BY 1, 2""", raw_params):
+            cell = h3.latlng_to_cell(lat, lon, rollups.H3_RESOLUTION)
+            expected_h3[cell] = expected_h3.get(cell, 0) + n
+        got_h3 = dict(query(url, f"SELECT h3_r8, sum(incidents) FROM rollup_h3_month WHERE {view_where} GROUP BY 1",
+                            view_params))
+        assert got_h3 == expected_h3, f
+
+
+def test_theme_mask_is_one_function_used_by_every_rollup(generated):
+    assert query(generated, "SELECT safestats_theme_mask(true, NULL, true, false, true)") == [(21,)]
+    templates = _values(generated, "SELECT select_sql FROM rollup_families WHERE 'incidents' = ANY(reads)")
+    assert templates and all("safestats_theme_mask(" in t and "CASE WHEN theme" not in t for t in templates)
+
+
+# ---- only the views a drop touches are refreshed -------------------------------------------------------
+
+def _refreshes_since(url: str, last_id: int) -> list[tuple]:
+    return query(url, "SELECT view_name, family, year, drop_ids FROM rollup_refreshes WHERE id > %s ORDER BY id",
+                 (last_id,))
+
+
+def test_a_load_refreshes_only_the_years_its_drops_touch(generated):
+    url = generated
+    assert rollups.stale_views(url) == []
+    [(last_id,)] = query(url, "SELECT max(id) FROM rollup_refreshes")
+    before_2022 = query(url, "SELECT sum(incidents) FROM rollup_borough_month WHERE month < '2023-01-01'")
+
+    # One month's drops for December 2023 (one per supplier): only 2023's views are stale and refreshed.
+    [(last_drop,)] = query(url, "SELECT max(id) FROM drops")
+    added = generate_incidents(url, 2_400, months=[date(2023, 12, 1)], seed=12, log=lambda *a: None)
+    drop_ids = _values(url, f"SELECT id FROM drops WHERE id > {last_drop} ORDER BY id")
+    assert len(drop_ids) == len(SUPPLIERS)
+    stale = rollups.stale_views(url)
+    assert stale and {year for _, year in stale} == {2023}
+    rollups.refresh_after_load(url, drop_ids, trigger="test drop")
+    refreshed = _refreshes_since(url, last_id)
+    assert {(family, year) for _, family, year, _ in refreshed} == {(r.name, 2023) for r in rollups.ROLLUPS}
+    assert all(ids == drop_ids for *_, ids in refreshed)  # each refresh names the drops that caused it
+    # In dependency order: each family after the ones it reads.
+    order = [family for _, family, _, _ in refreshed]
+    assert order == list(rollups.ROLLUP_VIEWS)
+    assert rollups.stale_views(url) == []
+    assert query(url, "SELECT sum(incidents) FROM rollup_borough_month WHERE month < '2023-01-01'") == before_2022
+    assert query(url, "SELECT sum(incidents) FROM rollup_borough_month") == query(url, "SELECT count(*) FROM incidents")
+    assert added == query(url, "SELECT count(*) FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))[0][0]
+
+    # An update drop (police.uk outcomes) changes no count: it touches no view.
+    [(outcomes_drop,)] = query(url, """INSERT INTO drops (supplier, file_name, sha256, size_bytes, received_at,
+                                                          loaded_at, status, period_start, period_end)
+                                       VALUES ('police_uk_outcomes', '2023-12-metropolitan-outcomes.csv',
+                                               repeat('a', 64), 1, now(), now(), 'loaded', '2023-12-01', '2023-12-31')
+                                       RETURNING id""")
+    assert rollups.years_touched(url, [outcomes_drop]) == []
+    assert rollups.stale_views(url) == []
+    [(last_id,)] = query(url, "SELECT max(id) FROM rollup_refreshes")
+    assert rollups.refresh_after_load(url, [outcomes_drop], trigger="test outcomes") == {}
+    assert _refreshes_since(url, last_id) == []
+
+
+def test_status_reports_rows_size_staleness_and_dependencies(generated):
+    status = {v["view"]: v for v in rollups.views_status(generated)}
+    assert list(status) == list(rollups.ROLLUP_VIEWS)
+    area = status["rollup_area_month"]
+    assert area["rows"] == query(generated, "SELECT count(*) FROM rollup_area_month")[0][0] > 0
+    assert area["size_bytes"] > 0 and area["refreshed_at"] is not None and area["duration_ms"] is not None
+    assert [y["year"] for y in area["years"]] == list(YEARS)
+    assert status["rollup_borough_month"]["depends_on"] == ("rollup_msoa_month",)
+    assert not any(v["stale"] for v in status.values())
+
+
+# ---- a concurrent refresh never blocks a dashboard query -----------------------------------------------
+
+def test_dashboard_query_never_waits_on_a_concurrent_refresh(generated):
+    url = generated
+    engine = get_engine(url)
+    state = FilterState(map_level="lsoa", date_from=date(2022, 1, 1), date_to=date(2023, 12, 31))
+
+    def panel_once() -> float:
+        queries.clear_caches()
+        started = time.perf_counter()
+        values = queries.area_values(engine, state, "lsoa")
+        assert sum(values.current.values()) > 0
+        return time.perf_counter() - started
+
+    def loop_while(work) -> tuple[list[float], list[BaseException], float]:
+        errors: list[BaseException] = []
+        done = threading.Event()
+        took = [0.0]
+
+        def run():
+            started = time.perf_counter()
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+            finally:
+                took[0] = time.perf_counter() - started
+                done.set()
+        times = []
+        worker = threading.Thread(target=run)
+        worker.start()
+        while not done.is_set():
+            try:
+                times.append(panel_once())
+            except Exception as exc:  # noqa: BLE001 - any error fails the test
+                errors.append(exc)
+        worker.join()
+        return times, errors, took[0]
+
+    normal = [panel_once() for _ in range(8)]
+    baseline = statistics.median(normal)
+
+    def slow_refresh(concurrently: bool):
+        # Held open for a second after the refresh so the swap-in happens while queries are running.
+        conn = psycopg2.connect(libpq_dsn(url))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET jit = off")
+                for year in YEARS:
+                    cur.execute(f"REFRESH MATERIALIZED VIEW {'CONCURRENTLY' if concurrently else ''} "
+                                f"rollup_area_month_y{year}")
+                cur.execute("SELECT pg_sleep(1)")
+            conn.commit()
+        finally:
+            conn.close()
+
+    times, errors, took = loop_while(lambda: rollups.refresh_rollups(url, trigger="test concurrent"))
+    assert not errors
+    assert len(times) >= 3
+    # No query paused: none took much longer than the slowest of the normal runs (the machine is shared,
+    # so allow for noise), while the refresh itself took far longer than any query.
+    allowed = max(3 * max(normal), baseline + 0.25)
+    assert max(times) < allowed, (max(times), normal, took)
+
+    times, errors, took = loop_while(lambda: slow_refresh(concurrently=True))
+    assert not errors and max(times) < allowed, (max(times), normal, took)
+
+    # The control: a plain (blocking) refresh held open makes a query wait about a second.
+    times, errors, took = loop_while(lambda: slow_refresh(concurrently=False))
+    assert not errors and max(times) > 0.9, (max(times), normal, took)
+
+
+# ---- the migration goes down to version 1's views and up again, data in place --------------------------
+
+def test_migration_0008_down_and_up_with_the_views_in_place(areas_loaded):
+    url = make_database(TEST_DB_NAME + "_rollups_migration")
+    migrate.upgrade(url)
+    from loaders.boundaries import load_boundaries
+
+    load_boundaries(url, regions=("Camden", "Islington"), log=lambda *a: None)
+    generate_incidents(url, 3_000, first_year=2023, years=1, seed=5, log=lambda *a: None)
+    rollups.refresh_rollups(url, trigger="test")
+    [(total,)] = query(url, "SELECT count(*) FROM incidents")
+
+    migrate.downgrade(url, "0007_feeds")
+    assert _values(url, "SELECT matviewname FROM pg_matviews ORDER BY 1") == [
+        "rollup_area_month", "rollup_borough_day_hour", "rollup_borough_month", "rollup_grid_month"]
+    for view in ("rollup_area_month", "rollup_borough_month", "rollup_borough_day_hour", "rollup_grid_month"):
+        assert query(url, f"SELECT sum(incidents) FROM {view}") == [(total,)], view
+
+    migrate.upgrade(url)
+    assert migrate.current_revision(url) == migrate.head_revision()
+    assert set(_values(url, "SELECT matviewname FROM pg_matviews")) == {f"{v}_y2023" for v in rollups.ROLLUP_VIEWS}
+    for view in rollups.ROLLUP_VIEWS:
+        assert query(url, f"SELECT sum(incidents) FROM {view}") == [(total,)], view
