@@ -6,8 +6,8 @@ and Dash's JSON and asset routes (``/_dash-layout``, ``/_dash-dependencies``, ``
 ``/_dash-component-suites/…``, ``/assets/…``) answer 401, so the app's structure and data never reach an
 anonymous browser. The only public routes are the login and logout pages, the two stylesheets the login
 page needs, and the supplier feed API (``dashapp.feeds``), which authenticates every request by its own bearer
-token instead. The admin data-status pages (``dashapp.admin_status``) are plain Flask pages behind login that
-check the admin tier themselves. Each page module registers its own callbacks on this app instance (never the global
+token instead. The admin data-status pages (``dashapp.admin_status``) and rollup-views page
+(``dashapp.admin_views``) are plain Flask pages behind login that check the admin tier themselves. Each page module registers its own callbacks on this app instance (never the global
 ``dash.callback``), and every callback checks the user again itself.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import dash
 from flask import Flask, abort, jsonify, redirect, request, send_from_directory, url_for
 from flask_login import current_user
 
-from dashapp import admin_status, auth, feeds, tiles
+from dashapp import admin_status, admin_views, auth, feeds, tiles
 from dashapp.callbacks import dashboard as dashboard_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
 from db import get_engine
@@ -50,6 +50,7 @@ def create_app(database_url: str | None = None) -> Flask:
     server.register_blueprint(tiles.bp)
     server.register_blueprint(feeds.bp)
     server.register_blueprint(admin_status.bp)
+    server.register_blueprint(admin_views.bp)
 
     @server.get("/static/<path:filename>", endpoint="public_asset")
     def public_asset(filename: str):

@@ -91,17 +91,28 @@ def cmd_views(args) -> int:
 
     url = _database_url()
     if args.action == "status":
-        print(f"{'view':26} {'rows':>10} {'size':>9}  {'last refresh (UTC)':19} {'took':>8}  state  depends on")
-        for v in rollups.views_status(url):
+        status = rollups.views_status(url)
+        newest = status[0]["newest_drop_at"] if status else None
+        print(f"newest drop loaded: {newest:%Y-%m-%d %H:%M:%S %Z}" if newest else "newest drop loaded: none")
+        print(f"{'view':24} {'rows':>11} {'size':>9}  {'last refresh':19} {'took':>8}  {'state':12} depends on")
+        for v in status:
             when = v["refreshed_at"].strftime("%Y-%m-%d %H:%M:%S") if v["refreshed_at"] else "never"
             took = f"{v['duration_ms'] / 1000:.1f} s" if v["duration_ms"] is not None else "-"
-            print(f"{v['view']:26} {v['rows']:>10,} {v['size_bytes'] / 2**20:>7.1f}MB  {when:19} {took:>8}  "
-                  f"{'STALE' if v['stale'] else 'fresh':5}  {', '.join(v['depends_on'])}")
+            state = ("STALE " + ",".join(map(str, v["stale_years"]))) if v["stale"] else "fresh"
+            print(f"{v['view']:24} {v['rows']:>11,} {v['size_bytes'] / 2**20:>7.1f}MB  {when:19} {took:>8}  "
+                  f"{state:12} {', '.join(v['depends_on'])}")
+            for y in v["years"]:
+                when = y["refreshed_at"].strftime("%Y-%m-%d %H:%M:%S") if y["refreshed_at"] else "never"
+                took = f"{y['duration_ms'] / 1000:.1f} s" if y["duration_ms"] is not None else "-"
+                print(f"  {y['year']:<22} {y['rows']:>11,} {y['size_bytes'] / 2**20:>7.1f}MB  {when:19} {took:>8}  "
+                      f"{'STALE' if y['stale'] else 'fresh':12} {y['trigger'] or ''}")
         return 0
     if args.action == "refresh":
         views = tuple(args.names) or rollups.ROLLUP_VIEWS
         try:
-            rollups.refresh_rollups(url, trigger="safestats views refresh", views=views, log=print)
+            timings = rollups.refresh_rollups(url, trigger="safestats views refresh", views=views, log=print)
+            print(f"{len(timings)} year view(s) refreshed in {sum(timings.values()):.1f} s (with dependants, in "
+                  "dependency order)")
         except ValueError as exc:
             print(f"safestats views: {exc}", file=sys.stderr)
             return 2
