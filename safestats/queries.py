@@ -841,20 +841,22 @@ def study_area_cells(engine: Engine, cell_m: int, region: str = "london") -> tup
 def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period | None = None,
                 user=None) -> dict[tuple[int, int], int]:
     """Incidents per grid cell index (x // cell_m, y // cell_m) under the state's filters in ``period``
-    (default: the current period); from the 250 m grid rollup unless a filter needs raw points."""
+    (default: the current period); from the 500 m grid rollup (250 m for other sizes) unless a filter needs
+    raw points."""
     state = _scoped(engine, state, user)
     if cell_m % 250:
         raise ValueError("cell size must be a multiple of 250 m")
     period = period or current_period(engine, state)
-    factor = cell_m // 250
 
     def compute():
         if period is None:
             return {}
         plan = _plan(engine, state, period, {"borough"})
         if plan.source == "rollup_borough_month":
-            plan.source = "rollup_grid_month"
-            x, y = f"floor(cell_x / {factor}.0)::int", f"floor(cell_y / {factor}.0)::int"
+            # The 500 m rollup for multiples of 500 m: a quarter of the 250 m rollup's rows to sum.
+            grid_m = 500 if cell_m % 500 == 0 else 250
+            plan.source = f"rollup_grid{'500' if grid_m == 500 else ''}_month"
+            x, y = (f"floor(cell_x / {cell_m // grid_m}.0)::int", f"floor(cell_y / {cell_m // grid_m}.0)::int")
         else:
             plan = _plan(engine, state, period, {"point"})
             x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"

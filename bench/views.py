@@ -1,0 +1,244 @@
+"""Views benchmark: full and incremental refresh of the rollup views, and panel latency from the views
+against the raw table, at 1 or 10 million generated incidents.
+
+Builds (or, with ``--keep``, reuses) a database of its own, ``safestats_bench_views_<rows>`` in the embedded
+cluster: migrations, London's boundaries, then ``--rows`` incidents written by ``bench/generate.py`` over
+``--years`` years less their last month (every supplier, spread over the LSOAs; not timed beyond the
+rate it prints). Then it reports:
+
+1. the first build of every year's views (``safestats_ensure_rollup_year``, plain refresh) and a full
+   CONCURRENT refresh of every view of every year, per rollup (summed over its years) and wall time;
+2. the incremental refresh after one month's drop: the last month is generated (one drop per supplier) and
+   ``refresh_after_load`` refreshes only the views of its year, as after a real load; the month is then
+   deleted again so a reused database stays the same;
+3. panel latency, cold (panel cache cleared, per-process reference data warm), for the dashboard's filter
+   changes (``bench/dashboard``'s set): each panel from the views as the query layer plans it, and from the
+   raw ``incidents`` table (the planner denied every rollup), p50 and p95. The hotspot layer is Gi* on 500 m
+   cells.
+
+    bench/views [--rows 1000000] [--years 4] [--repeats 5] [--raw-repeats 1] [--keep] [--drop]
+
+``--drop`` drops the database at the end (a 10-million-row database is several GB).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from datetime import date
+
+import psycopg2
+
+from bench.common import bench_database, drop_bench_database, load_average, percentile
+from db import libpq_dsn
+
+
+def _months(first_year: int, years: int) -> list[date]:
+    return [date(y, m, 1) for y in range(first_year, first_year + years) for m in range(1, 13)]
+
+
+def _scalar(url: str, sql: str, params=None):
+    conn = psycopg2.connect(libpq_dsn(url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _execute(url: str, sql: str, params=None) -> None:
+    conn = psycopg2.connect(libpq_dsn(url))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+    finally:
+        conn.close()
+
+
+def prepare(url: str, rows: int, months: list[date]) -> None:
+    from bench.generate import generate_incidents
+    from db import migrate
+    from loaders.boundaries import load_boundaries
+
+    migrate.upgrade(url)
+    if not _scalar(url, "SELECT count(*) FROM areas"):
+        load_boundaries(url, regions=("london",), log=lambda *a: None)
+    if _scalar(url, "SELECT count(*) FROM incidents") == 0:
+        print(f"generating {rows:,} incidents over {months[0]:%Y-%m} .. {months[-1]:%Y-%m} ({load_average()}) ...",
+              flush=True)
+        started = time.perf_counter()
+        n = generate_incidents(url, rows, months=months)
+        elapsed = time.perf_counter() - started
+        print(f"generated {n:,} incidents in {elapsed:.0f} s ({n / elapsed:,.0f} rows/s)", flush=True)
+
+
+def per_rollup(timings: dict[str, float]) -> dict[str, float]:
+    """Seconds per rollup, summed over its years' views."""
+    from safestats.rollups import ROLLUP_VIEWS
+
+    return {name: sum(s for view, s in timings.items() if view.rsplit("_y", 1)[0] == name) for name in ROLLUP_VIEWS}
+
+
+def time_refreshes(url: str, rows_per_month: int, incremental_month: date) -> None:
+    from bench.generate import generate_incidents
+    from safestats import rollups
+
+    print(f"\n== refresh ({load_average()})")
+    started = time.perf_counter()
+    first = rollups.refresh_rollups(url, trigger="bench/views first build")
+    print(f"first build / refresh of every view: {time.perf_counter() - started:.1f} s wall "
+          f"({len(first)} year views)")
+
+    started = time.perf_counter()
+    full = rollups.refresh_rollups(url, trigger="bench/views full refresh")
+    wall = time.perf_counter() - started
+    rows = {r.name: _scalar(url, f"SELECT count(*) FROM {r.name}") for r in rollups.ROLLUPS}
+    print(f"full CONCURRENT refresh of every view: {wall:.1f} s wall, "
+          f"{rollups.REFRESH_CONNECTIONS} connections ({load_average()})")
+    print(f"  {'view':24} {'rows':>12} {'refresh s (sum of years)':>26}")
+    for name, seconds in per_rollup(full).items():
+        print(f"  {name:24} {rows[name]:>12,} {seconds:>26.1f}")
+
+    last_drop = _scalar(url, "SELECT coalesce(max(id), 0) FROM drops")
+    generate_incidents(url, rows_per_month, months=[incremental_month], seed=99, log=lambda *a: None)
+    drop_ids = [d for (d,) in _rows(url, "SELECT id FROM drops WHERE id > %s", (last_drop,))]
+    started = time.perf_counter()
+    incremental = rollups.refresh_after_load(url, drop_ids, trigger="bench/views one month's drop")
+    wall = time.perf_counter() - started
+    print(f"incremental refresh after one month's drop ({incremental_month:%Y-%m}, {rows_per_month:,} incidents, "
+          f"{len(drop_ids)} drops): {wall:.1f} s wall, {len(incremental)} year views "
+          f"({', '.join(sorted({v.rsplit('_y', 1)[1] for v in incremental}))}) ({load_average()})")
+    for name, seconds in per_rollup(incremental).items():
+        print(f"  {name:24} {seconds:>8.1f} s")
+    # Take the month out again, so a reused database is the same next time.
+    _execute(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
+    _execute(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
+    rollups.refresh_rollups(url, trigger="bench/views restore", years=[incremental_month.year])
+
+
+def _rows(url: str, sql: str, params=None) -> list[tuple]:
+    conn = psycopg2.connect(libpq_dsn(url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+class _NoRollup:
+    """A source's dimension set that answers nothing: ``needed <= _NoRollup()`` is False, ``x in`` is False."""
+
+    def __ge__(self, other):
+        return False
+
+    def __contains__(self, item):
+        return False
+
+
+@contextlib.contextmanager
+def raw_table_only():
+    """The query layer's planner with every rollup denied: each panel reads ``incidents``."""
+    from safestats import queries
+
+    saved = dict(queries._SOURCE_DIMENSIONS)
+    for source in saved:
+        if source != "incidents":
+            queries._SOURCE_DIMENSIONS[source] = _NoRollup()
+    try:
+        yield
+    finally:
+        queries._SOURCE_DIMENSIONS.update(saved)
+
+
+def panels(engine) -> dict:
+    from safestats import queries
+
+    return {
+        "headline": lambda s: queries.headline(engine, s),
+        "time series": lambda s: queries.monthly_series(engine, s),
+        "categories": lambda s: queries.category_counts(engine, s),
+        "hour x weekday": lambda s: queries.hour_day_grid(engine, s),
+        "top areas": lambda s: queries.top_areas(engine, s),
+        "map (choropleth)": lambda s: queries.area_values(engine, s, s.map_level or "borough"),
+        "hotspots (Gi* 500 m)": lambda s: queries.hotspot_layer(engine, s, cell_m=500),
+    }
+
+
+def _warm_reference(engine) -> None:
+    """What a running web worker already holds: areas, taxonomy, the hotspot study area."""
+    from safestats import queries
+
+    queries.clear_caches()
+    queries.areas(engine), queries.taxonomy(engine), queries.study_area_cells(engine, 500)
+
+
+def time_panels(engine, repeats: int, raw_repeats: int) -> None:
+    from bench.dashboard import filter_changes
+    from safestats import queries
+
+    changes = filter_changes(engine)
+    print(f"\n== panel latency, cold, over {len(changes)} filter changes ({load_average()})")
+    print(f"  {'panel':22} {'views p50':>10} {'views p95':>10} {'raw p50':>10} {'raw p95':>10}  (ms)")
+    hotspot_by_filter = {}
+    for panel, run in panels(engine).items():
+        figures = []
+        for raw, n in ((False, repeats), (True, raw_repeats)):
+            times = []
+            for name, state in changes.items():
+                for _ in range(n):
+                    _warm_reference(engine)
+                    with raw_table_only() if raw else contextlib.nullcontext():
+                        started = time.perf_counter()
+                        run(state)
+                        times.append((time.perf_counter() - started) * 1000)
+                    if panel.startswith("hotspots") and not raw:
+                        hotspot_by_filter.setdefault(name, []).append(times[-1])
+            figures += [statistics.median(times), percentile(times, 0.95)] if times else [float("nan")] * 2
+        print(f"  {panel:22} {figures[0]:>10.0f} {figures[1]:>10.0f} {figures[2]:>10.0f} {figures[3]:>10.0f}",
+              flush=True)
+    queries.clear_caches()
+    print("\n  hotspot layer from the views, per filter change (ms): p50 / p95")
+    for name, times in hotspot_by_filter.items():
+        print(f"    {name:34} {statistics.median(times):7.0f} / {percentile(times, 0.95):7.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/views", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--years", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5, help="cold runs per filter change from the views")
+    parser.add_argument("--raw-repeats", type=int, default=1, help="cold runs per filter change from the raw table")
+    parser.add_argument("--keep", action="store_true", help="reuse the database if it holds incidents")
+    parser.add_argument("--drop", action="store_true", help="drop the database at the end")
+    parser.add_argument("--skip-refresh", action="store_true", help="only the panel latencies")
+    args = parser.parse_args(argv)
+
+    from db import get_engine
+
+    months = _months(2025 - args.years, args.years)
+    generated, incremental_month = months[:-1], months[-1]
+    name = f"safestats_bench_views_{args.rows // 1_000_000}m" if args.rows >= 1_000_000 else \
+        f"safestats_bench_views_{args.rows}"
+    url = bench_database(name, keep=args.keep)
+    prepare(url, round(args.rows * len(generated) / len(months)), generated)
+    incidents = _scalar(url, "SELECT count(*) FROM incidents")
+    size = _scalar(url, "SELECT pg_size_pretty(pg_database_size(current_database()))")
+    print(f"{incidents:,} incidents in {name} ({size}); {load_average()}", flush=True)
+    if not args.skip_refresh:
+        time_refreshes(url, round(args.rows / len(months)), incremental_month)
+    time_panels(get_engine(url), args.repeats, args.raw_repeats)
+    print(f"\ncommand: bench/views {' '.join(argv if argv is not None else sys.argv[1:])}; {load_average()}")
+    if args.drop:
+        get_engine(url).dispose()
+        drop_bench_database(url)
+        print(f"dropped {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
