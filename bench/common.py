@@ -25,19 +25,9 @@ def drop_bench_database(url: str) -> None:
     """Drop the benchmark database ``url`` names (not one given by SAFESTATS_BENCH_DATABASE_URL)."""
     if os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
         return
-    import psycopg2
-    from sqlalchemy.engine import make_url
+    from db import drop_database
 
-    from db import libpq_dsn, sqlalchemy_url
-
-    parsed = make_url(sqlalchemy_url(url))
-    conn = psycopg2.connect(libpq_dsn(parsed.set(database="postgres").render_as_string(hide_password=False)))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    finally:
-        conn.close()
+    drop_database(url)
 
 
 def load_average() -> str:

@@ -39,23 +39,19 @@ def _months(first_year: int, years: int) -> list[date]:
     return [date(y, m, 1) for y in range(first_year, first_year + years) for m in range(1, 13)]
 
 
-def _scalar(url: str, sql: str, params=None):
-    conn = psycopg2.connect(libpq_dsn(url))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
-def _execute(url: str, sql: str, params=None) -> None:
+def _rows(url: str, sql: str, params=None) -> list[tuple]:
+    """Run one statement on its own connection and commit; the rows it returns (none for DELETE)."""
     conn = psycopg2.connect(libpq_dsn(url))
     try:
         with conn, conn.cursor() as cur:
             cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+def _scalar(url: str, sql: str, params=None):
+    return _rows(url, sql, params)[0][0]
 
 
 def prepare(url: str, rows: int, months: list[date]) -> None:
@@ -114,19 +110,9 @@ def time_refreshes(url: str, rows_per_month: int, incremental_month: date) -> No
     for name, seconds in per_rollup(incremental).items():
         print(f"  {name:24} {seconds:>8.1f} s")
     # Take the month out again, so a reused database is the same next time.
-    _execute(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
-    _execute(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
+    _rows(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
+    _rows(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
     rollups.refresh_rollups(url, trigger="bench/views restore", years=[incremental_month.year])
-
-
-def _rows(url: str, sql: str, params=None) -> list[tuple]:
-    conn = psycopg2.connect(libpq_dsn(url))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 class _NoRollup:

@@ -55,3 +55,16 @@ def connect(url: str | None = None):
 def read_sql(name: str) -> str:
     """The text of a SQL file kept under db/sql/ (views and functions live there, not in Python)."""
     return (SQL_DIR / name).read_text()
+
+
+def drop_database(url: str) -> None:
+    """Drop the database ``url`` names, connected to the same server's ``postgres`` database (tests' and
+    benchmarks' throw-away databases)."""
+    parsed = make_url(sqlalchemy_url(url))
+    conn = psycopg2.connect(libpq_dsn(parsed.set(database="postgres").render_as_string(hide_password=False)))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    finally:
+        conn.close()

@@ -57,18 +57,9 @@ def make_database(name: str) -> str:
 
 def drop_database(url: str) -> None:
     """Drop the database ``url`` names (connected to the same server's ``postgres`` database)."""
-    from sqlalchemy.engine import make_url
+    from db import drop_database as drop
 
-    from db import sqlalchemy_url
-
-    parsed = make_url(sqlalchemy_url(url))
-    conn = psycopg2.connect(libpq_dsn(parsed.set(database="postgres").render_as_string(hide_password=False)))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    finally:
-        conn.close()
+    drop(url)
 
 
 @pytest.fixture(scope="session")
