@@ -318,3 +318,39 @@ def test_migration_0008_down_and_up_with_the_views_in_place(areas_loaded):
     assert set(_values(url, "SELECT matviewname FROM pg_matviews")) == {f"{v}_y2023" for v in rollups.ROLLUP_VIEWS}
     for view in rollups.ROLLUP_VIEWS:
         assert query(url, f"SELECT sum(incidents) FROM {view}") == [(total,)], view
+
+
+# ---- the command line ---------------------------------------------------------------------------------
+
+def test_views_command_status_refresh_and_explain(generated, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("safestats")
+    env = dict(os.environ, DATABASE_URL=generated, SAFESTATS_HOME=str(tmp_path))
+
+    def safestats(*args):
+        return subprocess.run([str(script), "views", *args], env=env, capture_output=True, text=True, timeout=300)
+
+    status = safestats("status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith("newest drop loaded: 20")
+    for rollup in rollups.ROLLUPS:
+        line = next(l for l in lines if l.startswith(rollup.name + " "))
+        assert "fresh" in line and ", ".join(rollup.reads) in line
+    assert sum(1 for l in lines if l.startswith("  2022 ")) == len(rollups.ROLLUPS)
+
+    [(last_id,)] = query(generated, "SELECT max(id) FROM rollup_refreshes")
+    refreshed = safestats("refresh", "rollup_msoa_month")
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert query(generated, "SELECT DISTINCT family FROM rollup_refreshes WHERE id > %s ORDER BY 1", (last_id,)) == [
+        ("rollup_borough_month",), ("rollup_msoa_month",)]
+    unknown = safestats("refresh", "no_such_view")
+    assert unknown.returncode == 2 and "unknown rollup view(s): no_such_view" in unknown.stderr
+
+    explained = safestats("explain", "headline", "borough=E09000007")
+    assert explained.returncode == 0, explained.stderr
+    assert "rollup_borough_month" in explained.stdout and "Execution Time" in explained.stdout
