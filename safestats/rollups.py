@@ -121,8 +121,10 @@ def _session(url: str):
     conn = psycopg2.connect(libpq_dsn(url))
     with conn.cursor() as cur:
         # JIT compiles each refresh's aggregate for seconds of no gain; hash aggregates and the concurrent
-        # refresh's diff join spill to disk below a few hundred MB at 10 million incidents.
-        cur.execute("SET jit = off; SET work_mem = '256MB'; SET maintenance_work_mem = '256MB'")
+        # refresh's diff join spill to disk below a few hundred MB at 10 million incidents; and the years are
+        # already refreshed on one connection per core, so parallel workers would only contend with them.
+        cur.execute("SET jit = off; SET work_mem = '256MB'; SET maintenance_work_mem = '256MB'; "
+                    "SET max_parallel_workers_per_gather = 0")
     conn.commit()
     return conn
 
