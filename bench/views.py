@@ -59,7 +59,10 @@ def prepare(url: str, rows: int, months: list[date]) -> None:
     from db import migrate
     from loaders.boundaries import load_boundaries
 
+    started = time.perf_counter()
     migrate.upgrade(url)
+    print(f"migrations: {time.perf_counter() - started:.1f} s (building the rollup views of any data already "
+          f"there)", flush=True)
     if not _scalar(url, "SELECT count(*) FROM areas"):
         load_boundaries(url, regions=("london",), log=lambda *a: None)
     if _scalar(url, "SELECT count(*) FROM incidents") == 0:
