@@ -5,10 +5,15 @@ contents until the new ones are swapped in) in dependency order, and records eac
 ``rollup_refreshes``. The newest refresh id is the data version: the query layer keys its panel cache on
 it, so a web worker never serves numbers from before a load it has not seen. The loader calls this after
 every batch of drops; ``safestats views refresh`` calls it by hand.
+
+The rollups are never granted to the web role: it reads each through ``<rollup>_visible``, a
+security-barrier view generated for every rollup in ``ROLLUP_VIEWS`` from one template
+(``visible_view_sql``) that keeps only what the current user's tier may see (see ``db/sql/rollup_visible_view.sql``).
 """
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Callable
 
 import psycopg2
@@ -17,6 +22,25 @@ from db import libpq_dsn
 
 # Refresh order: a view comes after anything it reads (rollup_borough_month reads rollup_area_month).
 ROLLUP_VIEWS = ("rollup_area_month", "rollup_borough_month", "rollup_borough_day_hour", "rollup_grid_month")
+# The finest area level each rollup breaks data down to: a tier whose TierPolicy.min_area_level is coarser
+# gets no rows from its visible view (the 250 m grid counts as finer than borough).
+FINEST_AREA_LEVEL = {"rollup_area_month": "lsoa", "rollup_borough_month": "borough",
+                     "rollup_borough_day_hour": "borough", "rollup_grid_month": "lsoa"}
+
+
+def visible_view(view: str) -> str:
+    """The name of the security-barrier view through which the web role reads the rollup ``view``."""
+    return f"{view}_visible"
+
+
+def visible_view_sql(view: str) -> str:
+    """CREATE VIEW (and GRANT) of ``view``'s visible view, from ``db/sql/rollup_visible_view.sql``. Migrations
+    that create a rollup run this for it; the catalog tests fail for a rollup without one."""
+    from db import read_sql
+
+    if view not in FINEST_AREA_LEVEL:
+        raise ValueError(f"no finest area level recorded for rollup {view!r} (add it to FINEST_AREA_LEVEL)")
+    return read_sql("rollup_visible_view.sql").format(view=view, finest_level=FINEST_AREA_LEVEL[view])
 
 
 def refresh_rollups(url: str, trigger: str, views: tuple[str, ...] = ROLLUP_VIEWS,
@@ -82,22 +106,29 @@ def views_status(url: str) -> list[dict]:
         conn.close()
 
 
-def explain_panel(url: str, panel: str, query_string: str = "", analyze: bool = True) -> list[str]:
-    """The query plans a dashboard panel runs for a filter state (its SQL captured from the query layer)."""
+# `safestats views explain` is an operator's tool run with the owner's credentials: it explains a panel as an
+# admin would see it (every supplier, every borough).
+OPERATOR = SimpleNamespace(id=None, tier="admin", is_authenticated=True, is_active=True)
+
+
+def explain_panel(url: str, panel: str, query_string: str = "", analyze: bool = True, user=OPERATOR) -> list[str]:
+    """The query plans a dashboard panel runs for a filter state (its SQL captured from the query layer), as
+    ``user`` sees it."""
     from sqlalchemy import text
 
     from db import get_engine
     from safestats import queries
+    from safestats.db_scope import acting_as
     from safestats.filters import FilterState
 
     panels = {
-        "headline": lambda e, s: queries.headline(e, s),
-        "timeseries": lambda e, s: queries.monthly_series(e, s),
-        "categories": lambda e, s: queries.category_counts(e, s),
-        "hour_day": lambda e, s: queries.hour_day_grid(e, s),
-        "top_areas": lambda e, s: queries.top_areas(e, s),
-        "map": lambda e, s: queries.area_values(e, s, s.map_level or "borough"),
-        "hotspots": lambda e, s: queries.hotspot_layer(e, s),
+        "headline": queries.headline,
+        "timeseries": queries.monthly_series,
+        "categories": queries.category_counts,
+        "hour_day": queries.hour_day_grid,
+        "top_areas": queries.top_areas,
+        "map": lambda e, s, user: queries.area_values(e, s, s.map_level or "borough", user),
+        "hotspots": queries.hotspot_layer,
     }
     if panel not in panels:
         raise ValueError(f"unknown panel {panel!r} (known: {', '.join(panels)})")
@@ -106,9 +137,9 @@ def explain_panel(url: str, panel: str, query_string: str = "", analyze: bool = 
     queries.clear_caches()
     queries.data_span(engine), queries.taxonomy(engine), queries.areas(engine)  # reference data, not the panel
     with queries.capture_sql() as statements:
-        panels[panel](engine, state)
+        panels[panel](engine, state, user=user)
     plans = []
-    with engine.connect() as conn:
+    with acting_as(user), engine.connect() as conn:
         for sql, params in statements:
             explain = "EXPLAIN (ANALYZE, BUFFERS)" if analyze else "EXPLAIN"
             rows = conn.execute(text(f"{explain} {sql}"), params).all()
