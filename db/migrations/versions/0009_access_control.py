@@ -63,6 +63,8 @@ def upgrade() -> None:
                      {"tier": policy.tier, "health": policy.health, "aggregate_level": policy.aggregate_level,
                       "record_level": policy.record_level, "all_boroughs": policy.record_boroughs is None,
                       "min_area_level": policy.min_area_level, "admin": policy.admin})
+    # The tier set is data now: the foreign key replaces 0002's fixed list.
+    op.execute("ALTER TABLE users DROP CONSTRAINT IF EXISTS users_tier_check")
     op.execute("ALTER TABLE users ADD CONSTRAINT users_tier_fkey FOREIGN KEY (tier) REFERENCES access_tiers (tier)")
 
     for view in _rollups_present():
@@ -84,6 +86,8 @@ def downgrade() -> None:
     END;
     $$""")
     op.execute("ALTER TABLE users DROP CONSTRAINT IF EXISTS users_tier_fkey")
+    op.execute("""ALTER TABLE users ADD CONSTRAINT users_tier_check
+                  CHECK (tier IN ('viewer', 'borough_analyst', 'partner_analyst', 'istv_analyst', 'admin'))""")
     op.execute("""
     DO $$
     DECLARE
