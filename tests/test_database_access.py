@@ -410,8 +410,8 @@ def test_a_user_gets_a_subset_of_what_their_tier_allows(areas_loaded, records, u
             for i, (tier, boroughs) in enumerate(users)]
     web = get_web_engine(url)
     everything = FilterState(date_from=date(2024, 1, 1), date_to=date(2024, 12, 31))
+    conn = web_connect(url)
     try:
-        conn = web_connect(url)
         for user in made:
             policy = policy_for(user)
             may_see = {i for i, (supplier, borough, _) in zip(ids, records)
@@ -449,7 +449,7 @@ def test_a_user_gets_a_subset_of_what_their_tier_allows(areas_loaded, records, u
                 seen = sum(f["properties"]["count"] for f in points["features"])
                 assert seen == sum(1 for i, (s, b, _) in zip(ids, records) if i in may_see and s in allowed
                                    and b is not None and (borough is None or b == borough))
-        conn.close()
     finally:
+        conn.close()
         truncate_data(url)
         remove_users(url)

@@ -14,7 +14,8 @@ from tests.conftest import TEST_DB_NAME, make_database, query
 
 TABLES = {"access_levels", "areas", "domains", "categories", "suppliers", "supplier_category_map", "drops",
           "quarantine", "incidents", "users", "area_population", "rollup_refreshes",
-          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history", "access_tiers", "user_boroughs"}
+          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history", "access_tiers", "user_boroughs",
+          "retained_area_month", "retained_borough_day_hour", "retained_grid_month", "retention_runs"}
 
 
 def public_tables(url):

@@ -10,9 +10,15 @@ as (NOLOGIN here; ``db.web_role`` gives it LOGIN and a generated password), and 
 (ENABLE and FORCE) on the tables holding incidents and raw supplier lines, reading the user's scope from
 per-transaction settings (``db/sql/access_control_v1.sql``). The materialised rollups stay closed to the web
 role; it reads each through a security-barrier ``<rollup>_visible`` view generated for every rollup in
-``safestats.rollups.ROLLUP_VIEWS`` (``db/sql/rollup_visible_view.sql``). The downgrade removes all of it and
-revokes the web role's privileges in this database, but leaves the role itself: roles belong to the whole
-cluster, and other databases on it may use it.
+``safestats.rollups.ROLLUP_VIEWS`` (``db/sql/rollup_visible_view.sql``).
+
+It also adds retention of record-level rows (``db/sql/retention_v1.sql``): ``suppliers.record_retention``,
+the ``retained_*`` tables that removed records are folded into, ``retention_runs``, and the rollups
+re-created (version 2, ``db/sql/rollups_v2.sql``) to add the folded counts to the live ones.
+
+The downgrade removes all of it (the folded counts go with the ``retained_*`` tables: records removed by
+retention are gone for good) and revokes the web role's privileges in this database, but leaves the role
+itself: roles belong to the whole cluster, and other databases on it may use it.
 """
 from alembic import op
 from sqlalchemy import text
@@ -26,6 +32,18 @@ depends_on = None
 
 WEB_ROLE = "safestats_web"
 PROTECTED_TABLES = ("incidents", "quarantine", "police_uk_outcome_history")
+# Dependants first (rollup_borough_month reads rollup_area_month).
+ROLLUPS_DROP_ORDER = ("rollup_grid_month", "rollup_borough_day_hour", "rollup_borough_month", "rollup_area_month")
+ROLLUPS_REFRESH_ORDER = tuple(reversed(ROLLUPS_DROP_ORDER))
+
+
+def _replace_rollups(sql: str) -> None:
+    """Drop the four rollups, create them from ``sql`` and populate them (nothing may read them unpopulated)."""
+    for view in ROLLUPS_DROP_ORDER:
+        op.execute(f"DROP MATERIALIZED VIEW IF EXISTS {view}")
+    op.execute(sql)
+    for view in ROLLUPS_REFRESH_ORDER:
+        op.execute(f"REFRESH MATERIALIZED VIEW {view}")
 
 
 def _rollups_present() -> list[str]:
@@ -53,6 +71,8 @@ def upgrade() -> None:
     END;
     $$""")
     op.execute(read_sql("incident_partitions_v2.sql"))
+    op.execute(read_sql("retention_v1.sql"))
+    _replace_rollups(read_sql("rollups_v2.sql"))
     op.execute(read_sql("access_control_v1.sql"))
 
     bind = op.get_bind()
@@ -118,3 +138,11 @@ def downgrade() -> None:
         op.execute(f"DROP FUNCTION IF EXISTS {function}")
     op.execute("DROP TABLE IF EXISTS user_boroughs")
     op.execute("DROP TABLE IF EXISTS access_tiers")
+
+    # Rollups version 1 again (its file also creates rollup_refreshes, which stays: only the views are taken).
+    _replace_rollups(read_sql("rollups_v1.sql").split("-- Which rollups exist")[0])
+    op.execute("DROP FUNCTION IF EXISTS safestats_theme_mask(boolean, boolean, boolean, boolean, boolean)")
+    op.execute("DROP FUNCTION IF EXISTS safestats_fold_and_remove_records(text, timestamptz)")
+    for table in ("retention_runs", "retained_grid_month", "retained_borough_day_hour", "retained_area_month"):
+        op.execute(f"DROP TABLE IF EXISTS {table}")
+    op.execute("ALTER TABLE suppliers DROP COLUMN IF EXISTS record_retention")
