@@ -8,9 +8,13 @@ one category, a theme, a day-level range, an MSOA, a drawn polygon, ...), it tim
 for a filter change — the data of every panel (headline, freshness, time series, categories, hour x
 weekday, top areas, the choropleth) and its presentation (figures, legend) — with the panel cache cleared
 each time, so every figure is a cold computation. Prints p50/p95 per change and overall, and the JSON bytes
-each panel sends.
+each panel sends. The panels are asked as a user of ``--tier`` (default partner_analyst) through the web
+role's engine, as the portal asks them (row-level security and the rollups' visible views included);
+``--role owner`` asks through the owner's engine instead, which skips the incidents table's row-level
+security (the owner is superuser in the embedded cluster) but not the visible views: the difference is what
+row-level security costs the raw-table plans.
 
-    bench/dashboard [--rows 1000000] [--repeats 7] [--keep]
+    bench/dashboard [--rows 1000000] [--repeats 7] [--keep] [--tier TIER] [--role web|owner]
 """
 from __future__ import annotations
 
@@ -78,25 +82,25 @@ def filter_changes(engine) -> dict:
     }
 
 
-def all_panels(engine, state) -> dict[str, object]:
+def all_panels(engine, state, user) -> dict[str, object]:
     """What the server sends after a filter change, panel by panel (the dashboard callbacks' work)."""
     from dashapp.layouts import dashboard as view
     from safestats import queries
 
     level = state.map_level or view.level_for_zoom(state.zoom)
-    head = queries.headline(engine, state)
+    head = queries.headline(engine, state, user)
     fresh = queries.freshness(engine)
-    values = queries.area_values(engine, state, level)
+    values = queries.area_values(engine, state, level, user)
     hideout = view.area_hideout(values.measure(state.map_measure), state.map_measure, state.map_breaks,
                                 state.selected_area and state.selected_area[1])
-    grid = queries.hour_day_grid(engine, state)
+    grid = queries.hour_day_grid(engine, state, user)
     return {
         "headline": [repr(c) for c in view.headline_cards(head, fresh, None)],
-        "time series": view.timeseries_figure(queries.monthly_series(engine, state),
+        "time series": view.timeseries_figure(queries.monthly_series(engine, state, user),
                                               queries.current_period(engine, state), state),
-        "categories": view.categories_figure(queries.category_counts(engine, state), state, ()),
+        "categories": view.categories_figure(queries.category_counts(engine, state, user), state, ()),
         "hour x weekday": view.hour_day_figure(grid, state),
-        "top areas": [r.__dict__ for r in queries.top_areas(engine, state)],
+        "top areas": [r.__dict__ for r in queries.top_areas(engine, state, user)],
         "map (hideout)": hideout,
     }
 
@@ -106,20 +110,29 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="reuse the loaded database if it is there")
+    parser.add_argument("--tier", default="partner_analyst", help="the tier of the user asking (default partner_analyst)")
+    parser.add_argument("--role", choices=("web", "owner"), default="web",
+                        help="connect as the web role (as the portal does; default) or as the owner")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))
 
-    from db import get_engine
+    from types import SimpleNamespace
+
+    from db import get_engine, get_web_engine
     from safestats import queries
+
+    user = SimpleNamespace(id=None, tier=args.tier, is_authenticated=True, is_active=True)
 
     if args.keep and os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
         url = os.environ["SAFESTATS_BENCH_DATABASE_URL"]
     else:
         url = bench_database("safestats_bench_dashboard")
         prepare(url, args.rows)
-    engine = get_engine(url)
-    (n_incidents,) = engine.connect().exec_driver_sql("SELECT count(*) FROM incidents").one()
+    engine = get_web_engine(url) if args.role == "web" else get_engine(url)
+    with get_engine(url).connect() as conn:
+        (n_incidents,) = conn.exec_driver_sql("SELECT count(*) FROM incidents").one()
     print(f"\n{n_incidents:,} incidents; {args.repeats} cold runs per filter change (panel cache cleared); "
+          f"asked by a {args.tier} through the {args.role} role; "
           f"{load_average()}\n")
 
     all_times: list[float] = []
@@ -131,12 +144,12 @@ def main(argv=None) -> int:
             queries.clear_caches()
             queries.areas(engine), queries.taxonomy(engine)  # per-process reference data, loaded once per worker
             started = time.perf_counter()
-            panels = all_panels(engine, state)
+            panels = all_panels(engine, state, user)
             times.append((time.perf_counter() - started) * 1000)
         all_times.extend(times)
         for panel, payload in panels.items():
             sizes.setdefault(panel, []).append(len(json.dumps(payload, default=str)))
-        source = queries.headline(engine, state).source.replace("rollup_", "")
+        source = queries.headline(engine, state, user).source.replace("rollup_", "")
         print(f"{name:34} {statistics.median(times):8.0f} {percentile(times, 0.95):8.0f}  {source}")
     print(f"{'all filter changes':34} {statistics.median(all_times):8.0f} {percentile(all_times, 0.95):8.0f}")
 

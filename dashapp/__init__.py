@@ -9,19 +9,27 @@ page needs, and the supplier feed API (``dashapp.feeds``), which authenticates e
 token instead. The admin data-status pages (``dashapp.admin_status``) and rollup-views page
 (``dashapp.admin_views``) are plain Flask pages behind login that check the admin tier themselves. Each page module registers its own callbacks on this app instance (never the global
 ``dash.callback``), and every callback checks the user again itself.
+
+The app reads the database as the web role ``safestats_web`` (``db.web_role``), never as its owner, and each
+request runs ``acting_as`` the logged-in user (``safestats.db_scope``): every transaction it starts carries
+that user's settings, which PostgreSQL's row-level security applies. Only the feed API, which loads drops
+(writes incidents and refreshes rollups), uses the owner's engine (``safestats_loader_engine``).
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import dash
-from flask import Flask, abort, jsonify, redirect, request, send_from_directory, url_for
+from flask import Flask, abort, g, jsonify, redirect, request, send_from_directory, url_for
 from flask_login import current_user
 
 from dashapp import admin_status, admin_views, auth, feeds, tiles
 from dashapp.callbacks import dashboard as dashboard_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
-from db import get_engine
+from db import database_url as configured_database_url
+from db import get_engine, get_web_engine
+from safestats import db_scope
 from safestats.config import get_settings
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -42,7 +50,9 @@ def create_app(database_url: str | None = None) -> Flask:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
     )
-    server.extensions["safestats_engine"] = get_engine(database_url)
+    owner_url = database_url or configured_database_url()
+    server.extensions["safestats_engine"] = get_web_engine(owner_url)
+    server.extensions["safestats_loader_engine"] = get_engine(owner_url)  # the feed API's loads only
     server.config["SAFESTATS_INCOMING"] = settings.incoming    # where feed uploads are filed (dashapp.feeds)
 
     auth.login_manager.init_app(server)
@@ -66,6 +76,18 @@ def create_app(database_url: str | None = None) -> Flask:
         if request.path.startswith(("/_", "/assets/", "/tiles/", "/api/")) or request.method != "GET":
             return jsonify(error="login required"), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+    @server.before_request
+    def act_as_logged_in_user():
+        # Every transaction of this request carries the user's settings (none for anonymous requests).
+        g.safestats_scope = contextlib.ExitStack()
+        g.safestats_scope.enter_context(db_scope.acting_as(current_user))
+
+    @server.teardown_request
+    def end_acting_as_user(_exc):
+        scope = g.pop("safestats_scope", None)
+        if scope is not None:
+            scope.close()
 
     @server.after_request
     def security_headers(response):

@@ -191,6 +191,7 @@ def _cell(value) -> str:
 @bp.get("/<supplier>/drops/<int:drop_id>/quarantine.csv", endpoint="quarantine_csv")
 def quarantine_csv(supplier: str, drop_id: int):
     require_admin()
+    from safestats.db_scope import acting_as
     from safestats.supplier_status import drop_outcome, quarantine_rows
 
     if drop_outcome(_engine(), supplier, drop_id, sample_lines=0, top_reasons=0) is None:
@@ -200,12 +201,14 @@ def quarantine_csv(supplier: str, drop_id: int):
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["drop_id", "line_no", "reason", "raw_line"])
-        for line_no, reason, raw_line in quarantine_rows(_engine(), supplier, drop_id):
-            writer.writerow([drop_id, line_no, _cell(reason), _cell(raw_line.rstrip("\r\n"))])
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
+        # A streamed body runs after the request's own scope has ended: act as the user again for its query.
+        with acting_as(current_user):
+            for line_no, reason, raw_line in quarantine_rows(_engine(), supplier, drop_id):
+                writer.writerow([drop_id, line_no, _cell(reason), _cell(raw_line.rstrip("\r\n"))])
+                if buffer.tell() > 64 * 1024:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
         yield buffer.getvalue()
 
     return Response(stream_with_context(generate()), mimetype="text/csv",

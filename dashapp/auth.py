@@ -59,11 +59,14 @@ class User(UserMixin):
 
 
 _USER_COLUMNS = "id, email, display_name, organisation, tier, active"
+# The columns plus the user's assigned boroughs (user_boroughs), for the users who log in and are loaded.
+_USER_COLUMNS_AND_BOROUGHS = (_USER_COLUMNS + ", ARRAY(SELECT b.borough_code FROM user_boroughs b "
+                              "WHERE b.user_id = users.id ORDER BY 1) AS boroughs")
 
 
 def _user(row) -> User:
     return User(id=row.id, email=row.email, display_name=row.display_name, organisation=row.organisation,
-                tier=row.tier, active=row.active)
+                tier=row.tier, active=row.active, boroughs=frozenset(getattr(row, "boroughs", None) or ()))
 
 
 def hash_password(password: str) -> str:
@@ -103,7 +106,8 @@ def authenticate(engine: Engine, email: str, password: str) -> User | None:
     if not email or not password:
         return None
     with engine.connect() as conn:
-        row = conn.execute(text(f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE lower(email) = lower(:email)"),
+        row = conn.execute(text(f"SELECT {_USER_COLUMNS_AND_BOROUGHS}, password_hash FROM users "
+                                f"WHERE lower(email) = lower(:email)"),
                            {"email": email.strip()}).one_or_none()
     try:
         password_hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
@@ -126,7 +130,7 @@ def load_user_by_id(engine: Engine, user_id: str) -> User | None:
     except (TypeError, ValueError):
         return None
     with engine.connect() as conn:
-        row = conn.execute(text(f"SELECT {_USER_COLUMNS} FROM users WHERE id = :id AND active"),
+        row = conn.execute(text(f"SELECT {_USER_COLUMNS_AND_BOROUGHS} FROM users WHERE id = :id AND active"),
                            {"id": user_id_int}).one_or_none()
     return _user(row) if row else None
 

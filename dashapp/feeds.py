@@ -41,7 +41,8 @@ def _error(status: int, message: str, **extra):
 
 
 def _engine():
-    return current_app.extensions["safestats_engine"]
+    # The owner's engine: a feed upload loads a drop (incidents, rollup refresh), which the web role may not.
+    return current_app.extensions["safestats_loader_engine"]
 
 
 def _authorise(supplier: str):

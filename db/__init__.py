@@ -2,7 +2,9 @@
 
 ``database_url()`` is the one answer to "which database?": ``DATABASE_URL`` when set, otherwise the
 embedded cluster, which it starts if needed. The web app and query layer use the pooled SQLAlchemy
-engine; the loaders use a raw psycopg2 connection because they stream COPY.
+engine; the loaders use a raw psycopg2 connection because they stream COPY. The web app's engine connects as
+the web role instead (``db.web_role.web_database_url``). Every engine starts each transaction in the scope of
+the user the code acts as (``safestats.db_scope``), so row-level security sees who is asking.
 """
 from __future__ import annotations
 
@@ -44,7 +46,16 @@ def libpq_dsn(url: str) -> str:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    return create_engine(sqlalchemy_url(url or database_url()), pool_pre_ping=True, future=True)
+    from safestats import db_scope
+
+    return db_scope.install(create_engine(sqlalchemy_url(url or database_url()), pool_pre_ping=True, future=True))
+
+
+def get_web_engine(owner_url: str | None = None) -> Engine:
+    """The engine the web app reads through: the web role, on the database ``owner_url`` (default: configured)."""
+    from db.web_role import web_database_url
+
+    return get_engine(web_database_url(owner_url or database_url()))
 
 
 def connect(url: str | None = None):

@@ -178,6 +178,20 @@ def cmd_scheduler(args) -> int:
                          settle_seconds=args.settle, once=args.once)
 
 
+def cmd_retention(args) -> int:
+    from safestats.retention import retention_periods, run_retention
+
+    url = _database_url()
+    if args.retention_action == "show":
+        for supplier, period in retention_periods(url).items():
+            print(f"{supplier:24} {period if period is not None else 'kept without limit'}")
+        return 0
+    runs = run_retention(url, trigger="cli", log=print)
+    print(f"Retention: {sum(r.records_deleted for r in runs):,} record(s) folded into the aggregates and removed "
+          f"for {len(runs)} supplier(s); recorded in retention_runs.")
+    return 0
+
+
 def cmd_tokens(args) -> int:
     from db import get_engine
     from safestats.feed_tokens import TokenError, create_token, list_tokens, revoke_token
@@ -287,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "; files renamed into the folder once written need none)")
     p.add_argument("--once", action="store_true", help="scan once and exit (e.g. from cron)")
     p.set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("retention", help="record retention: show each supplier's period, or run it now")
+    rsub = p.add_subparsers(dest="retention_action", required=True)
+    rsub.add_parser("show", help="how long each supplier's records are kept").set_defaults(func=cmd_retention)
+    rsub.add_parser("run", help="fold records past their period into the aggregates and remove them "
+                                "(the scheduler does this nightly)").set_defaults(func=cmd_retention)
 
     p = sub.add_parser("tokens", help="bearer tokens for the supplier feed API")
     tsub = p.add_subparsers(dest="tokens_action", required=True)

@@ -12,10 +12,19 @@ When the state sets no dates, the period is the latest 12 months of data ("curre
 against the previous equal period and the same period a year earlier. Panel results are cached per process,
 keyed by the data version (the newest rollup refresh), the panel, its arguments and the state's data
 filters, so repeated and shared views cost one query, and a new load is never hidden by the cache.
+
+Every panel function takes the user asking and runs its queries ``acting_as`` them (``safestats.db_scope``):
+each transaction carries the user's settings, PostgreSQL's row-level security keeps the incidents they may
+not see as records out of the raw table, and the rollups are read through their ``<rollup>_visible``
+views, which keep the suppliers beyond the user's aggregate level out. No user means no rows. The user's
+scope is part of every cached result's key. A raw-table plan counts only records the user may see, so it is
+refused (``AccessRefused``) when their records do not cover everything the panel would count.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import threading
 import time
@@ -28,8 +37,9 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from safestats import access
+from safestats import access, db_scope
 from safestats.filters import THEMES, FilterState
+from safestats.rollups import visible_view
 
 # Douglas-Peucker tolerance in British National Grid metres, per level: invisible at that level's zoom.
 DISPLAY_SIMPLIFY_TOLERANCE_M = {"borough": 20.0, "msoa": 10.0, "lsoa": 6.0}
@@ -73,7 +83,10 @@ def data_version(engine: Engine) -> int:
 
 
 def _cached(engine: Engine, name: str, key: tuple, compute: Callable[[], Any], versioned: bool = True):
-    full_key = (_engine_key(engine), data_version(engine) if versioned else 0, name) + key
+    """``compute()``, cached. Data (``versioned``) is keyed by the data version and the user's scope too;
+    reference data (areas, taxonomy) is the same for everyone."""
+    scope = db_scope.current_scope() if versioned else None
+    full_key = (_engine_key(engine), data_version(engine) if versioned else 0, scope, name) + key
     with _cache_lock:
         if full_key in _cache:
             _cache.move_to_end(full_key)
@@ -105,6 +118,23 @@ def _rows(engine: Engine, sql: str, params: dict | None = None) -> list:
         recording.append((sql, dict(params or {})))
     with engine.connect() as conn:
         return conn.execute(text(sql), params or {}).all()
+
+
+class AccessRefused(ValueError):
+    """The user's tier does not allow this query; the message says why and what they can do instead."""
+
+
+def _for_user(panel: Callable) -> Callable:
+    """Run ``panel`` acting as its ``user`` argument: its transactions carry that user's settings, its cache
+    entries are keyed by them, and with no user it sees no rows."""
+    signature = inspect.signature(panel)
+
+    @functools.wraps(panel)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        with db_scope.acting_as(bound.arguments.get("user")):
+            return panel(*args, **kwargs)
+    return wrapper
 
 
 # ---- reference data: areas, suppliers, taxonomy ---------------------------------------------------------
@@ -288,7 +318,7 @@ def _months_between(start: date, end: date) -> int:
 def data_span(engine: Engine) -> tuple[date, date] | None:
     """First day of the first month and last day of the last month holding any incident."""
     def compute():
-        first, last = _rows(engine, "SELECT min(month), max(month) FROM rollup_borough_month")[0]
+        first, last = _rows(engine, "SELECT first_month, last_month FROM incident_months_span")[0]
         return None if first is None else (first, _month_end(last))
     return _cached(engine, "span", (), compute)
 
@@ -312,6 +342,11 @@ class _Plan:
     source: str
     conditions: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
+
+    @property
+    def relation(self) -> str:
+        """What the SQL reads: the incidents table (under row-level security) or a rollup's visible view."""
+        return "incidents" if self.source == "incidents" else visible_view(self.source)
 
     @property
     def count(self) -> str:
@@ -374,6 +409,8 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
     for source in ("rollup_borough_month", "rollup_area_month", "rollup_borough_day_hour", "incidents"):
         if needed <= _SOURCE_DIMENSIONS[source]:
             break
+    if source == "incidents":
+        _check_records_cover(engine, state, area)
     plan = _Plan(source)
     c, p = plan.conditions, plan.params
 
@@ -411,6 +448,23 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
             c.append(f"{plan.isodow} = ANY(:isodows)")
             p["isodows"] = list(state.days)
     return plan
+
+
+def _check_records_cover(engine: Engine, state: FilterState, area: tuple[str, str] | None) -> None:
+    """Refuse a raw-table plan unless the acting user may see, as records, everything it would count: the
+    database would silently leave out the rest, and the panel would show a number that looks complete."""
+    policy = db_scope.current_policy() or access.NO_ACCESS
+    levels = supplier_levels(engine)
+    suppliers = state.suppliers or tuple(levels)  # panels narrow the state to the user's suppliers first
+    beyond = [s for s in suppliers if levels.get(s, 0) > policy.record_level]
+    if beyond or not policy.sees_records:
+        raise AccessRefused("This view counts individual records (a drawn area, or days below borough level), "
+                            "which your access level does not include: choose whole months or a borough instead.")
+    if policy.record_boroughs is not None:
+        info = areas(engine).get(area[1]) if area else None  # the area the plan is restricted to, if any
+        if info is None or info.borough_code not in policy.record_boroughs:
+            raise AccessRefused("This view counts individual records, which you may see only in your own "
+                                "boroughs: choose one of them first.")
 
 
 def _period_conditions(plan: _Plan, period: Period, suffix: str) -> None:
@@ -486,6 +540,7 @@ class Headline:
     source: str
 
 
+@_for_user
 def headline(engine: Engine, state: FilterState, user=None) -> Headline:
     """Total in the current period, and in the previous equal period and the same period a year earlier."""
     state = _scoped(engine, state, user)
@@ -500,7 +555,7 @@ def headline(engine: Engine, state: FilterState, user=None) -> Headline:
             SELECT coalesce({plan.count} FILTER (WHERE {filters['current']}), 0),
                    coalesce({plan.count} FILTER (WHERE {filters['previous']}), 0),
                    coalesce({plan.count} FILTER (WHERE {filters['year']}), 0)
-            FROM {plan.source} {plan.where()}""", plan.params)[0]
+            FROM {plan.relation} {plan.where()}""", plan.params)[0]
         return Headline(period, int(row[0]), int(row[1]), int(row[2]), plan.source)
     return _cached(engine, "headline", _key(state), compute)
 
@@ -531,6 +586,7 @@ class MonthlySeries:
     grouped_by: str  # "domain" or "category"
 
 
+@_for_user
 def monthly_series(engine: Engine, state: FilterState, user=None) -> MonthlySeries:
     """Incidents per month over the whole data span (the date filter is shown as a shaded range, not
     applied), stacked by domain — or by category when one domain is in view — with last year's totals."""
@@ -539,7 +595,7 @@ def monthly_series(engine: Engine, state: FilterState, user=None) -> MonthlySeri
         plan = _plan(engine, state, None, {"month"}, ignore={"dates"})
         rows = _rows(engine, f"""
             SELECT {plan.month} AS month, category_id, {plan.count}
-            FROM {plan.source} {plan.where()} GROUP BY 1, 2""", plan.params)
+            FROM {plan.relation} {plan.where()} GROUP BY 1, 2""", plan.params)
         span = data_span(engine)
         if span is None:
             return MonthlySeries([], {}, [], "domain")
@@ -574,6 +630,7 @@ class CategoryCount:
     incidents: int
 
 
+@_for_user
 def category_counts(engine: Engine, state: FilterState, user=None) -> list[CategoryCount]:
     """Incidents per category in the current period, largest first (the category filter is not applied:
     the chart is where it is chosen; selected bars are highlighted)."""
@@ -583,7 +640,7 @@ def category_counts(engine: Engine, state: FilterState, user=None) -> list[Categ
     def compute():
         plan = _plan(engine, state, period, ignore={"categories"})
         tax = taxonomy(engine)
-        rows = _rows(engine, f"SELECT category_id, {plan.count} FROM {plan.source} {plan.where()} "
+        rows = _rows(engine, f"SELECT category_id, {plan.count} FROM {plan.relation} {plan.where()} "
                              f"GROUP BY 1 ORDER BY 2 DESC, 1", plan.params)
         return [CategoryCount(cid, tax.categories[cid][1], tax.categories[cid][0], int(n)) for cid, n in rows]
     return _cached(engine, "categories", _key(state), compute)
@@ -597,6 +654,7 @@ class HourDayGrid:
     untimed_suppliers: list[str]
 
 
+@_for_user
 def hour_day_grid(engine: Engine, state: FilterState, user=None) -> HourDayGrid:
     """Hour of day x day of week counts in the current period (the time filters are shown, not applied)."""
     state = _scoped(engine, state, user)
@@ -606,7 +664,7 @@ def hour_day_grid(engine: Engine, state: FilterState, user=None) -> HourDayGrid:
         plan = _plan(engine, state, period, {"hour", "isodow"}, ignore={"time"})
         rows = _rows(engine, f"""
             SELECT {plan.isodow}, {plan.hour}, supplier, {plan.count}
-            FROM {plan.source} {plan.where()} GROUP BY 1, 2, 3""", plan.params)
+            FROM {plan.relation} {plan.where()} GROUP BY 1, 2, 3""", plan.params)
         grid = [[0] * 24 for _ in range(7)]
         timed = untimed = 0
         untimed_suppliers = set()
@@ -648,6 +706,7 @@ class AreaValues:
         raise ValueError(f"unknown measure {measure!r}")
 
 
+@_for_user
 def area_values(engine: Engine, state: FilterState, level: str, user=None) -> AreaValues:
     """Counts per area at ``level`` for the choropleth: current and previous period, sizes and residents.
 
@@ -666,7 +725,7 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
         rows = _rows(engine, f"""
             SELECT {plan.area(level)}, {plan.count} FILTER (WHERE {filters['current']}),
                    {plan.count} FILTER (WHERE {filters['previous']})
-            FROM {plan.source} {plan.where()} GROUP BY 1""", plan.params)
+            FROM {plan.relation} {plan.where()} GROUP BY 1""", plan.params)
         current = {code: int(n) for code, n, _ in rows if code and n}
         previous = {code: int(p) for code, _, p in rows if code and p}
         return AreaValues(level, current, previous, sizes, population_by_area(engine, level))
@@ -685,6 +744,7 @@ class AreaRow:
     per_1000: float | None
 
 
+@_for_user
 def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AREAS_LIMIT) -> list[AreaRow]:
     """The busiest areas one level below the selection (boroughs; a borough's MSOAs; an MSOA's LSOAs)."""
     state = _scoped(engine, state, user)
@@ -699,7 +759,7 @@ def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AR
         rows = _rows(engine, f"""
             SELECT {plan.area(level)}, coalesce({plan.count} FILTER (WHERE {filters['current']}), 0) AS now,
                    coalesce({plan.count} FILTER (WHERE {filters['previous']}), 0)
-            FROM {plan.source} {plan.where(f"{plan.area(level)} <> ''")}
+            FROM {plan.relation} {plan.where(f"{plan.area(level)} <> ''")}
             GROUP BY 1 ORDER BY now DESC, 1 LIMIT :limit""", dict(plan.params, limit=limit))
         info = areas(engine)
         population = population_by_area(engine, level)
@@ -718,6 +778,7 @@ def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AR
 
 # ---- map layers: density cells and point clusters --------------------------------------------------------
 
+@_for_user
 def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, float, float, float],
                   cell_m: int, user=None) -> list[tuple[float, float, float, float, int]]:
     """Counts on ``cell_m`` British National Grid cells (a multiple of 250 m) overlapping a Web Mercator box
@@ -750,7 +811,7 @@ def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, fl
                 FROM (SELECT ST_Transform(ST_MakeEnvelope(:xmin, :ymin, :xmax, :ymax, 3857), 27700) AS env) e
             ), cells AS (
                 SELECT {x} * {cell_m} AS west, {y} * {cell_m} AS south, {plan.count} AS n
-                FROM {plan.source} {plan.where(inside)} GROUP BY 1, 2
+                FROM {plan.relation} {plan.where(inside)} GROUP BY 1, 2
             )
             SELECT ST_XMin(m), ST_YMin(m), ST_XMax(m), ST_YMax(m), n FROM (
                 SELECT ST_Transform(ST_MakeEnvelope(west, south, west + {cell_m}, south + {cell_m}, 27700), 3857)
@@ -765,6 +826,7 @@ def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, fl
 LONDON_BBOX_3857 = (-70000.0, 6650000.0, 45000.0, 6760000.0)
 
 
+@_for_user
 def density_scale(engine: Engine, state: FilterState, cell_m: int, user=None) -> int:
     """The 98th percentile of non-empty cell counts over all of London: one colour scale for every tile."""
     state = _scoped(engine, state, user)
@@ -774,6 +836,7 @@ def density_scale(engine: Engine, state: FilterState, cell_m: int, user=None) ->
     return _cached(engine, "density_scale", _key(state, cell_m), compute)
 
 
+@_for_user
 def point_clusters(engine: Engine, state: FilterState, bbox_wgs84: tuple[float, float, float, float],
                    zoom: float, user=None) -> dict:
     """Incident points in the map's view as a GeoJSON FeatureCollection, clustered on the server into a
@@ -809,14 +872,16 @@ def point_clusters(engine: Engine, state: FilterState, bbox_wgs84: tuple[float, 
 
 # ---- the first page's helpers, kept for the CLI and tests -------------------------------------------------
 
-def borough_counts(engine: Engine, state: FilterState) -> dict[str, int]:
+@_for_user
+def borough_counts(engine: Engine, state: FilterState, user=None) -> dict[str, int]:
     """Incidents per borough in the current period (the selection is not applied)."""
-    return area_values(engine, state, "borough").current
+    return area_values(engine, state, "borough", user).current
 
 
-def monthly_counts(engine: Engine, state: FilterState) -> list[tuple[date, int]]:
+@_for_user
+def monthly_counts(engine: Engine, state: FilterState, user=None) -> list[tuple[date, int]]:
     """(first day of month, incidents) over the whole span under the state's non-date filters."""
-    series = monthly_series(engine, state)
+    series = monthly_series(engine, state, user)
     return [(m, sum(g[i] for g in series.groups.values())) for i, m in enumerate(series.months)]
 
 
@@ -838,6 +903,7 @@ def study_area_cells(engine: Engine, cell_m: int, region: str = "london") -> tup
     return _cached(engine, "study_area", (cell_m, region), compute, versioned=False)
 
 
+@_for_user
 def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period | None = None,
                 user=None) -> dict[tuple[int, int], int]:
     """Incidents per grid cell index (x // cell_m, y // cell_m) under the state's filters in ``period``
@@ -860,7 +926,7 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
         else:
             plan = _plan(engine, state, period, {"point"})
             x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
-        rows = _rows(engine, f"SELECT {x}, {y}, {plan.count} FROM {plan.source} "
+        rows = _rows(engine, f"SELECT {x}, {y}, {plan.count} FROM {plan.relation} "
                              f"{plan.where('geom IS NOT NULL' if plan.source == 'incidents' else '')} GROUP BY 1, 2",
                      plan.params)
         return {(int(i), int(j)): int(n) for i, j, n in rows}
@@ -877,6 +943,7 @@ class HotspotLayer:
     geojson: dict  # significant cells only, WGS84 squares with z, count and class
 
 
+@_for_user
 def hotspot_layer(engine: Engine, state: FilterState, cell_m: int = 500, band_m: float | None = None,
                   fdr: bool = False, user=None) -> HotspotLayer:
     """Getis-Ord Gi* on the study area's grid cells for the filtered selection in the current period; the

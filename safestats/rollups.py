@@ -13,11 +13,16 @@ and every refresh is recorded in ``rollup_refreshes`` (view, family, year, start
 trigger and the drops that caused it). The newest refresh id is the data version: the query layer keys its
 panel cache on it, so a web worker never serves numbers from before a load it has not seen.
 ``safestats views status|refresh|explain`` and the admin views page sit on top of this module.
+
+The rollups are never granted to the web role: it reads each through ``<rollup>_visible``, a
+security-barrier view generated for every rollup in ``ROLLUPS`` from one template (``visible_view_sql``,
+``db/sql/rollup_visible_view.sql``) that keeps only what the current user's tier may see.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, Iterable
 
 import psycopg2
@@ -32,6 +37,9 @@ class Rollup:
     name: str                 # the UNION ALL view the query layer reads; years are <name>_y<YYYY>
     reads: tuple[str, ...]    # 'incidents', 'h3_points' or earlier rollups (the same year's view)
     dimensions: tuple[str, ...]
+    # The finest area level it breaks data down to: a tier whose TierPolicy.min_area_level is coarser gets no
+    # rows from its visible view (grid squares and hexagons count as finer than borough).
+    finest_area_level: str = "lsoa"
 
 
 # Refresh order: a rollup comes after everything it reads.
@@ -39,11 +47,11 @@ ROLLUPS = (
     Rollup("rollup_area_month", ("incidents",),
            ("month", "supplier", "category_id", "theme_mask", "lsoa_code", "msoa_code", "borough_code")),
     Rollup("rollup_msoa_month", ("rollup_area_month",),
-           ("month", "supplier", "category_id", "theme_mask", "msoa_code", "borough_code")),
+           ("month", "supplier", "category_id", "theme_mask", "msoa_code", "borough_code"), "msoa"),
     Rollup("rollup_borough_month", ("rollup_msoa_month",),
-           ("month", "supplier", "category_id", "theme_mask", "borough_code")),
+           ("month", "supplier", "category_id", "theme_mask", "borough_code"), "borough"),
     Rollup("rollup_borough_day_hour", ("incidents",),
-           ("day", "hour", "isodow", "supplier", "category_id", "theme_mask", "borough_code")),
+           ("day", "hour", "isodow", "supplier", "category_id", "theme_mask", "borough_code"), "borough"),
     Rollup("rollup_grid_month", ("incidents",),
            ("month", "supplier", "category_id", "theme_mask", "borough_code", "cell_x", "cell_y")),
     Rollup("rollup_grid500_month", ("rollup_grid_month",),
@@ -55,6 +63,51 @@ ROLLUP_VIEWS = tuple(r.name for r in ROLLUPS)
 DEPENDS_ON = {r.name: r.reads for r in ROLLUPS}
 # Every rollup counts incidents in a column of that name.
 COUNT_COLUMN = "incidents"
+
+
+def visible_view(view: str) -> str:
+    """The name of the security-barrier view through which the web role reads the rollup ``view``."""
+    return f"{view}_visible"
+
+
+def visible_view_sql(view: str) -> str:
+    """CREATE VIEW (and GRANT) of ``view``'s visible view, from ``db/sql/rollup_visible_view.sql``. Migrations
+    that create a rollup run this for it; the catalog tests fail for a rollup without one."""
+    from db import read_sql
+
+    rollup = next((r for r in ROLLUPS if r.name == view), None)
+    if rollup is None:
+        raise ValueError(f"unknown rollup {view!r} (known: {', '.join(ROLLUP_VIEWS)})")
+    return read_sql("rollup_visible_view.sql").format(view=view, finest_level=rollup.finest_area_level)
+
+
+def drop_web_doors(bind) -> None:
+    """Drop the views the web role reads the rollups through (before the UNION ALL views are dropped)."""
+    bind.exec_driver_sql("DROP VIEW IF EXISTS incident_months_span")
+    for view in ROLLUP_VIEWS:
+        bind.exec_driver_sql(f"DROP VIEW IF EXISTS {visible_view(view)}")
+
+
+def create_web_doors(bind) -> None:
+    """Create the web role's security-barrier view of every rollup, and the span of months with data."""
+    from db import read_sql
+
+    for view in ROLLUP_VIEWS:
+        bind.exec_driver_sql(visible_view_sql(view))
+    bind.exec_driver_sql(read_sql("incident_months_span.sql"))
+
+
+def recreate_rollups(bind) -> None:
+    """Build every rollup again after a migration changed what one reads (``rollup_families``): the web role's
+    doors to them are dropped first and made again after; the H3 points are filled before. Migration use."""
+    doors = bind.exec_driver_sql("SELECT to_regclass('incident_months_span')").scalar() is not None
+    if doors:
+        drop_web_doors(bind)
+    with bind.connection.cursor() as cur:  # the migration's own transaction
+        fill_h3_points(cur)
+    bind.exec_driver_sql("SELECT safestats_recreate_rollups()")
+    if doors:
+        create_web_doors(bind)
 
 
 def dependants_of(names: Iterable[str]) -> tuple[str, ...]:
@@ -346,22 +399,29 @@ def views_status(url: str) -> list[dict]:
 PANELS = ("headline", "timeseries", "categories", "hour_day", "top_areas", "map", "hotspots")
 
 
-def explain_panel(url: str, panel: str, query_string: str = "", analyze: bool = True) -> list[str]:
-    """The query plans a dashboard panel runs for a filter state (its SQL captured from the query layer)."""
+# `safestats views explain` is an operator's tool run with the owner's credentials: it explains a panel as an
+# admin would see it (every supplier, every borough).
+OPERATOR = SimpleNamespace(id=None, tier="admin", is_authenticated=True, is_active=True)
+
+
+def explain_panel(url: str, panel: str, query_string: str = "", analyze: bool = True, user=OPERATOR) -> list[str]:
+    """The query plans a dashboard panel runs for a filter state (its SQL captured from the query layer), as
+    ``user`` sees it."""
     from sqlalchemy import text
 
     from db import get_engine
     from safestats import queries
+    from safestats.db_scope import acting_as
     from safestats.filters import FilterState
 
     panels = {
-        "headline": lambda e, s: queries.headline(e, s),
-        "timeseries": lambda e, s: queries.monthly_series(e, s),
-        "categories": lambda e, s: queries.category_counts(e, s),
-        "hour_day": lambda e, s: queries.hour_day_grid(e, s),
-        "top_areas": lambda e, s: queries.top_areas(e, s),
-        "map": lambda e, s: queries.area_values(e, s, s.map_level or "borough"),
-        "hotspots": lambda e, s: queries.hotspot_layer(e, s),
+        "headline": queries.headline,
+        "timeseries": queries.monthly_series,
+        "categories": queries.category_counts,
+        "hour_day": queries.hour_day_grid,
+        "top_areas": queries.top_areas,
+        "map": lambda e, s, user: queries.area_values(e, s, s.map_level or "borough", user),
+        "hotspots": queries.hotspot_layer,
     }
     if panel not in panels:
         raise ValueError(f"unknown panel {panel!r} (known: {', '.join(panels)})")
@@ -370,12 +430,11 @@ def explain_panel(url: str, panel: str, query_string: str = "", analyze: bool = 
     queries.clear_caches()
     queries.data_span(engine), queries.taxonomy(engine), queries.areas(engine)  # reference data, not the panel
     with queries.capture_sql() as statements:
-        panels[panel](engine, state)
+        panels[panel](engine, state, user=user)
     plans = []
-    with engine.connect() as conn:
+    with acting_as(user), engine.connect() as conn:
         for sql, params in statements:
             explain = "EXPLAIN (ANALYZE, BUFFERS)" if analyze else "EXPLAIN"
             rows = conn.execute(text(f"{explain} {sql}"), params).all()
             plans.append(sql.strip() + "\n" + "\n".join(r[0] for r in rows))
     return plans
-

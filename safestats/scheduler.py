@@ -1,7 +1,8 @@
 """``safestats scheduler``: the separate process that loads suppliers' drops from their incoming folders.
 
-It runs APScheduler 3 (a BlockingScheduler: this process does nothing else) with one interval job, the scan
-of every supplier's incoming folder (``safestats.ingest.scan_incoming``). The job is persisted in PostgreSQL
+It runs APScheduler 3 (a BlockingScheduler: this process does nothing else) with two jobs: the scan of
+every supplier's incoming folder (``safestats.ingest.scan_incoming``) at an interval, and the daily
+retention run (``safestats.retention.run_retention``: old records folded into the aggregates, then removed). The job is persisted in PostgreSQL
 (SQLAlchemyJobStore on the app's database, table ``apscheduler_jobs`` made by migration 0007), with
 ``coalesce=True`` (runs missed while the process was down or busy collapse into one), ``max_instances=1``
 (a slow scan is never overlapped by the next) and an explicit ``misfire_grace_time``. It must never run
@@ -27,6 +28,8 @@ from safestats.ingest import DEFAULT_SETTLE_SECONDS, scan_incoming
 log = logging.getLogger("safestats.scheduler")
 
 JOB_ID = "safestats-scan-incoming"
+RETENTION_JOB_ID = "safestats-retention"
+RETENTION_HOUR_UTC = 3  # nightly, when nobody is loading or looking
 DEFAULT_INTERVAL_SECONDS = 60
 # A scan that could not start on time (the process was busy or asleep) still runs if it is at most this
 # late; later than that it is dropped, and the next interval's scan picks up the same files anyway.
@@ -49,6 +52,16 @@ def scan_incoming_job() -> int:
     return sum(1 for o in outcomes if o.status == "loaded")
 
 
+def retention_job() -> int:
+    """The scheduled retention run (referenced by name in the job store); returns how many records it removed."""
+    if "url" not in _context:
+        raise RuntimeError("the scheduler's job context is not set; run it through `safestats scheduler`")
+    from safestats.retention import run_retention
+
+    runs = run_retention(_context["url"], trigger="scheduled", log=log.info)
+    return sum(r.records_deleted for r in runs)
+
+
 def build_scheduler(url: str, interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
                     misfire_grace_seconds: int = DEFAULT_MISFIRE_GRACE_SECONDS,
                     scheduler_class: type[BaseScheduler] = BlockingScheduler) -> BaseScheduler:
@@ -66,6 +79,9 @@ def build_scheduler(url: str, interval_seconds: float = DEFAULT_INTERVAL_SECONDS
     scheduler.add_job("safestats.scheduler:scan_incoming_job", trigger="interval", seconds=interval_seconds,
                       id=JOB_ID, name="scan suppliers' incoming folders", replace_existing=True,
                       next_run_time=datetime.now(timezone.utc), **job_defaults)
+    scheduler.add_job("safestats.scheduler:retention_job", trigger="cron", hour=RETENTION_HOUR_UTC, minute=0,
+                      id=RETENTION_JOB_ID, name="fold and remove records past their retention period",
+                      replace_existing=True, **job_defaults)
     return scheduler
 
 

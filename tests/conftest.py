@@ -79,7 +79,9 @@ def areas_loaded(db_url) -> str:
     return db_url
 
 
-DATA_TABLES = ("incidents", "quarantine", "drops")
+# retained_*: counts retention folded out of incidents (the rollups add them); retention_runs: its record.
+DATA_TABLES = ("incidents", "quarantine", "drops", "retained_area_month", "retained_borough_day_hour",
+               "retained_grid_month", "retention_runs")
 
 
 def truncate_data(url: str) -> None:

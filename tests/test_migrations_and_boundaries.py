@@ -14,7 +14,9 @@ from tests.conftest import TEST_DB_NAME, make_database, query
 
 TABLES = {"access_levels", "areas", "domains", "categories", "suppliers", "supplier_category_map", "drops",
           "quarantine", "incidents", "users", "area_population", "rollup_refreshes",
-          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history", "rollup_families", "h3_points"}
+          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history", "rollup_families", "h3_points",
+          "access_tiers", "user_boroughs", "retained_area_month", "retained_borough_day_hour",
+          "retained_grid_month", "retained_h3_month", "retention_runs"}
 
 
 def public_tables(url):

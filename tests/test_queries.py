@@ -11,17 +11,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
+from types import SimpleNamespace
 
 import psycopg2
 import pytest
 
-from db import get_engine, libpq_dsn
+from db import get_web_engine, libpq_dsn
 from loaders.pipeline import load_paths
 from safestats import queries
 from safestats.filters import FilterState
 from tests.conftest import query, refresh_after_seeding, truncate_data
 
 CAMDEN, WESTMINSTER, CROYDON, CITY = "E09000007", "E09000033", "E09000008", "E09000001"
+# The query layer answers a user; this one sees every police record in every borough (not health data).
+# The tests read through the web role, as the app does, so row-level security is part of every answer.
+ANALYST = SimpleNamespace(id=None, tier="partner_analyst", is_authenticated=True, is_active=True)
 
 # (borough code or None, occurred_at as an instant). Months below are London months.
 SEED = (
@@ -62,42 +66,42 @@ def seeded(clean_data) -> str:
 # --- the small seed: London months, default period, change -----------------------------------------
 
 def test_months_are_london_months_and_continuous(seeded):
-    engine = get_engine(seeded)
-    counts = dict(queries.monthly_counts(engine, FilterState()))
+    engine = get_web_engine(seeded)
+    counts = dict(queries.monthly_counts(engine, FilterState(), user=ANALYST))
     assert counts[date(2024, 4, 1)] == 25 + 1 and counts[date(2024, 3, 1)] == 1
     assert counts[date(2023, 12, 1)] == 1 and counts[date(2024, 7, 1)] == 1
     assert list(counts) == [date(2023, 12, 1)] + [date(2024, m, 1) for m in range(1, 8)]
-    camden = dict(queries.monthly_counts(engine, FilterState(borough_code=CAMDEN)))
+    camden = dict(queries.monthly_counts(engine, FilterState(borough_code=CAMDEN), user=ANALYST))
     assert camden[date(2024, 2, 1)] == 0, "a quiet month is a 0, not a gap"
     assert sum(camden.values()) == 5
 
 
 def test_default_period_is_the_latest_12_months_of_data_and_change_is_against_the_one_before(seeded):
-    engine = get_engine(seeded)
-    head = queries.headline(engine, FilterState())
+    engine = get_web_engine(seeded)
+    head = queries.headline(engine, FilterState(), user=ANALYST)
     assert (head.period.start, head.period.end) == (date(2023, 12, 1), date(2024, 7, 31))  # all the data (<12 m)
     assert head.total == len(SEED)
     spring = FilterState(date_from=date(2024, 3, 1), date_to=date(2024, 4, 30))
-    head = queries.headline(engine, spring)
+    head = queries.headline(engine, spring, user=ANALYST)
     assert head.total == 1 + 26 and head.previous == 22 + 15 + 1  # Jan-Feb 2024 (one Feb row has no borough)
     assert head.year_earlier == 0
     # A day-level range in London time: 1 April 00:30 BST is in, 31 March 23:30 BST is out.
     april_first = FilterState(date_from=date(2024, 4, 1), date_to=date(2024, 4, 1))
-    assert queries.headline(engine, april_first).total == 1 + 1
-    assert queries.borough_counts(engine, april_first) == {WESTMINSTER: 1, CAMDEN: 1}
+    assert queries.headline(engine, april_first, user=ANALYST).total == 1 + 1
+    assert queries.borough_counts(engine, april_first, user=ANALYST) == {WESTMINSTER: 1, CAMDEN: 1}
 
 
 def test_no_incidents_means_empty_answers(clean_data):
-    engine = get_engine(clean_data)
-    assert queries.headline(engine, FilterState()).period is None
-    assert queries.monthly_counts(engine, FilterState()) == []
-    assert queries.category_counts(engine, FilterState()) == []
-    assert queries.top_areas(engine, FilterState()) == []
+    engine = get_web_engine(clean_data)
+    assert queries.headline(engine, FilterState(), user=ANALYST).period is None
+    assert queries.monthly_counts(engine, FilterState(), user=ANALYST) == []
+    assert queries.category_counts(engine, FilterState(), user=ANALYST) == []
+    assert queries.top_areas(engine, FilterState(), ANALYST) == []
 
 
 def test_boundaries_are_the_london_areas_in_wgs84_simplified(areas_loaded):
     queries.clear_caches()
-    engine = get_engine(areas_loaded)
+    engine = get_web_engine(areas_loaded)
     for level, expected_count in (("borough", 33), ("msoa", None), ("lsoa", 4835)):
         features = queries.boundaries_geojson(engine, level)["features"]
         (n,) = query(areas_loaded, "SELECT count(*) FROM areas WHERE level = %s AND region = 'london'", (level,))[0]
@@ -177,13 +181,13 @@ def _sql_conditions(state: FilterState, period: queries.Period | None, spatial: 
 
 @pytest.mark.shared_data
 def test_every_panel_equals_direct_sql_on_the_real_files(police):
-    engine = get_engine(police)
+    engine = get_web_engine(police)
     total_checked = 0
     for name, state in _states(police).items():
         period = queries.current_period(engine, state)
         where, params = _sql_conditions(state, period)
 
-        head = queries.headline(engine, state)
+        head = queries.headline(engine, state, user=ANALYST)
         (expected,) = query(police, f"SELECT count(*) FROM incidents WHERE {where}", params)[0]
         assert head.total == expected, name
         prev_where, prev_params = _sql_conditions(state, period.previous())
@@ -194,10 +198,10 @@ def test_every_panel_equals_direct_sql_on_the_real_files(police):
         cat_where, cat_params = _sql_conditions(state, period, categories=False)
         direct = dict(query(police, f"SELECT category_id, count(*) FROM incidents WHERE {cat_where} GROUP BY 1",
                             cat_params))
-        assert {c.category_id: c.incidents for c in queries.category_counts(engine, state)} == direct, name
+        assert {c.category_id: c.incidents for c in queries.category_counts(engine, state, user=ANALYST)} == direct, name
 
         # The grid shows every hour (its own filter is not applied); police.uk has no times at all.
-        grid = queries.hour_day_grid(engine, state)
+        grid = queries.hour_day_grid(engine, state, user=ANALYST)
         any_hour_where, any_hour_params = _sql_conditions(replace(state, hours=None), period)
         (any_hour,) = query(police, f"SELECT count(*) FROM incidents WHERE {any_hour_where}", any_hour_params)[0]
         assert grid.timed == 0 and grid.untimed == any_hour, name
@@ -205,18 +209,18 @@ def test_every_panel_equals_direct_sql_on_the_real_files(police):
         series_where, series_params = _sql_conditions(state, None)
         direct_months = dict(query(police, f"""SELECT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date,
                                                count(*) FROM incidents WHERE {series_where} GROUP BY 1""", series_params))
-        got_months = {m: n for m, n in queries.monthly_counts(engine, state) if n}
+        got_months = {m: n for m, n in queries.monthly_counts(engine, state, user=ANALYST) if n}
         assert got_months == direct_months, name
 
         map_where, map_params = _sql_conditions(state, period, spatial=False)
         for level in ("borough", "msoa", "lsoa"):
             direct_areas = dict(query(police, f"SELECT {level}_code, count(*) FROM incidents WHERE {map_where} "
                                               f"AND {level}_code IS NOT NULL GROUP BY 1", map_params))
-            assert queries.area_values(engine, state, level).current == direct_areas, (name, level)
+            assert queries.area_values(engine, state, level, ANALYST).current == direct_areas, (name, level)
 
         selected = state.selected_area
         child = {None: "borough", "borough": "msoa", "msoa": "lsoa", "lsoa": "lsoa"}[selected and selected[0]]
-        top = queries.top_areas(engine, state, limit=5)
+        top = queries.top_areas(engine, state, ANALYST, limit=5)
         direct_top = query(police, f"SELECT {child}_code, count(*) FROM incidents WHERE {where} AND {child}_code "
                                    f"IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5", params)
         assert [(r.code, r.incidents) for r in top] == [(c, n) for c, n in direct_top], name
@@ -225,9 +229,9 @@ def test_every_panel_equals_direct_sql_on_the_real_files(police):
 
 @pytest.mark.shared_data
 def test_the_planner_uses_each_source(police):
-    engine = get_engine(police)
+    engine = get_web_engine(police)
     states = _states(police)
-    sources = {name: queries.headline(engine, state).source for name, state in states.items()}
+    sources = {name: queries.headline(engine, state, user=ANALYST).source for name, state in states.items()}
     assert sources["default"] == "rollup_borough_month"
     assert sources["MSOA"] == "rollup_area_month"
     assert sources["day range"] == "rollup_borough_day_hour"
@@ -236,9 +240,9 @@ def test_the_planner_uses_each_source(police):
 
 @pytest.mark.shared_data
 def test_density_cells_equal_a_direct_grid_count(police):
-    engine = get_engine(police)
+    engine = get_web_engine(police)
     state = FilterState(date_from=date(2023, 1, 1), date_to=date(2023, 5, 31))
-    cells = queries.density_cells(engine, state, queries.LONDON_BBOX_3857, 500)
+    cells = queries.density_cells(engine, state, queries.LONDON_BBOX_3857, 500, ANALYST)
     assert sum(n for *_, n in cells) == query(police, """
         SELECT count(*) FROM incidents WHERE geom IS NOT NULL
           AND (occurred_at AT TIME ZONE 'Europe/London')::date BETWEEN '2023-01-01' AND '2023-05-31'""")[0][0]
@@ -254,22 +258,22 @@ def test_density_cells_equal_a_direct_grid_count(police):
 
 @pytest.mark.shared_data
 def test_point_clusters_are_bounded_and_add_up(police):
-    engine = get_engine(police)
+    engine = get_web_engine(police)
     state = FilterState(borough_code=CITY, date_from=date(2023, 1, 1), date_to=date(2023, 1, 31))
     box = (-0.115, 51.505, -0.07, 51.525)
-    clusters = queries.point_clusters(engine, state.without_spatial_selection(), box, 15)
+    clusters = queries.point_clusters(engine, state.without_spatial_selection(), box, 15, ANALYST)
     (expected,) = query(police, """SELECT count(*) FROM incidents WHERE geom && ST_Transform(
         ST_MakeEnvelope(-0.115, 51.505, -0.07, 51.525, 4326), 27700)
         AND (occurred_at AT TIME ZONE 'Europe/London')::date BETWEEN '2023-01-01' AND '2023-01-31'""")[0]
     assert sum(f["properties"]["count"] for f in clusters["features"]) == expected > 0
     assert len(clusters["features"]) <= queries.MAX_POINT_FEATURES and not clusters["truncated"]
-    coarse = queries.point_clusters(engine, state.without_spatial_selection(), box, 11)
+    coarse = queries.point_clusters(engine, state.without_spatial_selection(), box, 11, ANALYST)
     assert len(coarse["features"]) < len(clusters["features"]), "lower zoom, bigger clusters"
 
 
 @pytest.mark.shared_data
 def test_check_state_refuses_codes_that_do_not_exist(police):
-    engine = get_engine(police)
+    engine = get_web_engine(police)
     lsoa, msoa = _lsoa_in(police, CITY)
     queries.check_state(engine, FilterState(borough_code=CITY, msoa_code=msoa, lsoa_code=lsoa))
     for bad in (FilterState(borough_code="E09999999"), FilterState(suppliers=("no_such_supplier",)),
@@ -285,9 +289,9 @@ def test_hotspot_layer_is_esda_gi_star_on_directly_counted_cells(police):
     import esda
     from libpysal.weights import DistanceBand
 
-    engine = get_engine(police)
+    engine = get_web_engine(police)
     state = FilterState(date_from=date(2023, 1, 1), date_to=date(2023, 5, 31))
-    layer = queries.hotspot_layer(engine, state, cell_m=500)
+    layer = queries.hotspot_layer(engine, state, cell_m=500, user=ANALYST)
     xs, ys = queries.study_area_cells(engine, 500)
     direct = dict(((int(i), int(j)), int(n)) for i, j, n in query(police, """
         SELECT floor(ST_X(geom) / 500), floor(ST_Y(geom) / 500), count(*) FROM incidents
@@ -319,7 +323,7 @@ def test_health_data_reaches_only_istv_analysts_and_admins_and_the_cache_never_l
                         [("2024-01-05 22:00+00", WESTMINSTER)] * 3)
     conn.close()
     refresh_after_seeding(clean_data)
-    engine = get_engine(clean_data)
+    engine = get_web_engine(clean_data)
     state = FilterState(date_from=date(2024, 1, 1), date_to=date(2024, 1, 31))
 
     def user(tier):
@@ -331,7 +335,7 @@ def test_health_data_reaches_only_istv_analysts_and_admins_and_the_cache_never_l
         assert queries.headline(engine, state, user(tier)).total == 5, tier
         assert 70 not in {c.category_id for c in queries.category_counts(engine, state, user(tier))}
         assert queries.area_values(engine, state, "borough", user(tier)).current[WESTMINSTER] == 5
-    assert queries.headline(engine, state, None).total == 5, "no user: the most restrictive answer"
+    assert queries.headline(engine, state, None).total == 0, "no user: nothing at all (no settings, no rows)"
     # Asking for the health supplier by name gives nothing rather than everything.
     only_las = FilterState(suppliers=("las",), date_from=date(2024, 1, 1), date_to=date(2024, 1, 31))
     assert queries.headline(engine, only_las, user("viewer")).total == 0

@@ -81,8 +81,8 @@ def test_a_dropped_file_is_loaded_within_one_interval(clean_data, shared_data, t
     background.start()
     try:
         # The job is persisted in PostgreSQL with the settings the brief asks for.
-        [(job_id,)] = query(url, "SELECT id FROM apscheduler_jobs")
-        assert job_id == scheduler.JOB_ID
+        job_ids = {r[0] for r in query(url, "SELECT id FROM apscheduler_jobs")}
+        assert job_ids == {scheduler.JOB_ID, scheduler.RETENTION_JOB_ID}
         job = background.get_job(scheduler.JOB_ID)
         assert job.coalesce is True and job.max_instances == 1 and job.misfire_grace_time == 30
 
@@ -131,8 +131,10 @@ def test_three_scheduler_processes_load_each_file_exactly_once(clean_data, share
         [*FILES, *(name + ".reason.txt" for name in FILES)])
     assert list((folder / "rejected").iterdir()) == []
     assert [p.name for p in folder.iterdir() if p.is_file()] == []
-    # The job store holds one job, whatever the number of schedulers that shared it.
-    assert query(url, "SELECT id FROM apscheduler_jobs") == [(scheduler.JOB_ID,)]
+    # The job store holds each job once (the scan and the nightly retention), whatever the number of schedulers
+    # that shared it.
+    assert query(url, "SELECT id FROM apscheduler_jobs ORDER BY id") == [(scheduler.RETENTION_JOB_ID,),
+                                                                       (scheduler.JOB_ID,)]
 
 
 def test_three_threads_racing_on_the_same_files_load_each_once(clean_data, shared_data, tmp_path):

@@ -72,6 +72,8 @@ def _stored_state(stored) -> FilterState:
 
 
 def _error_reference(exc: Exception, what: str) -> str:
+    if isinstance(exc, queries.AccessRefused):
+        return str(exc)  # what the user's tier does not allow, and what to do instead
     ref = uuid.uuid4().hex[:8]
     log.error("panel %s failed (ref %s) for user %s", what, ref, current_user.get_id(), exc_info=exc)
     return f"This panel could not be loaded (reference {ref}; the error has been logged)."

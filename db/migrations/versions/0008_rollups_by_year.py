@@ -29,6 +29,7 @@ def upgrade() -> None:
     for view in reversed(V1_VIEWS):
         op.execute(f"DROP MATERIALIZED VIEW IF EXISTS {view}")
     op.execute(read_sql("rollups_v2.sql"))
+    op.execute(read_sql("rollup_create_view_v1.sql"))
     from safestats.rollups import fill_h3_points
 
     with op.get_bind().connection.cursor() as cur:  # the migration's own transaction
