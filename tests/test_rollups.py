@@ -14,6 +14,7 @@ import statistics
 import threading
 import time
 from datetime import date
+from types import SimpleNamespace
 
 import psycopg2
 import pytest
@@ -27,6 +28,8 @@ from safestats.filters import FilterState
 from tests.conftest import TEST_DB_NAME, make_database, query, truncate_data
 
 YEARS = (2022, 2023)
+# The query layer answers only as a user (no user, no rows): a partner analyst sees every non-health supplier.
+ANALYST = SimpleNamespace(id=None, tier="partner_analyst", is_authenticated=True, is_active=True)
 ROWS = 30_000
 
 
@@ -55,7 +58,8 @@ def test_python_list_of_rollups_matches_the_sql(generated):
         columns = _values(generated, f"""SELECT column_name FROM information_schema.columns
                                          WHERE table_name = '{rollup.name}' ORDER BY ordinal_position""")
         assert columns == list(rollup.dimensions) + [rollups.COUNT_COLUMN]
-        assert _values(generated, f"SELECT safestats_rollup_years('{rollup.name}')") == list(YEARS)
+        # (other tests' years may have views too: partitions outlive their rows)
+        assert set(YEARS) <= set(_values(generated, f"SELECT safestats_rollup_years('{rollup.name}')"))
         # Every year's view has a unique index, so it can be refreshed CONCURRENTLY.
         for year in YEARS:
             assert query(generated, """SELECT count(*) FROM pg_indexes i JOIN pg_class c ON c.relname = i.indexname
@@ -218,7 +222,7 @@ def test_status_reports_rows_size_staleness_and_dependencies(generated):
     area = status["rollup_area_month"]
     assert area["rows"] == query(generated, "SELECT count(*) FROM rollup_area_month")[0][0] > 0
     assert area["size_bytes"] > 0 and area["refreshed_at"] is not None and area["duration_ms"] is not None
-    assert [y["year"] for y in area["years"]] == list(YEARS)
+    assert set(YEARS) <= {y["year"] for y in area["years"]}  # other tests' years may have views too
     assert status["rollup_borough_month"]["depends_on"] == ("rollup_msoa_month",)
     assert not any(v["stale"] for v in status.values())
 
@@ -233,7 +237,7 @@ def test_dashboard_query_never_waits_on_a_concurrent_refresh(generated):
     def panel_once() -> float:
         queries.clear_caches()
         started = time.perf_counter()
-        values = queries.area_values(engine, state, "lsoa")
+        values = queries.area_values(engine, state, "lsoa", user=ANALYST)
         assert sum(values.current.values()) > 0
         return time.perf_counter() - started
 
