@@ -3,9 +3,9 @@
 Plain server-rendered Flask pages (outside the Dash app, styled with the same Bootstrap CSS as the login
 page): ``/admin/data-status`` lists every supplier, ``/admin/data-status/<supplier>`` shows one with its
 recent drops, and ``/admin/data-status/<supplier>/drops/<id>/quarantine.csv`` downloads a drop's
-quarantined rows with their reasons. Admins only: the login guard in ``dashapp.create_app`` sends anonymous
-visitors to the login page, and every route here checks the tier itself (403 for any other tier). The
-numbers come from ``safestats.supplier_status``.
+quarantined rows with their reasons. Admins only: every route is declared ``guard.ADMIN`` (anonymous visitors
+are sent to the login page, any other tier gets 403, and each view is audited; the quarantine CSV as an
+export). The numbers come from ``safestats.supplier_status``.
 """
 from __future__ import annotations
 
@@ -14,24 +14,14 @@ import io
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, current_app, render_template_string, stream_with_context
-from flask_login import current_user
-
+from dashapp import guard
 from safestats.supplier_status import (LOCATION_LEVELS, LocationQuality, location_quality, recent_drops,
                                        supplier_status, supplier_statuses)
 
 bp = Blueprint("admin_status", __name__, url_prefix="/admin/data-status")
-ADMIN_TIER = "admin"
 LONDON = ZoneInfo("Europe/London")
 # Spreadsheet programs run a cell that starts with one of these as a formula; raw supplier lines are data.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def require_admin() -> None:
-    """Every route calls this first: the login guard only knows "logged in", not the tier."""
-    if not current_user.is_authenticated:
-        abort(401)
-    if getattr(current_user, "tier", None) != ADMIN_TIER:
-        abort(403)
 
 
 def _engine():
@@ -165,14 +155,14 @@ def _render(title: str, body_template: str, **context):
 
 
 @bp.get("", endpoint="index")
+@guard.endpoint(guard.ADMIN)
 def index():
-    require_admin()
     return _render("Data status", INDEX, statuses=supplier_statuses(_engine()), status=None)
 
 
 @bp.get("/<supplier>", endpoint="supplier")
+@guard.endpoint(guard.ADMIN)
 def supplier(supplier: str):
-    require_admin()
     status = supplier_status(_engine(), supplier)
     if status is None:
         abort(404)
@@ -189,8 +179,8 @@ def _cell(value) -> str:
 
 
 @bp.get("/<supplier>/drops/<int:drop_id>/quarantine.csv", endpoint="quarantine_csv")
+@guard.endpoint(guard.ADMIN, exported=True)
 def quarantine_csv(supplier: str, drop_id: int):
-    require_admin()
     from safestats.supplier_status import drop_outcome, quarantine_rows
 
     if drop_outcome(_engine(), supplier, drop_id, sample_lines=0, top_reasons=0) is None:
