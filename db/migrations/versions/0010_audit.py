@@ -27,6 +27,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The role stays: it may be the web role another migration made, and roles are cluster-wide.
-    op.execute("DROP TABLE IF EXISTS audit_log")
+    op.execute("DROP FUNCTION IF EXISTS audit_row_text(audit_log)")  # before the table: it takes its row type
+    op.execute("DROP TABLE IF EXISTS audit_log")   # its triggers go with it
     op.execute("DROP FUNCTION IF EXISTS audit_log_chain()")
     op.execute("DROP FUNCTION IF EXISTS audit_log_refuse_change()")
