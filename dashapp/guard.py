@@ -240,6 +240,8 @@ def install(server) -> None:
                 _write(rule, "endpoint", policy, False, "denied", request.query_string.decode("ascii", "replace"),
                        None, False)
             abort(403)
+        if request.endpoint == "/_dash-update-component":
+            _refuse_unregistered_callback(server, policy)
         g.safestats_audit_note = _Note(state=request.query_string.decode("ascii", "replace") or None,
                                        exported=rule.exported)
         return None
@@ -255,6 +257,17 @@ def install(server) -> None:
                "ok" if allowed else f"http {response.status_code}", done.state,
                done.rows if allowed else 0, done.exported and allowed)
         return response
+
+
+def _refuse_unregistered_callback(server, policy: TierPolicy) -> None:
+    """A callback added with ``app.callback`` (not ``guard.callback``) has no check of its own: never run it."""
+    body = request.get_json(silent=True)
+    output = body.get("output") if isinstance(body, dict) else None
+    dash_app = server.extensions.get("safestats_dash")
+    if dash_app is None or output not in callback_rules(dash_app):
+        _write(Rule(str(output)[:200], LOGIN), "callback", policy, False, "unregistered", None, None, False)
+        log.error("refused unregistered callback %r (register it with guard.callback)", output)
+        abort(403)
 
 
 def _login_required():
