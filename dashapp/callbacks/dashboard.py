@@ -74,6 +74,9 @@ def _stored_state(stored) -> FilterState:
 
 
 def _error_reference(exc: Exception, what: str) -> str:
+    if isinstance(exc, ValueError):  # the query layer refused this view for the user's tier: say why
+        log.warning("panel %s refused for user %s: %s", what, current_user.get_id(), exc)
+        return f"Not shown: {exc}."
     ref = uuid.uuid4().hex[:8]
     log.error("panel %s failed (ref %s) for user %s", what, ref, current_user.get_id(), exc_info=exc)
     return f"This panel could not be loaded (reference {ref}; the error has been logged)."
@@ -471,7 +474,9 @@ def register_callbacks(app: Dash) -> None:
             return [], "Top areas (could not be loaded; the error has been logged)"
         level = rows[0].level if rows else "borough"
         title = f"Top {view.LEVEL_LABELS[level]}s" + (" in the selection" if state.selected_area else "")
-        return [r.__dict__ for r in rows], title
+        # A count suppressed by disclosure control (None) is shown as "*" in the table.
+        return [dict(r.__dict__, incidents=view.count_label(r.incidents) if r.incidents is None else r.incidents)
+                for r in rows], title
 
     # view state + zoom -> choropleth (boundaries once per level, then only hideout) and legend
     @guard.callback(app, 
@@ -487,9 +492,10 @@ def register_callbacks(app: Dash) -> None:
         state = _stored_state(stored)
         engine = _engine()
         level = state.map_level or view.level_for_zoom(zoom if isinstance(zoom, (int, float)) else None)
-        measure, note = state.map_measure, None
+        measure, note, suppressed = state.map_measure, None, frozenset()
         try:
             values = queries.area_values(engine, state, level, current_user)
+            suppressed = values.suppressed
             if measure == "rate_population" and not values.population:
                 measure, note = "count", ("No population loaded: showing counts. Load an ONS mid-year "
                                           "estimate with `safestats population FILE`.")
@@ -498,7 +504,7 @@ def register_callbacks(app: Dash) -> None:
         except Exception as exc:
             shown, note = {}, _error_reference(exc, "map")
         selected = state.selected_area[1] if state.selected_area else None
-        hideout = view.area_hideout(shown, measure, state.map_breaks, selected)
+        hideout = view.area_hideout(shown, measure, state.map_breaks, selected, suppressed)
         data_out, hideout_out = [], []
         for lv, old in zip(LEVELS, hideouts):
             loaded = isinstance(old, dict) and old.get("loaded")
@@ -580,7 +586,7 @@ def register_callbacks(app: Dash) -> None:
 
 def _empty_reason(engine, state: FilterState, head) -> str | None:
     """Why a selection is empty, when it is: outside the loaded data's dates, or nothing matches."""
-    if head.total:
+    if head.total != 0:  # a count, or None: suppressed by disclosure control (1-7), so not empty
         return None
     span = queries.data_span(engine)
     if span is None:
