@@ -91,8 +91,9 @@ LOWEST_DATA_LEVEL = RECORD_LEVEL
 def data_level(user) -> int:
     """The highest supplier access level whose data ``user`` may see without disclosure control.
 
-    Health aggregates under disclosure control are not counted here: until the query layer applies the
-    disclosure rule to them, tiers with ``health == "suppressed"`` see no health data at all.
+    Health aggregates under disclosure control are not counted here. The query layer no longer asks this:
+    it reads ``aggregate_level`` and gives tiers with ``health == "suppressed"`` health aggregates under
+    ``safestats.disclosure`` (``queries.visible_suppliers``).
     """
     policy = policy_for(user)
     return HEALTH_RECORD_LEVEL if policy.health == "full" else RECORD_LEVEL
