@@ -99,7 +99,8 @@ def rule_for_endpoint(server, endpoint_name: str | None) -> Rule | None:
     rule = getattr(view, _GUARD_ATTRIBUTE, None)
     if rule is not None:
         return Rule(endpoint_name, rule.needs, rule.audit, rule.exported)
-    return DASH_ROUTES.get(endpoint_name)
+    rule = DASH_ROUTES.get(endpoint_name)
+    return Rule(endpoint_name, rule.needs, rule.audit, rule.exported) if rule else None
 
 
 def callback_rules(app) -> dict[str, Rule]:

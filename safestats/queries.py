@@ -812,8 +812,10 @@ def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, fl
     """Counts on ``cell_m`` British National Grid cells (a multiple of 250 m) overlapping a Web Mercator box
     (a map tile), in the current period under all filters, as (xmin, ymin, xmax, ymax in EPSG:3857, count).
     Read from the 250 m grid rollup; raw points only when a filter needs them (a drawn polygon, an MSOA or
-    LSOA, times of day). Health data under disclosure control has no cells finer than a borough: none."""
+    LSOA, times of day). Health data under disclosure control has no cells finer than a borough: none.
+    Grid cells are finer than LSOAs: refused (ValueError) for tiers that may not break data down that far."""
     state = _scoped(engine, state, user)
+    _check_level("lsoa", user)
     if _controlled(engine, state, user):
         return []
     if cell_m % 250:
@@ -949,8 +951,9 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
                 user=None) -> dict[tuple[int, int], int]:
     """Incidents per grid cell index (x // cell_m, y // cell_m) under the state's filters in ``period``
     (default: the current period); from the 250 m grid rollup unless a filter needs raw points. Health data
-    under disclosure control has no cells finer than a borough: none."""
+    under disclosure control has no cells finer than a borough: none. Refused below the tier's finest level."""
     state = _scoped(engine, state, user)
+    _check_level("lsoa", user)
     if _controlled(engine, state, user):
         return {}
     if cell_m % 250:
