@@ -65,22 +65,22 @@ class Rule:
     exported: bool = False      # an export (a download): audited as such
 
 
-# Dash's own routes (endpoint name = its URL rule), declared here because Dash adds them itself. Every one
-# needs a login: the layout and dependencies describe the app, the component suites and assets are its code.
-DASH_ROUTES: dict[str, Rule] = {
-    "/": Rule("dashboard page", LOGIN),
-    "/<path:path>": Rule("dashboard page", LOGIN),
-    "/_dash-layout": Rule("dashboard layout", LOGIN),
-    "/_dash-dependencies": Rule("dash dependencies", LOGIN, audit=False),
-    # Each callback is checked and audited by its own rule (``callback`` below).
-    "/_dash-update-component": Rule("dash callback dispatch", LOGIN, audit=False),
-    "/_reload-hash": Rule("dash reload hash", LOGIN, audit=False),
-    "/_dash-component-suites/<string:package_name>/<path:fingerprinted_path>": Rule("dash scripts", LOGIN,
-                                                                                      audit=False),
-    "_dash_assets.static": Rule("dash assets", LOGIN, audit=False),      # /assets/<path:filename>
-    "/_favicon.ico": Rule("favicon", LOGIN, audit=False),
-}
-_GUARD_ATTRIBUTE = "__safestats_guard__"
+# Dash's own routes, by endpoint name (Dash names most of them by their URL rule), declared here because Dash
+# adds them itself. Every one needs a login: the layout and dependencies describe the app, the component
+# suites and assets are its code. Page loads and the layout are audited as page views; each callback is
+# checked and audited by its own rule (``callback`` below), so the dispatch route itself is not.
+DASH_ROUTES: dict[str, Rule] = {name: Rule(name, LOGIN, audit=audited) for name, audited in (
+    ("/", True),
+    ("/<path:path>", True),
+    ("/_dash-layout", True),
+    ("/_dash-dependencies", False),
+    ("/_dash-update-component", False),
+    ("/_reload-hash", False),
+    ("/_dash-component-suites/<string:package_name>/<path:fingerprinted_path>", False),
+    ("_dash_assets.static", False),          # /assets/<path:filename>
+    ("/_favicon.ico", False),
+)}
+_GUARD_ATTRIBUTE = "__safestats_guard__"  # where guard.endpoint keeps a view's rule
 
 
 def endpoint(needs: Need, audit: bool = True, exported: bool = False):
@@ -99,8 +99,7 @@ def rule_for_endpoint(server, endpoint_name: str | None) -> Rule | None:
     rule = getattr(view, _GUARD_ATTRIBUTE, None)
     if rule is not None:
         return Rule(endpoint_name, rule.needs, rule.audit, rule.exported)
-    rule = DASH_ROUTES.get(endpoint_name)
-    return Rule(endpoint_name, rule.needs, rule.audit, rule.exported) if rule else None
+    return DASH_ROUTES.get(endpoint_name)
 
 
 def callback_rules(app) -> dict[str, Rule]:

@@ -153,6 +153,13 @@ def test_the_chain_verifies_and_the_web_role_can_only_append(own_database, capsy
                      exported=i == 3, allowed=i != 4, outcome="ok")
     _as(own_database, "INSERT INTO audit_log (tier, kind, target, allowed, outcome) VALUES ('admin', 'job', "
                       "'retention', true, 'ok')", role="safestats_web")
+    with pytest.raises(Exception, match="audit_log_kind_check"):   # a failed write raises (the caller fails)...
+        audit.record(engine, user_id=None, email=None, organisation=None, tier="viewer", kind="bogus", target="x",
+                     filter_state=None, rows_returned=None, exported=False, allowed=True, outcome="ok")
+    for _ in range(engine.pool.size() + 1):   # ...and leaves no connection stuck in its failed transaction
+        assert query(own_database, "SELECT count(*) FROM audit_log")[0][0] == 6
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
     result = audit.verify(engine)
     assert result.ok and result.rows == 6, result.problems
     assert query(own_database, "SELECT array_agg(seq ORDER BY seq) FROM audit_log") == [([1, 2, 3, 4, 5, 6],)]
