@@ -8,34 +8,16 @@ only when asked (``?verify=1``), because verifying reads the whole log.
 from __future__ import annotations
 
 from datetime import date
-from zoneinfo import ZoneInfo
 
-from flask import Blueprint, current_app, render_template_string, request
+from flask import Blueprint, current_app, request
 
 from dashapp import guard
+from dashapp.admin_status import render_admin_page
 from safestats import audit
 
 bp = Blueprint("admin_audit", __name__, url_prefix="/admin/audit")
-LONDON = ZoneInfo("Europe/London")
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>Audit log · SafeStats</title>
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='bootstrap.min.css') }}">
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='safestats.css') }}">
-</head>
-<body>
-  <header class="ss-navbar navbar navbar-dark">
-    <div class="container-fluid">
-      <a class="navbar-brand" href="/"><span class="ss-brand-mark">SafeStats</span>
-        <span class="ss-brand-sub">Audit log</span></a>
-      <span class="navbar-text small">{{ current_user.email }} · <a class="link-light" href="{{ url_for('auth.logout') }}">Sign out</a></span>
-    </div>
-  </header>
-  <main class="container-fluid py-3">
+BODY = """
     <h1 class="h4">Audit log</h1>
     {% if error %}<div class="alert alert-warning py-2" id="audit-error">{{ error }}</div>{% endif %}
     {% if verification %}
@@ -70,9 +52,7 @@ PAGE = """<!doctype html>
     </table>
     <p class="text-muted small">The newest {{ limit }} matching rows. Verify the whole chain from a shell with
       <code>safestats audit verify</code>.</p>
-  </main>
-</body>
-</html>"""
+"""
 
 
 def _day(value: str) -> date | None:
@@ -93,5 +73,5 @@ def index():
         error = "Dates must be given as YYYY-MM-DD."
     guard.note(rows=len(rows))
     verification = audit.verify(engine) if request.args.get("verify") == "1" else None
-    return render_template_string(PAGE, rows=rows, args=args, error=error, verification=verification,
-                                  limit=audit.SEARCH_LIMIT, london=LONDON)
+    return render_admin_page("Audit log", "Audit log", BODY, rows=rows, args=args, error=error,
+                             verification=verification, limit=audit.SEARCH_LIMIT)

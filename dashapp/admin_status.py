@@ -28,7 +28,8 @@ def _engine():
     return current_app.extensions["safestats_engine"]
 
 
-PAGE = """<!doctype html>
+# The admin pages' shell (this page and dashapp.admin_audit): head, navbar with the section, and the body.
+ADMIN_PAGE = """<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
@@ -41,11 +42,18 @@ PAGE = """<!doctype html>
   <header class="ss-navbar navbar navbar-dark">
     <div class="container-fluid">
       <a class="navbar-brand" href="/"><span class="ss-brand-mark">SafeStats</span>
-        <span class="ss-brand-sub">Data status</span></a>
+        <span class="ss-brand-sub">{{ section }}</span></a>
       <span class="navbar-text small">{{ current_user.email }} · <a class="link-light" href="{{ url_for('auth.logout') }}">Sign out</a></span>
     </div>
   </header>
   <main class="container-fluid py-3">
+    {{ body }}
+  </main>
+</body>
+</html>"""
+
+# What every data-status page starts with: the breadcrumb and the macros its bodies use.
+DATA_STATUS_HEADER = """
     <nav aria-label="breadcrumb"><ol class="breadcrumb">
       <li class="breadcrumb-item"><a href="{{ url_for('admin_status.index') }}">Data status</a></li>
       {% if status %}<li class="breadcrumb-item active" aria-current="page">{{ status.name }}</li>{% endif %}
@@ -59,10 +67,7 @@ PAGE = """<!doctype html>
       {%- elif s.freshness == 'never loaded' %}<span class="badge bg-warning text-dark">never loaded</span>
       {%- else %}<span class="badge bg-secondary">no cadence set</span>{% endif %}
     {%- endmacro %}
-    {{ body }}
-  </main>
-</body>
-</html>"""
+"""
 
 INDEX = """
 <h1 class="h4">Data status by supplier</h1>
@@ -146,12 +151,18 @@ SUPPLIER = """
 """
 
 
+def render_admin_page(title: str, section: str, body_template: str, **context):
+    """An admin page: ``body_template`` rendered inside the shell (one template, so macros are shared; both
+    are autoescaped)."""
+    return render_template_string(ADMIN_PAGE.replace("{{ body }}", body_template), title=title, section=section,
+                                  london=LONDON, **context)
+
+
 def _render(title: str, body_template: str, **context):
     from safestats.config import get_settings
 
-    # The body is rendered inside the page so both share the macros; both are autoescaped.
-    return render_template_string(PAGE.replace("{{ body }}", body_template), title=title, london=LONDON,
-                                  grace_days=f"{get_settings().cadence_grace_days:g}", **context)
+    return render_admin_page(title, "Data status", DATA_STATUS_HEADER + body_template,
+                             grace_days=f"{get_settings().cadence_grace_days:g}", **context)
 
 
 @bp.get("", endpoint="index")
