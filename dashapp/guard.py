@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from dash.exceptions import PreventUpdate
@@ -145,7 +145,6 @@ class _Note:
     rows: int | None = None
     state: str | None = None
     exported: bool = False
-    outcomes: list = field(default_factory=list)
 
 
 def note(rows: int | None = None, state: str | None = None, exported: bool | None = None) -> None:
