@@ -1,14 +1,15 @@
 """The web portal's app factory: a Flask server with Flask-Login, and the Dash app mounted on it behind login.
 
-``create_app()`` returns the Flask server (what ``wsgi:app``, ``safestats serve`` and the tests run). A
-``before_request`` guard lets nothing through to Dash without a logged-in user: pages redirect to /login,
-and Dash's JSON and asset routes (``/_dash-layout``, ``/_dash-dependencies``, ``/_dash-update-component``,
-``/_dash-component-suites/…``, ``/assets/…``) answer 401, so the app's structure and data never reach an
-anonymous browser. The only public routes are the login and logout pages, the two stylesheets the login
-page needs, and the supplier feed API (``dashapp.feeds``), which authenticates every request by its own bearer
-token instead. The admin data-status pages (``dashapp.admin_status``) and rollup-views page
-(``dashapp.admin_views``) are plain Flask pages behind login that check the admin tier themselves. Each page module registers its own callbacks on this app instance (never the global
-``dash.callback``), and every callback checks the user again itself.
+``create_app()`` returns the Flask server (what ``wsgi:app``, ``safestats serve`` and the tests run). Every
+route and callback is declared in one registry (``dashapp.guard``) with what it needs, and checked against
+it on every request: nothing reaches Dash without a logged-in user (pages redirect to /login; Dash's JSON
+and asset routes — ``/_dash-layout``, ``/_dash-dependencies``, ``/_dash-update-component``,
+``/_dash-component-suites/…``, ``/assets/…`` — answer 401), a route missing from the registry is refused,
+and each data view is audited. The only public routes are the login and logout pages and the two
+stylesheets the login page needs; the supplier feed API (``dashapp.feeds``) authenticates every request by
+its own bearer token instead. The admin pages (``dashapp.admin_status``, ``dashapp.admin_audit``) are plain
+Flask pages declared as needing the admin policy. Each page module registers its own callbacks on this app
+instance through ``dashapp.guard.callback`` (never the global ``dash.callback``).
 
 The app reads the database as the web role ``safestats_web`` (``db.web_role``), never as its owner, and each
 request runs ``acting_as`` the logged-in user (``safestats.db_scope``): every transaction it starts carries
@@ -21,10 +22,10 @@ import contextlib
 from pathlib import Path
 
 import dash
-from flask import Flask, abort, g, jsonify, redirect, request, send_from_directory, url_for
+from flask import Flask, abort, g, request, send_from_directory
 from flask_login import current_user
 
-from dashapp import admin_status, admin_views, auth, feeds, tiles
+from dashapp import admin_audit, admin_status, admin_views, auth, feeds, guard, tiles
 from dashapp.callbacks import dashboard as dashboard_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
 from db import database_url as configured_database_url
@@ -35,8 +36,6 @@ from safestats.config import get_settings
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 # Served without login, for the login page only: styling, nothing about the data or the app's structure.
 PUBLIC_ASSETS = frozenset({"bootstrap.min.css", "safestats.css"})
-# The feed API's two endpoints are listed by name (not by URL prefix): each checks a supplier's token itself.
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.logout", "public_asset"}) | feeds.TOKEN_ENDPOINTS
 
 
 def create_app(database_url: str | None = None) -> Flask:
@@ -52,7 +51,7 @@ def create_app(database_url: str | None = None) -> Flask:
     )
     owner_url = database_url or configured_database_url()
     server.extensions["safestats_engine"] = get_web_engine(owner_url)
-    server.extensions["safestats_loader_engine"] = get_engine(owner_url)  # the feed API's loads only
+    server.extensions["safestats_loader_engine"] = get_engine(owner_url)  # the feed API's loads and the admin views page (rollups)
     server.config["SAFESTATS_INCOMING"] = settings.incoming    # where feed uploads are filed (dashapp.feeds)
 
     auth.login_manager.init_app(server)
@@ -61,21 +60,16 @@ def create_app(database_url: str | None = None) -> Flask:
     server.register_blueprint(feeds.bp)
     server.register_blueprint(admin_status.bp)
     server.register_blueprint(admin_views.bp)
+    server.register_blueprint(admin_audit.bp)
 
     @server.get("/static/<path:filename>", endpoint="public_asset")
+    @guard.endpoint(guard.PUBLIC, audit=False)
     def public_asset(filename: str):
         if filename not in PUBLIC_ASSETS:
             abort(404)
         return send_from_directory(ASSETS_DIR, filename)
 
-    @server.before_request
-    def require_login():
-        if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
-            return None
-        # Dash's machinery (JSON, scripts, assets) gets a bare 401; only page loads are sent to the form.
-        if request.path.startswith(("/_", "/assets/", "/tiles/", "/api/")) or request.method != "GET":
-            return jsonify(error="login required"), 401
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    guard.install(server)
 
     @server.before_request
     def act_as_logged_in_user():

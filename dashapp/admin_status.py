@@ -3,9 +3,9 @@
 Plain server-rendered Flask pages (outside the Dash app, styled with the same Bootstrap CSS as the login
 page): ``/admin/data-status`` lists every supplier, ``/admin/data-status/<supplier>`` shows one with its
 recent drops, and ``/admin/data-status/<supplier>/drops/<id>/quarantine.csv`` downloads a drop's
-quarantined rows with their reasons. Admins only: the login guard in ``dashapp.create_app`` sends anonymous
-visitors to the login page, and every route here checks the tier itself (403 for any other tier). The
-numbers come from ``safestats.supplier_status``.
+quarantined rows with their reasons. Admins only: every route is declared ``guard.ADMIN`` (anonymous visitors
+are sent to the login page, any other tier gets 403, and each view is audited; the quarantine CSV as an
+export). The numbers come from ``safestats.supplier_status``.
 """
 from __future__ import annotations
 
@@ -14,31 +14,22 @@ import io
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, current_app, render_template_string, stream_with_context
-from flask_login import current_user
-
+from dashapp import guard
 from safestats.supplier_status import (LOCATION_LEVELS, LocationQuality, location_quality, recent_drops,
                                        supplier_status, supplier_statuses)
 
 bp = Blueprint("admin_status", __name__, url_prefix="/admin/data-status")
-ADMIN_TIER = "admin"
 LONDON = ZoneInfo("Europe/London")
 # Spreadsheet programs run a cell that starts with one of these as a formula; raw supplier lines are data.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def require_admin() -> None:
-    """Every route calls this first: the login guard only knows "logged in", not the tier."""
-    if not current_user.is_authenticated:
-        abort(401)
-    if getattr(current_user, "tier", None) != ADMIN_TIER:
-        abort(403)
 
 
 def _engine():
     return current_app.extensions["safestats_engine"]
 
 
-PAGE = """<!doctype html>
+# The admin pages' shell (this page and dashapp.admin_audit): head, navbar with the section, and the body.
+ADMIN_PAGE = """<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
@@ -51,11 +42,18 @@ PAGE = """<!doctype html>
   <header class="ss-navbar navbar navbar-dark">
     <div class="container-fluid">
       <a class="navbar-brand" href="/"><span class="ss-brand-mark">SafeStats</span>
-        <span class="ss-brand-sub">Data status</span></a>
+        <span class="ss-brand-sub">{{ section }}</span></a>
       <span class="navbar-text small">{{ current_user.email }} · <a class="link-light" href="{{ url_for('auth.logout') }}">Sign out</a></span>
     </div>
   </header>
   <main class="container-fluid py-3">
+    {{ body }}
+  </main>
+</body>
+</html>"""
+
+# What every data-status page starts with: the breadcrumb and the macros its bodies use.
+DATA_STATUS_HEADER = """
     <nav aria-label="breadcrumb"><ol class="breadcrumb">
       <li class="breadcrumb-item"><a href="{{ url_for('admin_status.index') }}">Data status</a></li>
       {% if status %}<li class="breadcrumb-item active" aria-current="page">{{ status.name }}</li>{% endif %}
@@ -69,10 +67,7 @@ PAGE = """<!doctype html>
       {%- elif s.freshness == 'never loaded' %}<span class="badge bg-warning text-dark">never loaded</span>
       {%- else %}<span class="badge bg-secondary">no cadence set</span>{% endif %}
     {%- endmacro %}
-    {{ body }}
-  </main>
-</body>
-</html>"""
+"""
 
 INDEX = """
 <h1 class="h4">Data status by supplier</h1>
@@ -156,23 +151,29 @@ SUPPLIER = """
 """
 
 
+def render_admin_page(title: str, section: str, body_template: str, **context):
+    """An admin page: ``body_template`` rendered inside the shell (one template, so macros are shared; both
+    are autoescaped)."""
+    return render_template_string(ADMIN_PAGE.replace("{{ body }}", body_template), title=title, section=section,
+                                  london=LONDON, **context)
+
+
 def _render(title: str, body_template: str, **context):
     from safestats.config import get_settings
 
-    # The body is rendered inside the page so both share the macros; both are autoescaped.
-    return render_template_string(PAGE.replace("{{ body }}", body_template), title=title, london=LONDON,
-                                  grace_days=f"{get_settings().cadence_grace_days:g}", **context)
+    return render_admin_page(title, "Data status", DATA_STATUS_HEADER + body_template,
+                             grace_days=f"{get_settings().cadence_grace_days:g}", **context)
 
 
 @bp.get("", endpoint="index")
+@guard.endpoint(guard.ADMIN)
 def index():
-    require_admin()
     return _render("Data status", INDEX, statuses=supplier_statuses(_engine()), status=None)
 
 
 @bp.get("/<supplier>", endpoint="supplier")
+@guard.endpoint(guard.ADMIN)
 def supplier(supplier: str):
-    require_admin()
     status = supplier_status(_engine(), supplier)
     if status is None:
         abort(404)
@@ -189,8 +190,8 @@ def _cell(value) -> str:
 
 
 @bp.get("/<supplier>/drops/<int:drop_id>/quarantine.csv", endpoint="quarantine_csv")
+@guard.endpoint(guard.ADMIN, exported=True)
 def quarantine_csv(supplier: str, drop_id: int):
-    require_admin()
     from safestats.db_scope import acting_as
     from safestats.supplier_status import drop_outcome, quarantine_rows
 

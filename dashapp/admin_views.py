@@ -1,57 +1,34 @@
 """Admin rollup-views page: the table ``safestats views status`` prints, with a refresh button per view.
 
-A plain server-rendered Flask page like the data-status pages: ``GET /admin/views`` lists every rollup
-(``safestats.rollups.ROLLUPS``) with its rows, size on disk, last refresh (when, how long, what triggered
-it), staleness against the newest drop, the years it holds and what it reads; ``POST
-/admin/views/<name>/refresh`` refreshes that view and its dependants CONCURRENTLY (analysts keep querying
-meanwhile) and comes back to the list. Admins only (``safestats.access.policy_for(user).admin``), checked
-by every route itself; the refresh form carries the session's CSRF token.
+A plain server-rendered Flask page in the admin shell (``dashapp.admin_status.render_admin_page``):
+``GET /admin/views`` lists every rollup (``safestats.rollups.ROLLUPS``) with its rows, size on disk, last
+refresh (when, how long, what triggered it), staleness against the newest drop, the years it holds and what
+it reads; ``POST /admin/views/<name>/refresh`` refreshes that view and its dependants CONCURRENTLY (analysts
+keep querying meanwhile) and comes back to the list. Both are declared ``guard.ADMIN`` (checked and audited
+by the registry); the refresh form carries the session's CSRF token. The rollups belong to the database
+owner and are closed to the web role, so this page reads and refreshes them through the owner's engine
+(``safestats_loader_engine``, as the feed API loads drops), only ever for an admin.
 """
 from __future__ import annotations
 
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, current_app, redirect, render_template_string, request, url_for
+from flask import Blueprint, abort, current_app, redirect, request, url_for
 from flask_login import current_user
 
+from dashapp import guard
+from dashapp.admin_status import render_admin_page
 from dashapp.auth import _csrf_ok, csrf_token
-from safestats import access, rollups
+from safestats import rollups
 
 bp = Blueprint("admin_views", __name__, url_prefix="/admin/views")
-LONDON = ZoneInfo("Europe/London")
 
 
-def require_admin() -> None:
-    """Every route calls this first: the login guard only knows "logged in", not the tier."""
-    if not current_user.is_authenticated:
-        abort(401)
-    if not access.policy_for(current_user).admin:
-        abort(403)
+def _owner_database_url() -> str:
+    return current_app.extensions["safestats_loader_engine"].url.render_as_string(hide_password=False)
 
 
-def _database_url() -> str:
-    return current_app.extensions["safestats_engine"].url.render_as_string(hide_password=False)
-
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>Rollup views · SafeStats</title>
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='bootstrap.min.css') }}">
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='safestats.css') }}">
-</head>
-<body>
-  <header class="ss-navbar navbar navbar-dark">
-    <div class="container-fluid">
-      <a class="navbar-brand" href="/"><span class="ss-brand-mark">SafeStats</span>
-        <span class="ss-brand-sub">Rollup views</span></a>
-      <span class="navbar-text small">{{ current_user.email }} · <a class="link-light" href="{{ url_for('auth.logout') }}">Sign out</a></span>
-    </div>
-  </header>
-  <main class="container-fluid py-3">
+BODY = """
     {% macro when(t) %}{{ t.astimezone(london).strftime('%Y-%m-%d %H:%M:%S') if t else 'never' }}{% endmacro %}
     <h1 class="h4">Rollup views</h1>
     {% if message %}<div class="alert alert-success" id="views-message">{{ message }}</div>{% endif %}
@@ -81,27 +58,27 @@ PAGE = """<!doctype html>
       {% endfor %}
       </tbody>
     </table>
-  </main>
-</body>
-</html>"""
+"""
 
 
-@bp.get("")
+@bp.get("", endpoint="index")
+@guard.endpoint(guard.ADMIN)
 def index():
-    require_admin()
-    views = rollups.views_status(_database_url())
-    return render_template_string(PAGE, views=views, newest_drop=views[0]["newest_drop_at"] if views else None,
-                                  london=LONDON, csrf=csrf_token(), message=request.args.get("message"))
+    views = rollups.views_status(_owner_database_url())
+    guard.note(rows=len(views))
+    return render_admin_page("Rollup views", "Rollup views", BODY, views=views,
+                             newest_drop=views[0]["newest_drop_at"] if views else None, csrf=csrf_token(),
+                             message=request.args.get("message"))
 
 
-@bp.post("/<name>/refresh")
+@bp.post("/<name>/refresh", endpoint="refresh")
+@guard.endpoint(guard.ADMIN)
 def refresh(name: str):
-    require_admin()
     if not _csrf_ok():
         abort(400, "the form's CSRF token is missing or stale: reload the page and press Refresh again")
     if name not in rollups.ROLLUP_VIEWS:
         abort(404)
-    timings = rollups.refresh_rollups(_database_url(), trigger=f"admin page ({current_user.email})", views=(name,))
+    timings = rollups.refresh_rollups(_owner_database_url(), trigger=f"admin page ({current_user.email})", views=(name,))
     from safestats import queries
 
     queries.clear_caches()  # this worker's panels; others see the new refresh id within a second

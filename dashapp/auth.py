@@ -23,6 +23,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from dashapp import guard
 from safestats.access import TIERS
 
 # OWASP Password Storage Cheat Sheet, argon2id minimum: m=19 MiB, t=2, p=1. argon2id is the default type.
@@ -214,6 +215,7 @@ LOGIN_PAGE = """<!doctype html>
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@guard.endpoint(guard.PUBLIC, audit=False)
 def login():
     next_path = safe_next_path(request.args.get("next"))
     if request.method == "GET":
@@ -233,6 +235,7 @@ def login():
 
 
 @bp.route("/logout", methods=["GET", "POST"])
+@guard.endpoint(guard.PUBLIC, audit=False)
 def logout():
     # No CSRF token here: the worst a forged logout can do is sign someone out, and the navbar's plain link
     # (GET) then works without a form inside the Dash layout.

@@ -6,8 +6,8 @@
 the supplier's format claims), loads it through the same pipeline as the incoming folders
 (``safestats.ingest.ingest_files``, synchronously, files it under processed/ or rejected/ of the supplier's
 incoming folder) and answers with the drop id. ``GET /api/feeds/v1/<supplier>/drops/<id>`` reports that
-drop's outcome. These routes authenticate by token alone: they are in the app's public endpoints (the login
-guard lets them through), never look at the session cookie, and so need no CSRF token (a browser's cookies
+drop's outcome. These routes authenticate by token alone: they are declared ``guard.SUPPLIER_TOKEN`` (the
+login guard lets them through), never look at the session cookie, and so need no CSRF token (a browser's cookies
 cannot authorise anything here). A missing, malformed, wrong or revoked token is 401; a good token of
 another supplier is 403; every error is JSON saying what to do. Serve it behind TLS: the token is a password.
 """
@@ -20,6 +20,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
+from dashapp import guard
 from safestats.feed_tokens import verify_token
 from safestats.ingest import claimed_by, expected_names, ingest_files, supplier_folder
 from safestats.supplier_status import drop_outcome
@@ -27,8 +28,6 @@ from safestats.supplier_status import drop_outcome
 bp = Blueprint("feeds", __name__, url_prefix="/api/feeds/v1")
 # The largest police.uk month for the Met is about 20 MB; other suppliers' yearly files stay well below this.
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-# The endpoints the login guard lets through (dashapp.create_app): exactly these, each checking its token.
-TOKEN_ENDPOINTS = frozenset({"feeds.upload_drop", "feeds.drop_status"})
 UPLOAD_FOLDER = ".feed-uploads"    # inside the supplier's incoming folder; hidden, so the scheduler ignores it
 
 
@@ -68,6 +67,7 @@ def _too_large(_exc):
 
 
 @bp.post("/<supplier>/drops", endpoint="upload_drop")
+@guard.endpoint(guard.SUPPLIER_TOKEN, audit=False)
 def upload_drop(supplier: str):
     denied = _authorise(supplier)
     if denied is not None:
@@ -111,6 +111,7 @@ def upload_drop(supplier: str):
 
 
 @bp.get("/<supplier>/drops/<int:drop_id>", endpoint="drop_status")
+@guard.endpoint(guard.SUPPLIER_TOKEN, audit=False)
 def drop_status(supplier: str, drop_id: int):
     denied = _authorise(supplier)
     if denied is not None:

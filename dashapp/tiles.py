@@ -12,6 +12,7 @@ import logging
 from flask import Blueprint, Response, abort, current_app, request
 from flask_login import current_user
 
+from dashapp import guard
 from safestats import queries
 from safestats.filters import FilterState
 from safestats.tilerender import BLANK_TILE, cell_size_for_zoom, render_density_tile, tile_bounds_3857
@@ -28,16 +29,14 @@ def _png(data: bytes, max_age: int) -> Response:
 
 
 @bp.get("/blank.png")
+@guard.endpoint(guard.LOGIN, audit=False)
 def blank_tile():
-    if not current_user.is_authenticated:
-        abort(401)
     return _png(BLANK_TILE, 86400)
 
 
 @bp.get("/density/<int:z>/<int:x>/<int:y>.png")
+@guard.endpoint(guard.LOGIN)
 def density_tile(z: int, x: int, y: int):
-    if not current_user.is_authenticated:
-        abort(401)
     if not MIN_TILE_ZOOM <= z <= MAX_TILE_ZOOM:
         return _png(BLANK_TILE, 3600)
     engine = current_app.extensions["safestats_engine"]
@@ -49,6 +48,10 @@ def density_tile(z: int, x: int, y: int):
         log.warning("refused density tile %s/%s/%s for user %s: %s", z, x, y, current_user.get_id(), exc)
         abort(400, description=str(exc))
     cell_m = cell_size_for_zoom(z)
-    cells = queries.density_cells(engine, state, bounds, cell_m, current_user)
-    scale = queries.density_scale(engine, state, cell_m, current_user)
+    try:
+        cells = queries.density_cells(engine, state, bounds, cell_m, current_user)
+        scale = queries.density_scale(engine, state, cell_m, current_user)
+    except ValueError as exc:  # the user's tier may not see data this finely (safestats.access)
+        abort(403, description=str(exc))
+    guard.note(rows=len(cells), state=state.to_query_string())
     return _png(render_density_tile(bounds, cells, scale), 60)

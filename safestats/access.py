@@ -22,6 +22,10 @@ AREA_LEVELS = ("borough", "msoa", "lsoa")   # coarsest first
 HealthAccess = Literal["none", "suppressed", "full"]
 
 
+class AccessRefused(ValueError):
+    """The user's tier does not allow this view; the message says why and what they can do instead."""
+
+
 @dataclass(frozen=True)
 class TierPolicy:
     """What one tier may see. ``record_boroughs`` None means every borough; otherwise only those."""
@@ -91,8 +95,9 @@ LOWEST_DATA_LEVEL = RECORD_LEVEL
 def data_level(user) -> int:
     """The highest supplier access level whose data ``user`` may see without disclosure control.
 
-    Health aggregates under disclosure control are not counted here: until the query layer applies the
-    disclosure rule to them, tiers with ``health == "suppressed"`` see no health data at all.
+    Health aggregates under disclosure control are not counted here. The query layer no longer asks this:
+    it reads ``aggregate_level`` and gives tiers with ``health == "suppressed"`` health aggregates under
+    ``safestats.disclosure`` (``queries.visible_suppliers``).
     """
     policy = policy_for(user)
     return HEALTH_RECORD_LEVEL if policy.health == "full" else RECORD_LEVEL

@@ -166,6 +166,23 @@ def cmd_users(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from db import get_engine
+    from safestats.audit import verify
+
+    result = verify(get_engine(_database_url()), progress=lambda n: print(f"  {n:,} rows checked...", flush=True))
+    if result.ok:
+        print(f"Audit chain intact: {result.rows:,} rows; head hash {result.head_hash or '(empty log)'} "
+              "(keep it elsewhere: a later verify whose chain does not pass through it means rows were cut)")
+        return 0
+    print(f"Audit chain BROKEN: {len(result.problems)} problem(s) in {result.rows:,} rows:", file=sys.stderr)
+    for problem in result.problems[:50]:
+        print(f"  {problem}", file=sys.stderr)
+    print("Restore audit_log from a backup taken before the first bad seq, and find out who had superuser "
+          "access since then.", file=sys.stderr)
+    return 1
+
+
 def cmd_scheduler(args) -> int:
     import logging
 
@@ -320,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("list", help="list tokens (never the tokens themselves)")
     t.add_argument("--supplier")
     t.set_defaults(func=cmd_tokens)
+
+    p = sub.add_parser("audit", help="the audit log: verify its hash chain")
+    asub = p.add_subparsers(dest="audit_action", required=True)
+    a = asub.add_parser("verify", help="recompute the hash chain; exit 1 naming every row edited, removed or inserted")
+    a.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("serve", help="run the web portal")
     p.add_argument("--host")

@@ -37,7 +37,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from safestats import access, db_scope
+from safestats import access, db_scope, disclosure
 from safestats.filters import THEMES, FilterState
 from safestats.rollups import visible_view
 
@@ -120,8 +120,7 @@ def _rows(engine: Engine, sql: str, params: dict | None = None) -> list:
         return conn.execute(text(sql), params or {}).all()
 
 
-class AccessRefused(ValueError):
-    """The user's tier does not allow this query; the message says why and what they can do instead."""
+AccessRefused = access.AccessRefused  # the tier does not allow this view: the message says why and what to do
 
 
 def _for_user(panel: Callable) -> Callable:
@@ -513,20 +512,62 @@ def supplier_levels(engine: Engine) -> dict[str, int]:
                    lambda: dict(_rows(engine, "SELECT code, access_level FROM suppliers")), versioned=False)
 
 
-def visible_suppliers(engine: Engine, user) -> frozenset[str]:
-    """The suppliers whose data ``user`` may see (``safestats.access``: health only for ISTV and admins)."""
-    level = access.data_level(user)
-    return frozenset(code for code, needed in supplier_levels(engine).items() if needed <= level)
+def visible_suppliers(engine: Engine, user, state: FilterState | None = None) -> frozenset[str]:
+    """The suppliers whose data ``user`` may see in aggregates for ``state`` (``safestats.access``).
+
+    Tiers whose policy says ``health == "suppressed"`` get health suppliers only on their own (the state
+    selects only health suppliers, or the health domain), under disclosure control, and never mixed into
+    other suppliers' counts (``safestats.disclosure`` says why)."""
+    policy = access.policy_for(user)
+    levels = supplier_levels(engine)
+    allowed = frozenset(code for code, needed in levels.items() if needed <= policy.aggregate_level)
+    if policy.health == "suppressed":
+        health = frozenset(code for code, needed in levels.items() if needed > access.RECORD_LEVEL)
+        wanted = set(state.suppliers) if state and state.suppliers else (
+            set(health) if state and state.domains == ("health",) else set())
+        allowed = allowed & health if wanted and wanted <= health else allowed - health
+    return allowed
 
 
 def _scoped(engine: Engine, state: FilterState, user) -> FilterState:
-    """``state`` narrowed to the suppliers ``user`` may see. Every panel starts here, so the restriction is
-    part of the SQL and of the cache key: one user's answer is never served to a lower tier."""
-    allowed = visible_suppliers(engine, user)
+    """``state`` narrowed to the suppliers ``user`` may see, and refused (ValueError) below the finest area
+    the user's tier may break data down to. Every panel starts here, so the restriction is part of the SQL
+    and of the cache key: one user's answer is never served to a lower tier. ``user`` None is an internal
+    caller (CLI, tests, benchmarks): no health, no area limit."""
+    if user is not None:
+        policy = access.policy_for(user)
+        if state.selected_area and not policy.may_break_down_to(state.selected_area[0]):
+            raise AccessRefused(f"your access level shows areas down to {policy.min_area_level} level only")
+        if state.polygon is not None and not policy.may_break_down_to("lsoa"):
+            raise AccessRefused(f"your access level shows areas down to {policy.min_area_level} level only: "
+                             "a drawn area is finer than that")
+    allowed = visible_suppliers(engine, user, state)
     if allowed == frozenset(supplier_levels(engine)):
         return state  # this user may see every supplier
     chosen = [s for s in (state.suppliers or sorted(allowed)) if s in allowed]
     return replace(state, suppliers=tuple(chosen) or (NO_SUPPLIER,))
+
+
+def _controlled(engine: Engine, state: FilterState, user, level: str = "borough") -> bool:
+    """Whether the (scoped) state's numbers are health aggregates under disclosure control for ``user``;
+    refuses (DisclosureRefused) a view finer than a borough x calendar month for them."""
+    if user is None or access.policy_for(user).health != "suppressed":
+        return False
+    levels = supplier_levels(engine)
+    if not state.suppliers or not all(levels.get(s, 0) > access.RECORD_LEVEL for s in state.suppliers):
+        return False
+    period = current_period(engine, state)
+    disclosure.check_minimums(state, period is None or period.is_whole_months())
+    if level != "borough":
+        raise disclosure.DisclosureRefused("health data at your access level is shown for boroughs and above "
+                                           "only: set the map level to Borough")
+    return True
+
+
+def _check_level(level: str, user) -> None:
+    if user is not None and not access.policy_for(user).may_break_down_to(level):
+        raise AccessRefused(f"your access level shows areas down to {access.policy_for(user).min_area_level} "
+                         "level only")
 
 
 # ---- panels ------------------------------------------------------------------------------------------
@@ -542,8 +583,10 @@ class Headline:
 
 @_for_user
 def headline(engine: Engine, state: FilterState, user=None) -> Headline:
-    """Total in the current period, and in the previous equal period and the same period a year earlier."""
+    """Total in the current period, and in the previous equal period and the same period a year earlier.
+    Under disclosure control each is a controlled count (None: "*")."""
     state = _scoped(engine, state, user)
+    controlled = _controlled(engine, state, user)
     period = current_period(engine, state)
     if period is None:
         return Headline(None, 0, 0, 0, "none")
@@ -557,7 +600,12 @@ def headline(engine: Engine, state: FilterState, user=None) -> Headline:
                    coalesce({plan.count} FILTER (WHERE {filters['year']}), 0)
             FROM {plan.relation} {plan.where()}""", plan.params)[0]
         return Headline(period, int(row[0]), int(row[1]), int(row[2]), plan.source)
-    return _cached(engine, "headline", _key(state), compute)
+    result = _cached(engine, "headline", _key(state), compute)
+    if controlled:
+        c = disclosure.count
+        return replace(result, total=c(result.total), previous=c(result.previous),
+                       year_earlier=c(result.year_earlier))
+    return result
 
 
 @dataclass(frozen=True)
@@ -589,8 +637,10 @@ class MonthlySeries:
 @_for_user
 def monthly_series(engine: Engine, state: FilterState, user=None) -> MonthlySeries:
     """Incidents per month over the whole data span (the date filter is shown as a shaded range, not
-    applied), stacked by domain — or by category when one domain is in view — with last year's totals."""
+    applied), stacked by domain — or by category when one domain is in view — with last year's totals.
+    Under disclosure control every count is controlled, the year-earlier totals after summing."""
     state = _scoped(engine, state, user)
+    controlled = _controlled(engine, state, user)
     def compute():
         plan = _plan(engine, state, None, {"month"}, ignore={"dates"})
         rows = _rows(engine, f"""
@@ -619,7 +669,12 @@ def monthly_series(engine: Engine, state: FilterState, user=None) -> MonthlySeri
         ordered = {label: groups[label] for label in order if label in groups}
         year_earlier = [totals[i - 12] if i >= 12 else None for i in range(len(months))]
         return MonthlySeries(months, ordered, year_earlier, "category" if by_category else "domain")
-    return _cached(engine, "monthly", _key(state), compute)
+    result = _cached(engine, "monthly", _key(state), compute)
+    if controlled:
+        return replace(result, groups={label: [disclosure.count(n) for n in values]
+                                       for label, values in result.groups.items()},
+                       year_earlier=[disclosure.count(n) for n in result.year_earlier])
+    return result
 
 
 @dataclass(frozen=True)
@@ -633,8 +688,9 @@ class CategoryCount:
 @_for_user
 def category_counts(engine: Engine, state: FilterState, user=None) -> list[CategoryCount]:
     """Incidents per category in the current period, largest first (the category filter is not applied:
-    the chart is where it is chosen; selected bars are highlighted)."""
+    the chart is where it is chosen; selected bars are highlighted). Controlled counts under disclosure control."""
     state = _scoped(engine, state, user)
+    controlled = _controlled(engine, state, user)
     period = current_period(engine, state)
 
     def compute():
@@ -643,7 +699,10 @@ def category_counts(engine: Engine, state: FilterState, user=None) -> list[Categ
         rows = _rows(engine, f"SELECT category_id, {plan.count} FROM {plan.relation} {plan.where()} "
                              f"GROUP BY 1 ORDER BY 2 DESC, 1", plan.params)
         return [CategoryCount(cid, tax.categories[cid][1], tax.categories[cid][0], int(n)) for cid, n in rows]
-    return _cached(engine, "categories", _key(state), compute)
+    result = _cached(engine, "categories", _key(state), compute)
+    if controlled:
+        return [replace(row, incidents=disclosure.count(row.incidents)) for row in result]
+    return result
 
 
 @dataclass(frozen=True)
@@ -656,9 +715,12 @@ class HourDayGrid:
 
 @_for_user
 def hour_day_grid(engine: Engine, state: FilterState, user=None) -> HourDayGrid:
-    """Hour of day x day of week counts in the current period (the time filters are shown, not applied)."""
+    """Hour of day x day of week counts in the current period (the time filters are shown, not applied).
+    Health data under disclosure control is never broken down by time: an empty grid."""
     state = _scoped(engine, state, user)
     period = current_period(engine, state)
+    if _controlled(engine, state, user):
+        return HourDayGrid([[0] * 24 for _ in range(7)], 0, 0, [])
 
     def compute():
         plan = _plan(engine, state, period, {"hour", "isodow"}, ignore={"time"})
@@ -687,6 +749,7 @@ class AreaValues:
     previous: dict[str, int]
     area_km2: dict[str, float]
     population: dict[str, int]
+    suppressed: frozenset[str] = frozenset()  # areas whose count is "*" (disclosure control)
 
     def measure(self, measure: str) -> dict[str, float]:
         """Per area: count, change (per cent against the previous period), per km², or per 1,000 residents."""
@@ -711,8 +774,12 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
     """Counts per area at ``level`` for the choropleth: current and previous period, sizes and residents.
 
     The spatial selection is not applied — the map shows every area so the user can compare and pick one.
+    Under disclosure control (boroughs only) suppressed areas are left out of ``current`` and listed in
+    ``suppressed``; rates and changes are made from the rounded counts.
     """
     state = _scoped(engine, state, user)
+    _check_level(level, user)
+    controlled = _controlled(engine, state, user, level)
     period = current_period(engine, state)
 
     def compute():
@@ -729,7 +796,13 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
         current = {code: int(n) for code, n, _ in rows if code and n}
         previous = {code: int(p) for code, _, p in rows if code and p}
         return AreaValues(level, current, previous, sizes, population_by_area(engine, level))
-    return _cached(engine, "areas", _key(state, level), compute)
+    result = _cached(engine, "areas", _key(state, level), compute)
+    if controlled:
+        current, previous = disclosure.counts(result.current), disclosure.counts(result.previous)
+        return replace(result, current={k: v for k, v in current.items() if v is not None},
+                       previous={k: v for k, v in previous.items() if v is not None},
+                       suppressed=frozenset(k for k, v in current.items() if v is None))
+    return result
 
 
 @dataclass(frozen=True)
@@ -746,10 +819,13 @@ class AreaRow:
 
 @_for_user
 def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AREAS_LIMIT) -> list[AreaRow]:
-    """The busiest areas one level below the selection (boroughs; a borough's MSOAs; an MSOA's LSOAs)."""
+    """The busiest areas one level below the selection (boroughs; a borough's MSOAs; an MSOA's LSOAs).
+    Under disclosure control: boroughs only, controlled counts (None: "*"), rates from the rounded counts."""
     state = _scoped(engine, state, user)
     selected = state.selected_area
     level = {None: "borough", "borough": "msoa", "msoa": "lsoa", "lsoa": "lsoa"}[selected and selected[0]]
+    _check_level(level, user)
+    controlled = _controlled(engine, state, user, level)
     period = current_period(engine, state)
 
     def compute():
@@ -773,7 +849,19 @@ def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AR
                                now / a.area_km2 if a and a.area_km2 else None,
                                1000.0 * now / population[code] if population.get(code) else None))
         return out
-    return _cached(engine, "top", _key(state, limit), compute)
+    result = _cached(engine, "top", _key(state, limit), compute)
+    return [_controlled_area_row(row) for row in result] if controlled else result
+
+
+def _controlled_area_row(row: AreaRow) -> AreaRow:
+    now, before = disclosure.count(row.incidents), disclosure.count(row.previous)
+    if now is None:
+        return replace(row, incidents=None, previous=before, change_pct=None, per_km2=None, per_1000=None)
+    scale = now / row.incidents
+    return replace(row, incidents=now, previous=before,
+                   change_pct=100.0 * (now - before) / before if before else None,
+                   per_km2=row.per_km2 * scale if row.per_km2 is not None else None,
+                   per_1000=row.per_1000 * scale if row.per_1000 is not None else None)
 
 
 # ---- map layers: density cells and point clusters --------------------------------------------------------
@@ -784,8 +872,12 @@ def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, fl
     """Counts on ``cell_m`` British National Grid cells (a multiple of 250 m) overlapping a Web Mercator box
     (a map tile), in the current period under all filters, as (xmin, ymin, xmax, ymax in EPSG:3857, count).
     Read from the 250 m grid rollup; raw points only when a filter needs them (a drawn polygon, an MSOA or
-    LSOA, times of day)."""
+    LSOA, times of day). Health data under disclosure control has no cells finer than a borough: none.
+    Grid cells are finer than LSOAs: refused (ValueError) for tiers that may not break data down that far."""
     state = _scoped(engine, state, user)
+    _check_level("lsoa", user)
+    if _controlled(engine, state, user):
+        return []
     if cell_m % 250:
         raise ValueError("cell size must be a multiple of 250 m")
     period = current_period(engine, state)
@@ -841,9 +933,11 @@ def point_clusters(engine: Engine, state: FilterState, bbox_wgs84: tuple[float, 
                    zoom: float, user=None) -> dict:
     """Incident points in the map's view as a GeoJSON FeatureCollection, clustered on the server into a
     pixel-sized grid so at most ``MAX_POINT_FEATURES`` features go to the browser whatever the zoom.
-    Each feature has ``count``; police.uk points are already anonymised to snap points by the supplier."""
+    Each feature has ``count``; police.uk points are already anonymised to snap points by the supplier.
+    Only records the user may see record by record (their policy's record level and boroughs)."""
     state = _scoped(engine, state, user)
     period = current_period(engine, state)
+    records = _record_conditions(user)
     west, south, east, north = (float(v) for v in bbox_wgs84)
     # ~40 screen pixels per cluster cell: metres per pixel at this zoom, near London's latitude.
     cell_m = max(1.0, 40 * 156543.03 * 0.62 / (2 ** zoom))
@@ -852,6 +946,8 @@ def point_clusters(engine: Engine, state: FilterState, bbox_wgs84: tuple[float, 
         if period is None:
             return {"type": "FeatureCollection", "features": [], "truncated": False}
         plan = _plan(engine, state, period, {"point"})
+        plan.conditions.extend(records[0])
+        plan.params.update(records[1])
         rows = _rows(engine, f"""
             WITH pts AS (
                 SELECT geom FROM incidents
@@ -867,7 +963,19 @@ def point_clusters(engine: Engine, state: FilterState, bbox_wgs84: tuple[float, 
                      "properties": {"count": int(n)}} for x, y, n in rows[:MAX_POINT_FEATURES]]
         return {"type": "FeatureCollection", "features": features, "truncated": len(rows) > MAX_POINT_FEATURES}
     return _cached(engine, "points", _key(state, round(west, 4), round(south, 4), round(east, 4),
-                                          round(north, 4), round(zoom, 2)), compute)
+                                          round(north, 4), round(zoom, 2), repr(records)), compute)
+
+
+def _record_conditions(user) -> tuple[list[str], dict]:
+    """SQL conditions keeping only the incidents ``user`` may see record by record (None: internal caller)."""
+    if user is None:
+        return [], {}
+    policy = access.policy_for(user)
+    conditions, params = ["access_level <= :record_level"], {"record_level": policy.record_level}
+    if policy.record_boroughs is not None:
+        conditions.append("borough_code = ANY(:record_boroughs)")
+        params["record_boroughs"] = sorted(policy.record_boroughs)
+    return conditions, params
 
 
 # ---- the first page's helpers, kept for the CLI and tests -------------------------------------------------
@@ -908,8 +1016,12 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
                 user=None) -> dict[tuple[int, int], int]:
     """Incidents per grid cell index (x // cell_m, y // cell_m) under the state's filters in ``period``
     (default: the current period); from the 500 m grid rollup (250 m for other sizes) unless a filter needs
-    raw points."""
+    raw points. Health data under disclosure control has no cells finer than a borough: none. Refused below
+    the tier's finest level."""
     state = _scoped(engine, state, user)
+    _check_level("lsoa", user)
+    if _controlled(engine, state, user):
+        return {}
     if cell_m % 250:
         raise ValueError("cell size must be a multiple of 250 m")
     period = period or current_period(engine, state)

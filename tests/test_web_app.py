@@ -56,7 +56,12 @@ def _callback(app, client, output_id: str, values: dict, changed: str):
     for pattern-matching inputs). ``changed`` is the "id.property" that triggered it."""
     dash_app = app.extensions["safestats_dash"]
     key = next(k for k in dash_app.callback_map if f"{output_id}." in k)
-    spec = dash_app.callback_map[key]
+    return _callback_by_key(app, client, key, values, changed)
+
+
+def _callback_by_key(app, client, key: str, values: dict, changed: str):
+    """POST the callback whose ``callback_map`` key is ``key`` (see ``_callback``)."""
+    spec = app.extensions["safestats_dash"].callback_map[key]
     outputs = [dict(zip(("id", "property"), part.rsplit(".", 1))) for part in key.strip(".").split("...")]
 
     def item(dep):
@@ -213,6 +218,12 @@ def test_density_tiles_need_login_and_refuse_tampered_filters(app, client, clean
     seed_incidents(clean_data)
     assert client.get("/tiles/density/10/511/340.png").status_code == 401
     _login(client)
+    # A viewer sees boroughs and above: the 250 m grid is finer than that (safestats.access).
+    assert client.get("/tiles/density/10/511/340.png?from=2024-01-01&to=2024-12-31").status_code == 403
+    client.get("/logout")
+    upsert_user(get_engine(clean_data), "web.partner@web-test.example", PASSWORD, "Web Partner", "GLA",
+                "partner_analyst")
+    _login(client, "web.partner@web-test.example")
     tile = client.get("/tiles/density/10/511/340.png?from=2024-01-01&to=2024-12-31")
     assert tile.status_code == 200 and tile.data.startswith(b"\x89PNG") and tile.mimetype == "image/png"
     assert client.get("/tiles/density/10/511/340.png?borough=E09999999").status_code == 400

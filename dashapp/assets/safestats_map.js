@@ -56,7 +56,8 @@ window.safestats = Object.assign({}, window.safestats, {
             layer.bindTooltip(function () {
                 const h = window.safestats.map.lastHideout || {};
                 const value = h.values ? h.values[props.code] : undefined;
-                const shown = (value === undefined || value === null) ? "no data"
+                const suppressed = (h.suppressed || []).includes(props.code);
+                const shown = suppressed ? "* (fewer than 8)" : (value === undefined || value === null) ? "no data"
                     : Number(value).toLocaleString("en-GB", {maximumFractionDigits: 1});
                 return props.name + ": " + shown;
             }, {sticky: true, direction: "top", className: "ss-tooltip"});

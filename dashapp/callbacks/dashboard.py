@@ -8,8 +8,9 @@ the whole state (what the map draws) and its data filters (what the panels count
 pressing back runs the same callback from the URL side. Panel callbacks hang off the stores, so a map pan
 recomputes nothing. Callbacks are thin: parse and check what the browser sent, ask ``safestats.queries``,
 hand the result to ``dashapp.layouts.dashboard`` for presentation. Nothing from the browser is trusted:
-each callback checks the login itself, stores are re-parsed strictly, and a refused value shows a message
-and no data — never an unfiltered answer. Errors are logged with a reference and shown without SQL.
+each callback is registered through ``dashapp.guard`` (which checks the user's policy and writes the audit
+row on every call; panels tell it how many rows they sent with ``guard.note``), stores are re-parsed
+strictly, and a refused value shows a message and no data — never an unfiltered answer. Errors are logged with a reference and shown without SQL.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from dash.exceptions import PreventUpdate
 from flask import abort, current_app
 from flask_login import current_user
 
-from dashapp import ids
+from dashapp import guard, ids
 from dashapp.layouts import dashboard as view
 from safestats import queries
 from safestats.access import may_see_points
@@ -42,6 +43,7 @@ def _engine():
 
 
 def _require_login() -> None:
+    """Kept for callers written before the registry: ``guard.callback`` checks every callback's user itself."""
     if not current_user.is_authenticated:
         abort(401)
 
@@ -72,8 +74,9 @@ def _stored_state(stored) -> FilterState:
 
 
 def _error_reference(exc: Exception, what: str) -> str:
-    if isinstance(exc, queries.AccessRefused):
-        return str(exc)  # what the user's tier does not allow, and what to do instead
+    if isinstance(exc, queries.AccessRefused):  # the user's tier does not allow this view: say why
+        log.info("panel %s refused for user %s: %s", what, current_user.get_id(), exc)
+        return f"Not shown: {str(exc).rstrip('.')}."
     ref = uuid.uuid4().hex[:8]
     log.error("panel %s failed (ref %s) for user %s", what, ref, current_user.get_id(), exc_info=exc)
     return f"This panel could not be loaded (reference {ref}; the error has been logged)."
@@ -184,10 +187,9 @@ def register_callbacks(app: Dash) -> None:
     """Attach the dashboard's callbacks to ``app`` (this instance only, never the global registry)."""
 
     # page load -> the checklists' options (a checklist keeps a value it has no option for yet)
-    @app.callback(Output(ids.FILTER_SUPPLIERS, "options"), Output(ids.FILTER_DOMAINS, "options"),
-                  Input(ids.URL, "pathname"))
+    @guard.callback(app, Output(ids.FILTER_SUPPLIERS, "options"), Output(ids.FILTER_DOMAINS, "options"),
+                    Input(ids.URL, "pathname"), audit=False)  # reference lists, no data
     def load_options(_pathname):
-        _require_login()
         tax = queries.taxonomy(_engine())
         return ([{"label": name.split("(")[0].strip(), "value": code} for code, name in tax.suppliers.items()],
                 [{"label": name, "value": code} for code, name in tax.domains.items()])
@@ -207,7 +209,7 @@ def register_callbacks(app: Dash) -> None:
         return [{"label": a.name, "value": a.code} for a in queries.child_areas(engine, parent)] if parent else []
 
     # URL, controls, map and chart clicks -> the filter state (URL, controls, stores)
-    @app.callback(
+    @guard.callback(app, 
         Output(ids.URL, "search"), Output(ids.VIEW_STATE, "data"), Output(ids.DATA_STATE, "data"),
         Output(ids.STATE_ERROR, "children"), Output(ids.STATE_ERROR, "is_open"),
         Output(ids.FILTER_DATES, "start_date"), Output(ids.FILTER_DATES, "end_date"),
@@ -246,7 +248,6 @@ def register_callbacks(app: Dash) -> None:
                    hours, days, level, measure, breaks, layers, _reset, _chips, _c1, _c2, _c3, drawing,
                    _clear, brushed, category_click, hour_click, active_cell, borough_click, msoa_click,
                    lsoa_click, table_rows, zoom, centre, old_data, href):
-        _require_login()
         engine = _engine()
         trigger = ctx.triggered_id
         from_url = trigger is None or trigger == ids.URL
@@ -380,12 +381,11 @@ def register_callbacks(app: Dash) -> None:
             return state  # an odd viewport from the browser is ignored, not fatal
 
     # view state -> chips, selection label, share link
-    @app.callback(
+    @guard.callback(app, 
         Output(ids.FILTER_CHIPS, "children"), Output(ids.SELECTION_NAME, "children"),
         Output(ids.CLEAR_SELECTION, "style"),
-        Input(ids.VIEW_STATE, "data"))
+        Input(ids.VIEW_STATE, "data"), audit=False)  # names of the chosen filters, no data
     def show_chips(stored):
-        _require_login()
         state = _stored_state(stored)
         engine = _engine()
         tax = queries.taxonomy(engine)
@@ -403,81 +403,83 @@ def register_callbacks(app: Dash) -> None:
         return chips or [view.no_filters_chip()], selection, hidden
 
     # data filters -> headline cards
-    @app.callback(Output(ids.HEADLINE, "children"), Input(ids.DATA_STATE, "data"))
+    @guard.callback(app, Output(ids.HEADLINE, "children"), Input(ids.DATA_STATE, "data"))
     def update_headline(stored):
-        _require_login()
         if _link_refused(stored):
             return [view.html_message(LINK_REFUSED_MESSAGE + ".")]
         state = _stored_state(stored)
         try:
             engine = _engine()
             head = queries.headline(engine, state, current_user)
+            guard.note(rows=1)
             fresh = queries.freshness(engine)
             return view.headline_cards(head, fresh, _empty_reason(engine, state, head))
         except Exception as exc:  # shown without detail; logged with a reference
             return [view.html_message(_error_reference(exc, "headline"))]
 
     # data filters -> monthly time series
-    @app.callback(Output(ids.TIMESERIES, "figure"), Input(ids.DATA_STATE, "data"))
+    @guard.callback(app, Output(ids.TIMESERIES, "figure"), Input(ids.DATA_STATE, "data"))
     def update_timeseries(stored):
-        _require_login()
         if _link_refused(stored):
             return view.empty_figure(LINK_REFUSED_MESSAGE)
         state = _stored_state(stored)
         try:
             engine = _engine()
-            return view.timeseries_figure(queries.monthly_series(engine, state, current_user),
-                                          queries.current_period(engine, state), state)
+            series = queries.monthly_series(engine, state, current_user)
+            guard.note(rows=len(series.months) * len(series.groups))
+            return view.timeseries_figure(series, queries.current_period(engine, state), state)
         except Exception as exc:
             return view.empty_figure(_error_reference(exc, "timeseries"))
 
     # data filters -> category bars
-    @app.callback(Output(ids.CATEGORIES, "figure"), Input(ids.DATA_STATE, "data"))
+    @guard.callback(app, Output(ids.CATEGORIES, "figure"), Input(ids.DATA_STATE, "data"))
     def update_categories(stored):
-        _require_login()
         if _link_refused(stored):
             return view.empty_figure(LINK_REFUSED_MESSAGE)
         state = _stored_state(stored)
         try:
             engine = _engine()
             rows = queries.category_counts(engine, state, current_user)
+            guard.note(rows=len(rows))
             return view.categories_figure(rows, state, queries.taxonomy(engine).category_ids(state) or ())
         except Exception as exc:
             return view.empty_figure(_error_reference(exc, "categories"))
 
     # data filters -> hour x weekday grid
-    @app.callback(Output(ids.HOUR_DAY, "figure"), Output(ids.HOUR_DAY_NOTE, "children"),
+    @guard.callback(app, Output(ids.HOUR_DAY, "figure"), Output(ids.HOUR_DAY_NOTE, "children"),
                   Input(ids.DATA_STATE, "data"))
     def update_hour_day(stored):
-        _require_login()
         if _link_refused(stored):
             return view.empty_figure(LINK_REFUSED_MESSAGE), ""
         state = _stored_state(stored)
         try:
             grid = queries.hour_day_grid(_engine(), state, current_user)
+            guard.note(rows=sum(1 for day in grid.counts for n in day if n))
             return view.hour_day_figure(grid, state), view.hour_day_note(grid)
         except Exception as exc:
             return view.empty_figure(_error_reference(exc, "hour_day")), ""
 
     # data filters -> top areas table
-    @app.callback(Output(ids.TOP_AREAS, "data"), Output(ids.TOP_AREAS_TITLE, "children"),
+    @guard.callback(app, Output(ids.TOP_AREAS, "data"), Output(ids.TOP_AREAS_TITLE, "children"),
                   Input(ids.DATA_STATE, "data"))
     def update_top_areas(stored):
-        _require_login()
         if _link_refused(stored):
             return [], "Top areas"
         state = _stored_state(stored)
         try:
             rows = queries.top_areas(_engine(), state, current_user)
+            guard.note(rows=len(rows))
         except Exception as exc:
             _error_reference(exc, "top_areas")
             return [], "Top areas (could not be loaded; the error has been logged)"
         level = rows[0].level if rows else "borough"
         title = f"Top {view.LEVEL_LABELS[level]}s" + (" in the selection" if state.selected_area else "")
-        return [r.__dict__ for r in rows], title
+        # A count suppressed by disclosure control (None) is shown as "*" in the table.
+        return [dict(r.__dict__, incidents=view.count_label(r.incidents) if r.incidents is None else r.incidents)
+                for r in rows], title
 
     # view state + zoom -> choropleth (boundaries once per level, then only hideout) and legend
-    @app.callback(
+    @guard.callback(app, 
         *[Output(ids.MAP_AREAS[level], "data") for level in LEVELS],
         *[Output(ids.MAP_AREAS[level], "hideout") for level in LEVELS],
         Output(ids.MAP_LEGEND, "children"), Output(ids.MAP_NOTE, "children"),
@@ -485,23 +487,24 @@ def register_callbacks(app: Dash) -> None:
         State(ids.MAP_AREAS["borough"], "hideout"), State(ids.MAP_AREAS["msoa"], "hideout"),
         State(ids.MAP_AREAS["lsoa"], "hideout"))
     def update_map(stored, zoom, *hideouts):
-        _require_login()
         if _link_refused(stored):
             raise PreventUpdate
         state = _stored_state(stored)
         engine = _engine()
         level = state.map_level or view.level_for_zoom(zoom if isinstance(zoom, (int, float)) else None)
-        measure, note = state.map_measure, None
+        measure, note, suppressed = state.map_measure, None, frozenset()
         try:
             values = queries.area_values(engine, state, level, current_user)
+            suppressed = values.suppressed
             if measure == "rate_population" and not values.population:
                 measure, note = "count", ("No population loaded: showing counts. Load an ONS mid-year "
                                           "estimate with `safestats population FILE`.")
             shown = values.measure(measure)
+            guard.note(rows=len(shown))
         except Exception as exc:
             shown, note = {}, _error_reference(exc, "map")
         selected = state.selected_area[1] if state.selected_area else None
-        hideout = view.area_hideout(shown, measure, state.map_breaks, selected)
+        hideout = view.area_hideout(shown, measure, state.map_breaks, selected, suppressed)
         data_out, hideout_out = [], []
         for lv, old in zip(LEVELS, hideouts):
             loaded = isinstance(old, dict) and old.get("loaded")
@@ -521,10 +524,9 @@ def register_callbacks(app: Dash) -> None:
         return None
 
     # view state + viewport -> clustered incident points (street zoom only, bounded payload)
-    @app.callback(Output(ids.MAP_POINTS, "data"),
+    @guard.callback(app, Output(ids.MAP_POINTS, "data"),
                   Input(ids.VIEW_STATE, "data"), Input(ids.MAP, "bounds"), Input(ids.MAP, "zoom"))
     def update_points(stored, bounds, zoom):
-        _require_login()
         empty = {"type": "FeatureCollection", "features": []}
         if _link_refused(stored):
             return empty
@@ -537,22 +539,24 @@ def register_callbacks(app: Dash) -> None:
             box = tuple(float(v) for v in (west, south, east, north))
         except (TypeError, ValueError):
             return empty
-        return queries.point_clusters(_engine(), state, box, float(zoom), current_user)
+        points = queries.point_clusters(_engine(), state, box, float(zoom), current_user)
+        guard.note(rows=len(points["features"]))
+        return points
 
     # view state -> density tile URL (browser-side: the tile layer just gets a new URL, no Python round trip)
-    app.clientside_callback(
-        """function (stored) {
+    guard.clientside_callback(
+        app, """function (stored) {
             if (!stored || stored.error || !stored.qs) { return "%s"; }
             const params = new URLSearchParams(stored.qs);
             if (!(params.get("layer") || "").split(",").includes("density")) { return "%s"; }
             for (const key of ["level", "measure", "breaks", "layer", "z", "c"]) { params.delete(key); }
             return "/tiles/density/{z}/{x}/{y}.png?" + params.toString();
         }""" % (view.BLANK_TILE_URL, view.BLANK_TILE_URL),
-        Output(ids.MAP_DENSITY, "url"), Input(ids.VIEW_STATE, "data"))
+        Output(ids.MAP_DENSITY, "url"), Input(ids.VIEW_STATE, "data"), name="density_tile_url")
 
     # map viewport -> the URL's z and c, replaced in place (a pan is not a history step), and the share box
-    app.clientside_callback(
-        """function (zoom, centre, search) {
+    guard.clientside_callback(
+        app, """function (zoom, centre, search) {
             const params = new URLSearchParams(window.location.search);
             if (typeof zoom === "number" && centre) {
                 const lat = Array.isArray(centre) ? centre[0] : centre.lat;
@@ -565,23 +569,24 @@ def register_callbacks(app: Dash) -> None:
             return window.location.href;
         }""",
         Output(ids.SHARE_URL, "value"),
-        Input(ids.MAP, "zoom"), Input(ids.MAP, "center"), Input(ids.URL, "search"))
+        Input(ids.MAP, "zoom"), Input(ids.MAP, "center"), Input(ids.URL, "search"), name="viewport_to_url")
 
     # "Copy link" -> clipboard
-    app.clientside_callback(
-        """function (n, url) {
+    guard.clientside_callback(
+        app, """function (n, url) {
             if (!n) { return window.dash_clientside.no_update; }
             if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(url); }
             const box = document.getElementById("%s");
             if (box) { box.select(); }
             return "Copied";
         }""" % ids.SHARE_URL,
-        Output(ids.COPY_LINK, "children"), Input(ids.COPY_LINK, "n_clicks"), State(ids.SHARE_URL, "value"))
+        Output(ids.COPY_LINK, "children"), Input(ids.COPY_LINK, "n_clicks"), State(ids.SHARE_URL, "value"),
+        name="copy_link")
 
 
 def _empty_reason(engine, state: FilterState, head) -> str | None:
     """Why a selection is empty, when it is: outside the loaded data's dates, or nothing matches."""
-    if head.total:
+    if head.total != 0:  # a count, or None: suppressed by disclosure control (1-7), so not empty
         return None
     span = queries.data_span(engine)
     if span is None:

@@ -19,6 +19,7 @@ from flask import has_request_context
 from flask_login import current_user
 
 from dashapp import ids
+from safestats import disclosure
 from safestats.classify import class_breaks
 from safestats.filters import DAY_NAMES, QUICK_PICKS, THEMES, FilterState
 from safestats.config import get_settings
@@ -54,8 +55,10 @@ def level_for_zoom(zoom: float | None) -> str:
 
 # ---- map presentation ------------------------------------------------------------------------------------
 
-def area_hideout(values: dict[str, float], measure: str, breaks: str, selected: str | None) -> dict:
-    """What the browser-side style function needs: value per area, class bounds, colours, the selection."""
+def area_hideout(values: dict[str, float], measure: str, breaks: str, selected: str | None,
+                 suppressed: frozenset[str] = frozenset()) -> dict:
+    """What the browser-side style function needs: value per area, class bounds, colours, the selection, and
+    the areas whose count is suppressed by disclosure control (their tooltip says "*")."""
     if measure == "change":
         classes = _change_classes(values)
         colours = list(DIVERGING[:len(classes)]) if len(classes) == 5 else list(DIVERGING)[:len(classes)]
@@ -64,7 +67,7 @@ def area_hideout(values: dict[str, float], measure: str, breaks: str, selected: 
         colours = list(SEQUENTIAL[:len(classes)])
     # Values rounded to what the legend and tooltip show: a third of the bytes for 4,835 LSOAs.
     values = {code: round(v, 2) for code, v in values.items()}
-    return {"values": values, "classes": classes, "colours": colours,
+    return {"values": values, "classes": classes, "colours": colours, "suppressed": sorted(suppressed),
             "noDataColour": NO_DATA_COLOUR, "selected": selected, "selectedOutline": SELECTED_OUTLINE}
 
 
@@ -129,12 +132,15 @@ def timeseries_figure(series, period, state: FilterState) -> dict:
     x = [m.isoformat() for m in series.months]
     data = []
     for i, (label, counts) in enumerate(series.groups.items()):
-        data.append({"type": "bar", "x": x, "y": counts, "name": label,
-                     "marker": {"color": SERIES_COLOURS[i % len(SERIES_COLOURS)]},
-                     "hovertemplate": f"{label}<br>%{{x|%b %Y}}: %{{y:,}}<extra></extra>"})
+        # Tooltips show the text (a suppressed count, None, is "*": no bar, but the hover says so).
+        data.append({"type": "bar", "x": x, "y": counts, "name": label, "text": [count_label(n) for n in counts],
+                     "textposition": "none", "marker": {"color": SERIES_COLOURS[i % len(SERIES_COLOURS)]},
+                     "hovertemplate": f"{label}<br>%{{x|%b %Y}}: %{{text}}<extra></extra>"})
     data.append({"type": "scatter", "mode": "lines", "x": x, "y": series.year_earlier,
+                 # The first 12 months have no year before them ("–"); after that None is a suppressed count.
+                 "text": ["–" if i < 12 else count_label(n) for i, n in enumerate(series.year_earlier)],
                  "name": "Same month a year earlier", "line": {"color": "#1d2b3a", "dash": "dot", "width": 2},
-                 "hovertemplate": "A year earlier: %{y:,}<extra></extra>"})
+                 "hovertemplate": "A year earlier: %{text}<extra></extra>"})
     shapes = []
     if period is not None:
         shapes.append({"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1, "layer": "below",
@@ -163,7 +169,8 @@ def categories_figure(rows, state: FilterState, selected_ids: tuple[int, ...]) -
     colours = ["#9e0059" if (not highlight or r.category_id in highlight) else "#c8ccd1" for r in rows]
     return {"data": [{"type": "bar", "orientation": "h", "x": [r.incidents for r in rows],
                       "y": [r.name for r in rows], "customdata": [r.category_id for r in rows],
-                      "marker": {"color": colours}, "hovertemplate": "%{y}: %{x:,}<extra></extra>"}],
+                      "text": [count_label(r.incidents) for r in rows], "textposition": "none",
+                      "marker": {"color": colours}, "hovertemplate": "%{y}: %{text}<extra></extra>"}],
             "layout": _base_layout(margin={"l": 190, "r": 12, "t": 8, "b": 30}, bargap=0.25,
                                    xaxis={"tickformat": ",", "fixedrange": True},
                                    yaxis={"automargin": True, "fixedrange": True}, clickmode="event")}
@@ -194,7 +201,14 @@ def hour_day_note(grid) -> str:
 
 # ---- headline cards, chips, selection --------------------------------------------------------------------
 
-def _change_text(now: int, before: int) -> tuple[str, str]:
+def count_label(n: int | None) -> str:
+    """A count as shown: None is a count suppressed by disclosure control ("*")."""
+    return disclosure.label(n)
+
+
+def _change_text(now: int | None, before: int | None) -> tuple[str, str]:
+    if now is None or before is None:
+        return ("not shown for small numbers", "ss-change-flat")
     if not before:
         return ("no earlier data" if not now else "new", "ss-change-flat")
     pct = 100.0 * (now - before) / before
@@ -208,7 +222,7 @@ def headline_cards(head, fresh, empty_reason: str | None) -> list:
     vs_prev, prev_css = _change_text(head.total, head.previous)
     vs_year, year_css = _change_text(head.total, head.year_earlier)
     cards = [
-        _card("Incidents", f"{head.total:,}", head.period.label(), ids.HEADLINE_TOTAL),
+        _card("Incidents", count_label(head.total), head.period.label(), ids.HEADLINE_TOTAL),
         _card("vs previous period", vs_prev, head.period.previous().label(), css=prev_css),
         _card("vs a year earlier", vs_year, head.period.year_earlier().label(), css=year_css),
         html.Div([html.Div("Data up to", className="ss-card-label"),
