@@ -17,6 +17,7 @@ rate it prints). Then it reports:
    cells.
 
     bench/views [--rows 1000000] [--years 4] [--repeats 5] [--raw-repeats 1] [--keep] [--drop]
+                [--skip-refresh | --skip-full-refresh]
 
 ``--drop`` drops the database at the end (a 10-million-row database is several GB).
 """
@@ -82,25 +83,26 @@ def per_rollup(timings: dict[str, float]) -> dict[str, float]:
     return {name: sum(s for view, s in timings.items() if view.rsplit("_y", 1)[0] == name) for name in ROLLUP_VIEWS}
 
 
-def time_refreshes(url: str, rows_per_month: int, incremental_month: date) -> None:
+def time_refreshes(url: str, rows_per_month: int, incremental_month: date, full_refresh: bool = True) -> None:
     from bench.generate import generate_incidents
     from safestats import rollups
 
     print(f"\n== refresh ({load_average()})")
-    started = time.perf_counter()
-    first = rollups.refresh_rollups(url, trigger="bench/views first build")
-    print(f"first build / refresh of every view: {time.perf_counter() - started:.1f} s wall "
-          f"({len(first)} year views)")
+    if not _scalar(url, "SELECT count(*) FROM pg_matviews WHERE matviewname LIKE 'rollup_%%_y____'"):
+        started = time.perf_counter()
+        first = rollups.refresh_rollups(url, trigger="bench/views first build")
+        print(f"first build of every view: {time.perf_counter() - started:.1f} s wall ({len(first)} year views)")
 
-    started = time.perf_counter()
-    full = rollups.refresh_rollups(url, trigger="bench/views full refresh")
-    wall = time.perf_counter() - started
-    rows = {r.name: _scalar(url, f"SELECT count(*) FROM {r.name}") for r in rollups.ROLLUPS}
-    print(f"full CONCURRENT refresh of every view: {wall:.1f} s wall, "
-          f"{rollups.REFRESH_CONNECTIONS} connections ({load_average()})")
-    print(f"  {'view':24} {'rows':>12} {'refresh s (sum of years)':>26}")
-    for name, seconds in per_rollup(full).items():
-        print(f"  {name:24} {rows[name]:>12,} {seconds:>26.1f}")
+    if full_refresh:
+        started = time.perf_counter()
+        full = rollups.refresh_rollups(url, trigger="bench/views full refresh")
+        wall = time.perf_counter() - started
+        rows = {r.name: _scalar(url, f"SELECT count(*) FROM {r.name}") for r in rollups.ROLLUPS}
+        print(f"full CONCURRENT refresh of every view: {wall:.1f} s wall, "
+              f"{rollups.REFRESH_CONNECTIONS} connections ({load_average()})")
+        print(f"  {'view':24} {'rows':>12} {'refresh s (sum of years)':>26}")
+        for name, seconds in per_rollup(full).items():
+            print(f"  {name:24} {rows[name]:>12,} {seconds:>26.1f}")
 
     last_drop = _scalar(url, "SELECT coalesce(max(id), 0) FROM drops")
     generate_incidents(url, rows_per_month, months=[incremental_month], seed=99, log=lambda *a: None)
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="reuse the database if it holds incidents")
     parser.add_argument("--drop", action="store_true", help="drop the database at the end")
     parser.add_argument("--skip-refresh", action="store_true", help="only the panel latencies")
+    parser.add_argument("--skip-full-refresh", action="store_true",
+                        help="time the incremental refresh and the panels, not the full refresh")
     args = parser.parse_args(argv)
 
     from db import get_engine
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     size = _scalar(url, "SELECT pg_size_pretty(pg_database_size(current_database()))")
     print(f"{incidents:,} incidents in {name} ({size}); {load_average()}", flush=True)
     if not args.skip_refresh:
-        time_refreshes(url, round(args.rows / len(months)), incremental_month)
+        time_refreshes(url, round(args.rows / len(months)), incremental_month, not args.skip_full_refresh)
     time_panels(get_engine(url), args.repeats, args.raw_repeats)
     print(f"\ncommand: bench/views {' '.join(argv if argv is not None else sys.argv[1:])}; {load_average()}")
     if args.drop:

@@ -164,9 +164,10 @@ def incident_years(cur) -> list[int]:
 
 def _record(cur, view: str, family: str, year: int, seconds: float, rows: int, trigger: str,
             drop_ids: list[int] | None) -> None:
+    # Started = now less the duration, by the clock: now() is the transaction's start, which may be earlier.
     cur.execute("""INSERT INTO rollup_refreshes (view_name, family, year, started_at, duration_ms, row_count,
                                                  trigger, drop_ids)
-                   VALUES (%s, %s, %s, now() - make_interval(secs => %s), %s, %s, %s, %s)""",
+                   VALUES (%s, %s, %s, clock_timestamp() - make_interval(secs => %s), %s, %s, %s, %s)""",
                 (view, family, year, seconds, round(seconds * 1000), rows, trigger, drop_ids))
 
 
