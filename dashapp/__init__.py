@@ -4,21 +4,24 @@
 ``before_request`` guard lets nothing through to Dash without a logged-in user: pages redirect to /login,
 and Dash's JSON and asset routes (``/_dash-layout``, ``/_dash-dependencies``, ``/_dash-update-component``,
 ``/_dash-component-suites/…``, ``/assets/…``) answer 401, so the app's structure and data never reach an
-anonymous browser. The only public routes are the login and logout pages, the two stylesheets the login
+anonymous browser. The only public routes are the login, second-factor and logout pages, the two stylesheets the login
 page needs, and the supplier feed API (``dashapp.feeds``), which authenticates every request by its own bearer
 token instead. The admin data-status pages (``dashapp.admin_status``) are plain Flask pages behind login that
-check the admin tier themselves. Each page module registers its own callbacks on this app instance (never the global
+check the admin tier themselves, as do the user and organisation admin pages (``dashapp.admin_users``).
+Every response carries security headers, among them a Content-Security-Policy that Dash works under
+(``build_content_security_policy``). Each page module registers its own callbacks on this app instance (never the global
 ``dash.callback``), and every callback checks the user again itself.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dash
 from flask import Flask, abort, jsonify, redirect, request, send_from_directory, url_for
 from flask_login import current_user
 
-from dashapp import admin_status, auth, feeds, tiles
+from dashapp import admin_status, admin_users, auth, feeds, tiles
 from dashapp.callbacks import dashboard as dashboard_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
 from db import get_engine
@@ -28,7 +31,33 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 # Served without login, for the login page only: styling, nothing about the data or the app's structure.
 PUBLIC_ASSETS = frozenset({"bootstrap.min.css", "safestats.css"})
 # The feed API's two endpoints are listed by name (not by URL prefix): each checks a supplier's token itself.
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.logout", "public_asset"}) | feeds.TOKEN_ENDPOINTS
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.second_factor", "auth.logout", "public_asset"}) | feeds.TOKEN_ENDPOINTS
+
+
+def build_content_security_policy(app: dash.Dash, tile_url: str) -> str:
+    """The CSP every response carries: scripts only from this server plus Dash's own inline scripts.
+
+    Dash renders a few inline scripts (its config and renderer start-up) and each clientside callback as an
+    inline function; ``app.csp_hashes()`` gives their sha256 hashes, so no other inline script and no
+    ``eval`` can run. Styles allow 'unsafe-inline' because Plotly and Leaflet set element styles from
+    JavaScript (style attributes cannot be hashed); images may come from the base-map tile server.
+    """
+    tiles = urlsplit(tile_url)
+    tile_origin = f"{tiles.scheme}://{tiles.netloc}" if tiles.scheme in ("http", "https") and tiles.netloc else ""
+    directives = {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"] + [f"'{h}'" for h in app.csp_hashes()],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"] + ([tile_origin] if tile_origin else []),
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
 def create_app(database_url: str | None = None) -> Flask:
@@ -37,10 +66,19 @@ def create_app(database_url: str | None = None) -> Flask:
     server = Flask(__name__, static_folder=None)
     server.config.update(
         SECRET_KEY=settings.secret_key,
+        # Secure: sent over HTTPS only (browsers count http://127.0.0.1 and localhost as secure, so the demo
+        # works); SAFESTATS_SECURE_COOKIES=false only for plain-HTTP access from another host while testing.
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
+        # Read by dashapp.auth on every request (a test may change them on its own app).
+        SAFESTATS_SESSION_IDLE_MINUTES=settings.session_idle_minutes,
+        SAFESTATS_SESSION_MAX_HOURS=settings.session_max_hours,
+        SAFESTATS_LOGIN_MAX_FAILURES=settings.login_max_failures,
+        SAFESTATS_LOGIN_LOCKOUT_MINUTES=settings.login_lockout_minutes,
     )
     server.extensions["safestats_engine"] = get_engine(database_url)
     server.config["SAFESTATS_INCOMING"] = settings.incoming    # where feed uploads are filed (dashapp.feeds)
@@ -50,6 +88,7 @@ def create_app(database_url: str | None = None) -> Flask:
     server.register_blueprint(tiles.bp)
     server.register_blueprint(feeds.bp)
     server.register_blueprint(admin_status.bp)
+    server.register_blueprint(admin_users.bp)
 
     @server.get("/static/<path:filename>", endpoint="public_asset")
     def public_asset(filename: str):
@@ -66,11 +105,18 @@ def create_app(database_url: str | None = None) -> Flask:
             return jsonify(error="login required"), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
+    content_security_policy: list[str] = []   # filled in once every callback is registered (below)
+
     @server.after_request
     def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", content_security_policy[0])
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+        if settings.secure_cookies:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if request.endpoint != "public_asset" and not request.path.startswith(
                 ("/assets/", "/_dash-component-suites/", "/tiles/")):
             # Pages and data are per-user: never let a shared proxy or the back button after logout show them.
@@ -89,5 +135,6 @@ def create_app(database_url: str | None = None) -> Flask:
     )
     app.layout = dashboard_layout.layout  # a function: built per request, for the logged-in user
     dashboard_callbacks.register_callbacks(app)
+    content_security_policy.append(build_content_security_policy(app, settings.tile_url))
     server.extensions["safestats_dash"] = app
     return server
