@@ -1,0 +1,194 @@
+"""Organisations and user administration: the seeded organisations, the CLI, and the admin pages' permissions.
+
+The migration seeds GLA, MOPAC, the 33 boroughs, the Met, City of London Police, BTP, LFB, TfL, LAS and
+London's NHS trusts. The CLI adds, changes, disables and re-enables users and organisations. The admin
+pages are checked as the browser would post them, forged fields included: an organisation admin sees and
+changes only their own organisation's users, cannot grant an admin tier or move anyone out, and a tier above
+the organisation's ceiling is refused for everyone; every form needs its CSRF token.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyotp
+import pytest
+from sqlalchemy import text
+
+from dashapp import create_app
+from db import get_engine
+from safestats.accounts import AccountError, get_account, save_account
+from tests.conftest import query
+
+DOMAIN = "admin-test.example"
+PASSWORD = "an admin test passphrase"
+
+
+@pytest.fixture(scope="module")
+def engine(db_url):
+    return get_engine(db_url)
+
+
+@pytest.fixture(scope="module")
+def app(db_url):
+    server = create_app(db_url)
+    server.config["TESTING"] = True
+    return server
+
+
+@pytest.fixture(autouse=True)
+def forget(engine):
+    def clean():
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM users WHERE email ILIKE :p"), {"p": f"%@{DOMAIN}"})
+            conn.execute(text("DELETE FROM organisations WHERE code LIKE 'ADMINTEST%'"))
+    clean()
+    yield
+    clean()
+
+
+def _account(engine, name, organisation="GLA", tier="viewer", org_admin=False):
+    return save_account(engine, email=f"{name}@{DOMAIN}", display_name=name, organisation=organisation, tier=tier,
+                        org_admin=org_admin, password=PASSWORD)
+
+
+def _csrf(client, path) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
+
+
+def _signed_in(app, engine, account):
+    """A test client signed in as ``account`` (with its TOTP code when the tier or org-admin role needs one)."""
+    client = app.test_client()
+    client.post("/login", data={"email": account.email, "password": PASSWORD, "csrf_token": _csrf(client, "/login")})
+    if client.get("/_dash-layout").status_code != 200:
+        page = client.get("/login/second-factor").get_data(as_text=True)
+        secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page).group(1)
+        client.post("/login/second-factor", data={"code": pyotp.TOTP(secret).now(),
+                                                  "csrf_token": _csrf(client, "/login/second-factor")})
+    assert client.get("/_dash-layout").status_code == 200
+    return client
+
+
+def test_the_seeded_organisations(db_url):
+    kinds = dict(query(db_url, "SELECT kind, count(*) FROM organisations WHERE kind <> 'other' GROUP BY kind"))
+    assert kinds["borough"] == 33 and kinds["police"] == 3 and kinds["nhs_trust"] >= 15
+    codes = {code for (code,) in query(db_url, "SELECT code FROM organisations")}
+    assert {"GLA", "MOPAC", "MPS", "COLP", "BTP", "LFB", "TFL", "LAS", "E09000007", "RJ1"} <= codes
+    assert query(db_url, "SELECT max_tier FROM organisations WHERE code = 'E09000007'") == [("borough_analyst",)]
+
+
+def test_a_tier_above_the_organisations_ceiling_is_refused(engine):
+    with pytest.raises(AccountError, match="at most the borough_analyst tier"):
+        _account(engine, "camden-istv", organisation="E09000007", tier="istv_analyst")
+    with pytest.raises(AccountError, match="Unknown organisation"):
+        _account(engine, "nowhere", organisation="Ministry of Nowhere")
+    assert _account(engine, "camden", organisation="London Borough of Camden", tier="borough_analyst").organisation == "E09000007"
+
+
+def _safestats(*args):
+    script = Path(sys.executable).with_name("safestats")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "safestats.cli"]
+    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=300)
+
+
+def test_the_cli_adds_changes_disables_and_enables_users_and_organisations(engine, db_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    email = f"cli@{DOMAIN}"
+    steps = [
+        ("orgs", "add", "ADMINTEST1", "--name", "Admin test trust", "--kind", "nhs_trust", "--max-tier", "istv_analyst"),
+        ("users", "add", email, "--organisation", "ADMINTEST1", "--tier", "partner_analyst", "--password", PASSWORD),
+        ("users", "set", email, "--tier", "istv_analyst", "--org-admin"),
+        ("users", "disable", email),
+    ]
+    for step in steps:
+        result = _safestats(*step)
+        assert result.returncode == 0, (step, result.stdout, result.stderr)
+    account = get_account(engine, email=email)
+    assert (account.organisation, account.tier, account.org_admin, account.active) == (
+        "ADMINTEST1", "istv_analyst", True, False)
+    assert _safestats("users", "enable", email).returncode == 0
+    assert get_account(engine, email=email).active
+    listing = _safestats("users", "list", "--organisation", "ADMINTEST1")
+    assert email in listing.stdout and "org admin" in listing.stdout
+    refused = _safestats("users", "set", email, "--tier", "admin")
+    assert refused.returncode == 2 and "at most the istv_analyst tier" in refused.stderr
+    common = _safestats("users", "set", email, "--password", "password1")
+    assert common.returncode == 2 and "common passwords" in common.stderr
+    assert _safestats("orgs", "disable", "ADMINTEST1").returncode == 0
+    assert query(db_url, "SELECT active FROM organisations WHERE code = 'ADMINTEST1'") == [(False,)]
+    assert "ADMINTEST1" in _safestats("orgs", "list").stdout
+
+
+def test_an_organisation_admin_manages_only_their_own_organisations_users(app, engine):
+    org_admin = _account(engine, "camden-admin", organisation="E09000007", tier="borough_analyst", org_admin=True)
+    colleague = _account(engine, "camden-analyst", organisation="E09000007", tier="viewer")
+    outsider = _account(engine, "croydon-analyst", organisation="E09000008", tier="viewer")
+    client = _signed_in(app, engine, org_admin)
+
+    listing = client.get("/admin/users").get_data(as_text=True)
+    assert colleague.email in listing and outsider.email not in listing
+    assert client.get(f"/admin/users/{outsider.id}").status_code == 403
+    assert client.get("/admin/organisations").status_code == 403
+    assert client.get("/admin/data-status").status_code == 403
+
+    token = _csrf(client, f"/admin/users/{colleague.id}")
+    form = {"csrf_token": token, "display_name": "Renamed", "tier": "borough_analyst", "active": "1"}
+    assert client.post(f"/admin/users/{colleague.id}", data=form).status_code == 302
+    assert get_account(engine, user_id=colleague.id).tier == "borough_analyst"
+    # Forged fields: another organisation's user, an admin tier, org-admin rights, another organisation.
+    assert client.post(f"/admin/users/{outsider.id}", data=form).status_code == 403
+    assert client.post(f"/admin/users/{colleague.id}", data=dict(form, tier="admin")).status_code in (403, 422)
+    client.post(f"/admin/users/{colleague.id}", data=dict(form, org_admin="1", organisation="GLA"))
+    after = get_account(engine, user_id=colleague.id)
+    assert (after.tier, after.org_admin, after.organisation) == ("borough_analyst", False, "E09000007")
+    # New users land in the admin's own organisation whatever the form says.
+    new = {"csrf_token": token, "email": f"new-camden@{DOMAIN}", "display_name": "New", "tier": "viewer",
+           "active": "1", "password": "a brand new passphrase", "organisation": "GLA"}
+    assert client.post("/admin/users/new", data=new).status_code == 302
+    assert get_account(engine, email=f"new-camden@{DOMAIN}").organisation == "E09000007"
+    # Disabling a colleague through the page ends their live session.
+    colleague_client = _signed_in(app, engine, colleague)
+    assert client.post(f"/admin/users/{colleague.id}", data=dict(form, active="")).status_code == 302
+    assert colleague_client.get("/_dash-layout").status_code == 401
+
+
+def test_forms_need_their_csrf_token_and_lower_tiers_get_403(app, engine):
+    admin = _account(engine, "portal-admin", organisation="GLA", tier="admin")
+    viewer = _account(engine, "plain-viewer", organisation="GLA", tier="viewer")
+    client = _signed_in(app, engine, admin)
+    no_token = client.post(f"/admin/users/{viewer.id}", data={"display_name": "x", "tier": "viewer", "active": ""})
+    assert no_token.status_code == 400
+    assert get_account(engine, user_id=viewer.id).active
+    no_token = client.post("/admin/organisations/new", data={"code": "ADMINTEST9", "name": "x", "kind": "other",
+                                                             "max_tier": "viewer", "active": "1"})
+    assert no_token.status_code == 400
+    viewer_client = _signed_in(app, engine, viewer)
+    for path in ("/admin/users", "/admin/users/new", f"/admin/users/{admin.id}", "/admin/organisations"):
+        assert viewer_client.get(path).status_code == 403, path
+
+
+def test_a_portal_admin_adds_an_organisation_and_a_user_and_resets_a_second_factor(app, engine):
+    admin = _account(engine, "portal-admin2", organisation="GLA", tier="admin")
+    client = _signed_in(app, engine, admin)
+    token = _csrf(client, "/admin/organisations/new")
+    response = client.post("/admin/organisations/new", data={"csrf_token": token, "code": "ADMINTEST2",
+                                                             "name": "Admin test VRU", "kind": "authority",
+                                                             "max_tier": "partner_analyst", "active": "1"})
+    assert response.status_code == 302
+    assert "ADMINTEST2" in client.get("/admin/organisations").get_data(as_text=True)
+    user = {"csrf_token": token, "email": f"vru@{DOMAIN}", "display_name": "VRU analyst", "tier": "istv_analyst",
+            "organisation": "ADMINTEST2", "active": "1", "password": "a vru test passphrase"}
+    refused = client.post("/admin/users/new", data=user)
+    assert refused.status_code == 422 and "at most the partner_analyst tier" in refused.get_data(as_text=True)
+    assert client.post("/admin/users/new", data=dict(user, tier="partner_analyst", org_admin="1")).status_code == 302
+    vru = get_account(engine, email=f"vru@{DOMAIN}")
+    assert (vru.organisation, vru.tier, vru.org_admin) == ("ADMINTEST2", "partner_analyst", True)
+
+    assert get_account(engine, user_id=admin.id).second_factor_enrolled
+    other_admin = _account(engine, "portal-admin3", organisation="GLA", tier="admin")
+    other_client = _signed_in(app, engine, other_admin)
+    assert client.post(f"/admin/users/{other_admin.id}/reset-second-factor", data={"csrf_token": token}).status_code == 302
+    assert not get_account(engine, user_id=other_admin.id).second_factor_enrolled
+    assert other_client.get("/_dash-layout").status_code == 401, "a reset ends the user's sessions"
