@@ -46,7 +46,7 @@ def build_content_security_policy(app: dash.Dash, tile_url: str) -> str:
     tile_origin = f"{tiles.scheme}://{tiles.netloc}" if tiles.scheme in ("http", "https") and tiles.netloc else ""
     directives = {
         "default-src": ["'self'"],
-        "script-src": ["'self'"] + [f"'{h}'" for h in app.csp_hashes()],
+        "script-src": ["'self'"] + list(app.csp_hashes()),   # each already quoted: 'sha256-...'
         "style-src": ["'self'", "'unsafe-inline'"],
         "img-src": ["'self'", "data:", "blob:"] + ([tile_origin] if tile_origin else []),
         "font-src": ["'self'", "data:"],
