@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Response, abort, current_app, render_template_string, stream_with_context
 from flask_login import current_user
 
+from dashapp.auth import PAGE_HEAD
+
 from safestats.supplier_status import (LOCATION_LEVELS, LocationQuality, location_quality, recent_drops,
                                        supplier_status, supplier_statuses)
 
@@ -38,16 +40,7 @@ def _engine():
     return current_app.extensions["safestats_engine"]
 
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>{{ title }} · SafeStats</title>
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='bootstrap.min.css') }}">
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='safestats.css') }}">
-</head>
-<body>
+PAGE = PAGE_HEAD + """<body>
   <header class="ss-navbar navbar navbar-dark">
     <div class="container-fluid">
       <a class="navbar-brand" href="/"><span class="ss-brand-mark">SafeStats</span>

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, redirect, render_template_string, request, url_for
 from flask_login import current_user
 
-from dashapp.auth import csrf_ok, csrf_token
+from dashapp.auth import PAGE_HEAD, csrf_ok, csrf_token
 from safestats.access import TIERS
 from safestats.accounts import (ORGANISATION_KINDS, AccountError, NotPermitted, get_account, get_organisation,
                                 is_portal_admin, list_accounts, list_organisations, may_administer_users,
@@ -38,16 +38,7 @@ def _check_csrf() -> None:
         abort(400, "The form has expired (missing or wrong CSRF token); reload the page and try again.")
 
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>{{ title }} · SafeStats</title>
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='bootstrap.min.css') }}">
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='safestats.css') }}">
-</head>
-<body>
+PAGE = PAGE_HEAD + """<body>
   <header class="ss-navbar navbar navbar-dark">
     <div class="container-fluid">
       <a class="navbar-brand" href="/"><span class="ss-brand-mark">SafeStats</span>

@@ -187,7 +187,8 @@ def csrf_ok() -> bool:
     return bool(expected) and hmac.compare_digest(sent.encode(), expected.encode())
 
 
-PAGE = """<!doctype html>
+# The <head> of every plain server-rendered page (login, admin pages): the title and the two public stylesheets.
+PAGE_HEAD = """<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
@@ -196,7 +197,9 @@ PAGE = """<!doctype html>
   <link rel="stylesheet" href="{{ url_for('public_asset', filename='bootstrap.min.css') }}">
   <link rel="stylesheet" href="{{ url_for('public_asset', filename='safestats.css') }}">
 </head>
-<body class="login-page">
+"""
+
+PAGE = PAGE_HEAD + """<body class="login-page">
   <header class="ss-navbar navbar navbar-dark">
     <div class="container-fluid">
       <span class="navbar-brand"><span class="ss-brand-mark">SafeStats</span>

@@ -207,7 +207,7 @@ def save_account(engine: Engine, *, email: str, display_name: str | None = None,
     else:
         _require(may_manage_account(actor, existing), "You may only manage users of your own organisation "
                  "(and only portal admins manage admins).")
-        email = existing.email if user_id is not None or not email else email
+        email = existing.email   # an account's email never changes (it is the login and the throttle key)
     with engine.begin() as conn:
         org = find_organisation(conn, organisation) if organisation else None
         if organisation and org is None:

@@ -238,7 +238,9 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
     password = demo_password(settings.home)
     upsert_user(get_engine(url), email=DEMO_EMAIL, password=password, display_name=DEMO_DISPLAY_NAME,
                 organisation=DEMO_ORGANISATION, tier=DEMO_TIER)
-    _step(f"Demo login: {DEMO_EMAIL} ({DEMO_TIER}); password kept in {settings.home / DEMO_LOGIN_FILE}.")
+    _step(f"Demo login: {DEMO_EMAIL} ({DEMO_TIER}); password kept in {settings.home / DEMO_LOGIN_FILE}. "
+          "Admins also need a second factor: the first sign-in shows a QR code to enrol an authenticator app "
+          "(or `./dev demo totp` prints the current code).")
 
     if not serve:
         _step("Ready (--no-serve: not serving). `safestats serve` serves the portal.")

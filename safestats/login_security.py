@@ -52,23 +52,25 @@ def live_session_user_id(engine: Engine, token: str, idle_minutes: float, max_ho
     if not token or not isinstance(token, str):
         return None
     with engine.begin() as conn:
+        # No row lock: a Dash page fires several requests at once, and two of them both marking the session
+        # seen, or both revoking an idle one, is harmless.
         row = conn.execute(text("""
             SELECT user_id,
                    last_seen_at < now() - make_interval(secs => :idle * 60) AS idle,
-                   created_at < now() - make_interval(secs => :max * 3600) AS expired
+                   created_at < now() - make_interval(secs => :max * 3600) AS expired,
+                   last_seen_at < now() - interval '1 minute' AS stale
             FROM user_sessions WHERE token_hash = :h AND revoked_at IS NULL
-            FOR UPDATE
         """), {"h": _token_hash(token), "idle": idle_minutes, "max": max_hours}).one_or_none()
         if row is None:
             return None
         if row.idle or row.expired:
-            conn.execute(text("UPDATE user_sessions SET revoked_at = now(), revoked_reason = :why WHERE token_hash = :h"),
+            conn.execute(text("UPDATE user_sessions SET revoked_at = now(), revoked_reason = :why "
+                              "WHERE token_hash = :h AND revoked_at IS NULL"),
                          {"h": _token_hash(token), "why": "idle timeout" if row.idle else "session lifetime"})
             return None
-        # Written at most once a minute per session: every Dash update is a request.
-        conn.execute(text("UPDATE user_sessions SET last_seen_at = now() "
-                          "WHERE token_hash = :h AND last_seen_at < now() - interval '1 minute'"),
-                     {"h": _token_hash(token)})
+        if row.stale:   # written at most once a minute per session: every Dash update is a request
+            conn.execute(text("UPDATE user_sessions SET last_seen_at = now() WHERE token_hash = :h"),
+                         {"h": _token_hash(token)})
         return row.user_id
 
 

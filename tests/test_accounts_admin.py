@@ -17,25 +17,13 @@ import pyotp
 import pytest
 from sqlalchemy import text
 
-from dashapp import create_app
 from db import get_engine
 from safestats.accounts import AccountError, get_account, save_account
 from tests.conftest import query
+from tests.test_login_hardening import _csrf, app, engine  # noqa: F401  (shared fixtures)
 
 DOMAIN = "admin-test.example"
 PASSWORD = "an admin test passphrase"
-
-
-@pytest.fixture(scope="module")
-def engine(db_url):
-    return get_engine(db_url)
-
-
-@pytest.fixture(scope="module")
-def app(db_url):
-    server = create_app(db_url)
-    server.config["TESTING"] = True
-    return server
 
 
 @pytest.fixture(autouse=True)
@@ -52,10 +40,6 @@ def forget(engine):
 def _account(engine, name, organisation="GLA", tier="viewer", org_admin=False):
     return save_account(engine, email=f"{name}@{DOMAIN}", display_name=name, organisation=organisation, tier=tier,
                         org_admin=org_admin, password=PASSWORD)
-
-
-def _csrf(client, path) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
 
 
 def _signed_in(app, engine, account):
@@ -165,6 +149,8 @@ def test_forms_need_their_csrf_token_and_lower_tiers_get_403(app, engine):
                                                              "max_tier": "viewer", "active": "1"})
     assert no_token.status_code == 400
     viewer_client = _signed_in(app, engine, viewer)
+    assert "navbar-admin" not in viewer_client.get("/_dash-layout").get_data(as_text=True)
+    assert "navbar-admin" in client.get("/_dash-layout").get_data(as_text=True)
     for path in ("/admin/users", "/admin/users/new", f"/admin/users/{admin.id}", "/admin/organisations"):
         assert viewer_client.get(path).status_code == 403, path
 
@@ -192,3 +178,54 @@ def test_a_portal_admin_adds_an_organisation_and_a_user_and_resets_a_second_fact
     assert client.post(f"/admin/users/{other_admin.id}/reset-second-factor", data={"csrf_token": token}).status_code == 302
     assert not get_account(engine, user_id=other_admin.id).second_factor_enrolled
     assert other_client.get("/_dash-layout").status_code == 401, "a reset ends the user's sessions"
+
+
+def test_demo_totp_prints_the_demo_logins_current_code(engine, db_url, monkeypatch):
+    from safestats.demo_run import DEMO_EMAIL
+    from safestats.login_security import matching_totp_step, pending_totp_secret
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM users WHERE email = :e"), {"e": DEMO_EMAIL})
+    try:
+        demo = save_account(engine, email=DEMO_EMAIL, organisation="GLA", tier="admin", password=PASSWORD)
+        before = _safestats("demo", "totp")
+        assert before.returncode == 1 and "sign in with its password first" in before.stderr
+        secret = pending_totp_secret(engine, demo.id)   # what the first sign-in's password step does
+        after = _safestats("demo", "totp")
+        assert after.returncode == 0, after.stderr
+        assert matching_totp_step(secret, after.stdout.strip()) is not None
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM users WHERE email = :e"), {"e": DEMO_EMAIL})
+
+
+def test_the_migration_keeps_every_users_organisation_both_ways():
+    import uuid
+
+    from db import migrate
+    from tests.conftest import drop_database, make_database
+
+    url = make_database(f"safestats_test_orgs_{uuid.uuid4().hex[:8]}")
+    try:
+        migrate.upgrade(url, "0007_feeds")
+        conn = get_engine(url)
+        with conn.begin() as c:
+            for email, organisation in (("a@x.example", "mopac"), ("b@x.example", "London Borough of Camden"),
+                                        ("c@x.example", "Camden Council community safety"),
+                                        ("d@x.example", "Camden Council community safety")):
+                c.execute(text("INSERT INTO users (email, display_name, organisation, password_hash) "
+                               "VALUES (:e, :e, :o, 'x')"), {"e": email, "o": organisation})
+        migrate.upgrade(url, "0011")
+        rows = query(url, "SELECT u.email, o.code, o.kind FROM users u JOIN organisations o ON o.id = u.organisation_id "
+                          "ORDER BY u.email")
+        assert rows == [("a@x.example", "MOPAC", "authority"), ("b@x.example", "E09000007", "borough"),
+                        ("c@x.example", "Camden_Council_community_safety", "other"),
+                        ("d@x.example", "Camden_Council_community_safety", "other")]
+        migrate.downgrade(url, "0007_feeds")
+        assert query(url, "SELECT email, organisation FROM users ORDER BY email") == [
+            ("a@x.example", "MOPAC"), ("b@x.example", "E09000007"), ("c@x.example", "Camden Council community safety"),
+            ("d@x.example", "Camden Council community safety")]
+    finally:
+        get_engine(url).dispose()
+        drop_database(url)

@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 
 import pyotp
 import pytest
+from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from dashapp import create_app
 from dashapp.auth import upsert_user
 from db import get_engine
-from sqlalchemy import text
-from tests.test_browser_dashboard import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _require_chromium
+from tests.test_browser_dashboard import TIMEOUT_MS, _require_chromium, browser  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -42,18 +42,6 @@ def server(areas_loaded):
     finally:
         srv.shutdown()
         thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _context(browser, base_url):
@@ -86,6 +74,7 @@ def test_an_admin_enrols_a_second_factor_and_the_dashboard_works_under_the_csp(b
     # The 33 borough polygons and the headline (data or "none loaded yet"): Dash's callbacks ran under the CSP.
     page.wait_for_function("() => document.querySelectorAll('path[data-area]').length === 33", timeout=90_000)
     page.wait_for_selector("#headline-total, .ss-empty")
+    assert page.locator("#navbar-admin").get_attribute("href") == "/admin/users"
     page.wait_for_timeout(1000)  # let late callbacks (clientside ones included) run and report
 
     assert problems == [], problems

@@ -14,7 +14,8 @@ from tests.conftest import TEST_DB_NAME, make_database, query
 
 TABLES = {"access_levels", "areas", "domains", "categories", "suppliers", "supplier_category_map", "drops",
           "quarantine", "incidents", "users", "area_population", "rollup_refreshes",
-          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history"}
+          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history",
+          "organisations", "user_sessions", "login_throttle"}
 
 
 def public_tables(url):

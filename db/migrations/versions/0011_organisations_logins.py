@@ -91,6 +91,20 @@ def upgrade() -> None:
     );
     COMMENT ON TABLE login_throttle IS 'Sign-in attempts in a row per account (lower-case email) without a success';
     """)
+    # The web app may connect as the unprivileged role safestats_web (made by the access-tier or audit
+    # migration, whichever runs first): it signs users in and runs the admin pages, so it needs these tables.
+    op.execute("""
+    DO $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'safestats_web') THEN
+            GRANT SELECT, INSERT, UPDATE ON organisations, users, user_sessions TO safestats_web;
+            GRANT SELECT, INSERT, UPDATE, DELETE ON login_throttle TO safestats_web;
+            EXECUTE format('GRANT USAGE ON SEQUENCE %s TO safestats_web', pg_get_serial_sequence('organisations', 'id'));
+            EXECUTE format('GRANT USAGE ON SEQUENCE %s TO safestats_web', pg_get_serial_sequence('users', 'id'));
+        END IF;
+    END
+    $$;
+    """)
 
 
 def downgrade() -> None:
@@ -98,7 +112,9 @@ def downgrade() -> None:
     DROP TABLE IF EXISTS login_throttle;
     DROP TABLE IF EXISTS user_sessions;
     ALTER TABLE users ADD COLUMN organisation text;
-    UPDATE users u SET organisation = o.code FROM organisations o WHERE o.id = u.organisation_id;
+    -- Back to text: the code of a seeded organisation (as the app wrote it), the original text of any other.
+    UPDATE users u SET organisation = CASE WHEN o.kind = 'other' THEN o.name ELSE o.code END
+    FROM organisations o WHERE o.id = u.organisation_id;
     ALTER TABLE users ALTER COLUMN organisation SET NOT NULL;
     ALTER TABLE users DROP COLUMN organisation_id, DROP COLUMN org_admin, DROP COLUMN totp_secret,
         DROP COLUMN totp_confirmed_at, DROP COLUMN totp_last_step, DROP COLUMN disabled_at;
