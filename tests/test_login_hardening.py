@@ -227,11 +227,16 @@ def test_istv_and_admin_tiers_need_a_totp_code_and_enrol_on_first_sign_in(app, e
     assert client.get("/_dash-layout").status_code == 200
 
 
-def test_lower_tiers_sign_in_with_a_password_alone(app, engine):
+def test_lower_tiers_sign_in_with_a_password_alone_but_organisation_admins_need_a_code(app, engine):
     email = _user(engine, "partner", tier="partner_analyst")
     client = app.test_client()
     assert _post_login(client, email).headers["Location"] == "/"
     assert client.get("/_dash-layout").status_code == 200
+
+    save_account(engine, email=email, org_admin=True)   # manages accounts now: a second factor is needed
+    client = app.test_client()
+    assert _post_login(client, email).headers["Location"].endswith("/login/second-factor")
+    assert client.get("/_dash-layout").status_code == 401
 
 
 def test_the_second_factor_step_needs_a_right_password_first_and_a_csrf_token(app, engine):
