@@ -8,19 +8,18 @@ the organisation's ceiling is refused for everyone; every form needs its CSRF to
 """
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pyotp
 import pytest
 from sqlalchemy import text
 
 from db import get_engine
 from safestats.accounts import AccountError, get_account, save_account
 from tests.conftest import query
-from tests.test_login_hardening import _csrf, app, engine  # noqa: F401  (shared fixtures)
+from tests.login_helpers import csrf_from as _csrf, sign_in
+from tests.test_login_hardening import app, engine  # noqa: F401  (shared fixtures)
 
 DOMAIN = "admin-test.example"
 PASSWORD = "an admin test passphrase"
@@ -45,12 +44,7 @@ def _account(engine, name, organisation="GLA", tier="viewer", org_admin=False):
 def _signed_in(app, engine, account):
     """A test client signed in as ``account`` (with its TOTP code when the tier or org-admin role needs one)."""
     client = app.test_client()
-    client.post("/login", data={"email": account.email, "password": PASSWORD, "csrf_token": _csrf(client, "/login")})
-    if client.get("/_dash-layout").status_code != 200:
-        page = client.get("/login/second-factor").get_data(as_text=True)
-        secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page).group(1)
-        client.post("/login/second-factor", data={"code": pyotp.TOTP(secret).now(),
-                                                  "csrf_token": _csrf(client, "/login/second-factor")})
+    assert sign_in(client, account.email, PASSWORD).status_code == 302
     assert client.get("/_dash-layout").status_code == 200
     return client
 

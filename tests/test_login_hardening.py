@@ -25,6 +25,7 @@ from db import get_engine
 from safestats.accounts import AccountError, get_account, save_account, save_organisation
 from safestats.passwords import password_problem
 from tests.conftest import query
+from tests.login_helpers import csrf_from
 
 DOMAIN = "login-test.example"
 PASSWORD = "a long login test passphrase"
@@ -54,8 +55,7 @@ def forget_test_users(engine):
     forget()
 
 
-def _csrf(client, path="/login") -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
+_csrf = csrf_from
 
 
 def _post_login(client, email, password=PASSWORD):
