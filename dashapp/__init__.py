@@ -15,17 +15,24 @@ The app reads the database as the web role ``safestats_web`` (``db.web_role``), 
 request runs ``acting_as`` the logged-in user (``safestats.db_scope``): every transaction it starts carries
 that user's settings, which PostgreSQL's row-level security applies. Only the feed API, which loads drops
 (writes incidents and refreshes rollups), uses the owner's engine (``safestats_loader_engine``).
+
+Log-in (``dashapp.auth``) is hardened: revocable server-side sessions, a throttle shared through PostgreSQL,
+TOTP for the tiers that need it, and a second-factor page that is public like the login page. The user and
+organisation admin pages (``dashapp.admin_users``) serve admins and organisation admins. Every response
+carries security headers, among them a Content-Security-Policy that Dash works under
+(``build_content_security_policy``).
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dash
 from flask import Flask, abort, g, request, send_from_directory
 from flask_login import current_user
 
-from dashapp import admin_audit, admin_status, admin_views, auth, feeds, guard, tiles
+from dashapp import admin_audit, admin_status, admin_users, admin_views, auth, feeds, guard, tiles
 from dashapp.callbacks import dashboard as dashboard_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
 from db import database_url as configured_database_url
@@ -38,16 +45,51 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 PUBLIC_ASSETS = frozenset({"bootstrap.min.css", "safestats.css"})
 
 
+def build_content_security_policy(app: dash.Dash, tile_url: str) -> str:
+    """The CSP every response carries: scripts only from this server plus Dash's own inline scripts.
+
+    Dash renders a few inline scripts (its config and renderer start-up) and each clientside callback as an
+    inline function; ``app.csp_hashes()`` gives their sha256 hashes, so no other inline script and no
+    ``eval`` can run. Styles allow 'unsafe-inline' because Plotly and Leaflet set element styles from
+    JavaScript (style attributes cannot be hashed); images may come from the base-map tile server.
+    """
+    tiles = urlsplit(tile_url)
+    tile_origin = f"{tiles.scheme}://{tiles.netloc}" if tiles.scheme in ("http", "https") and tiles.netloc else ""
+    directives = {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"] + list(app.csp_hashes()),   # each already quoted: 'sha256-...'
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"] + ([tile_origin] if tile_origin else []),
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
+
+
 def create_app(database_url: str | None = None) -> Flask:
     """The portal as a Flask app: ``database_url`` or, when None, the configured database (see ``db``)."""
     settings = get_settings()
     server = Flask(__name__, static_folder=None)
     server.config.update(
         SECRET_KEY=settings.secret_key,
+        # Secure: sent over HTTPS only (browsers count http://127.0.0.1 and localhost as secure, so the demo
+        # works); SAFESTATS_SECURE_COOKIES=false only for plain-HTTP access from another host while testing.
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
+        # Read by dashapp.auth on every request (a test may change them on its own app).
+        SAFESTATS_SESSION_IDLE_MINUTES=settings.session_idle_minutes,
+        SAFESTATS_SESSION_MAX_HOURS=settings.session_max_hours,
+        SAFESTATS_LOGIN_MAX_FAILURES=settings.login_max_failures,
+        SAFESTATS_LOGIN_LOCKOUT_MINUTES=settings.login_lockout_minutes,
     )
     owner_url = database_url or configured_database_url()
     server.extensions["safestats_engine"] = get_web_engine(owner_url)
@@ -61,6 +103,7 @@ def create_app(database_url: str | None = None) -> Flask:
     server.register_blueprint(admin_status.bp)
     server.register_blueprint(admin_views.bp)
     server.register_blueprint(admin_audit.bp)
+    server.register_blueprint(admin_users.bp)
 
     @server.get("/static/<path:filename>", endpoint="public_asset")
     @guard.endpoint(guard.PUBLIC, audit=False)
@@ -83,11 +126,18 @@ def create_app(database_url: str | None = None) -> Flask:
         if scope is not None:
             scope.close()
 
+    content_security_policy: list[str] = []   # filled in once every callback is registered (below)
+
     @server.after_request
     def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", content_security_policy[0])
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+        if settings.secure_cookies:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if request.endpoint != "public_asset" and not request.path.startswith(
                 ("/assets/", "/_dash-component-suites/", "/tiles/")):
             # Pages and data are per-user: never let a shared proxy or the back button after logout show them.
@@ -106,5 +156,6 @@ def create_app(database_url: str | None = None) -> Flask:
     )
     app.layout = dashboard_layout.layout  # a function: built per request, for the logged-in user
     dashboard_callbacks.register_callbacks(app)
+    content_security_policy.append(build_content_security_policy(app, settings.tile_url))
     server.extensions["safestats_dash"] = app
     return server

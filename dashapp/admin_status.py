@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, current_app, render_template_string, stream_with_context
 from dashapp import guard
+from dashapp.auth import PAGE_HEAD
 from safestats.supplier_status import (LOCATION_LEVELS, LocationQuality, location_quality, recent_drops,
                                        supplier_status, supplier_statuses)
 
@@ -29,16 +30,7 @@ def _engine():
 
 
 # The admin pages' shell (this page and dashapp.admin_audit): head, navbar with the section, and the body.
-ADMIN_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>{{ title }} · SafeStats</title>
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='bootstrap.min.css') }}">
-  <link rel="stylesheet" href="{{ url_for('public_asset', filename='safestats.css') }}">
-</head>
-<body>
+ADMIN_PAGE = PAGE_HEAD + """<body>
   <header class="ss-navbar navbar navbar-dark">
     <div class="container-fluid">
       <a class="navbar-brand" href="/"><span class="ss-brand-mark">SafeStats</span>

@@ -48,6 +48,8 @@ LOGIN = Need("login", lambda policy: policy is not NO_ACCESS)
 # Record-level data (points, record lists, record exports): the policy's record level, not a tier name.
 RECORDS = Need("records", lambda policy: policy.sees_records)
 ADMIN = Need("admin", lambda policy: policy.admin)
+# Account pages: portal admins, and organisation admins for their own organisation (the page checks which).
+USER_ADMIN = Need("user admin", lambda policy: policy.admin or policy.org_admin)
 # Public (the login page and its stylesheets) and supplier-token routes (which check the token themselves).
 PUBLIC = Need("public", lambda policy: True, login=False)
 SUPPLIER_TOKEN = Need("supplier token", lambda policy: True, login=False)
@@ -176,7 +178,7 @@ def _state_from_args(args) -> str | None:
 def _user_fields(policy: TierPolicy) -> dict:
     user = current_user
     identified = getattr(user, "is_authenticated", False)
-    return {"user_id": int(user.get_id()) if identified and str(user.get_id()).isdigit() else None,
+    return {"user_id": getattr(user, "id", None) if identified else None,
             "email": getattr(user, "email", None) if identified else None,
             "organisation": getattr(user, "organisation", None) if identified else None,
             "tier": policy.tier}
@@ -193,7 +195,7 @@ def _run_checked(rule: Rule, kind: str, function, args):
     policy = policy_for(current_user)
     if not rule.needs.allows(policy):
         _write(rule, kind, policy, False, "denied", _state_from_args(args), None, False)
-        log.warning("refused %s %s to user %s (tier %s): needs %s", kind, rule.target, current_user.get_id(),
+        log.warning("refused %s %s to user %s (tier %s): needs %s", kind, rule.target, getattr(current_user, "id", None),
                     policy.tier, rule.needs.name)
         abort(401 if not getattr(current_user, "is_authenticated", False) else 403)
     g.safestats_audit_note = _Note(state=_state_from_args(args), exported=rule.exported)

@@ -13,6 +13,7 @@ STATE_ERROR = "dash-state-error"  # alert for a refused link or control value
 # Navbar
 NAVBAR_USER = "navbar-user"
 NAVBAR_LOGOUT = "navbar-logout"
+NAVBAR_ADMIN = "navbar-admin"   # link to /admin/users, for portal and organisation admins
 
 # Filter panel
 FILTER_DATES = "filter-dates"

@@ -45,7 +45,7 @@ def density_tile(z: int, x: int, y: int):
         queries.check_state(engine, state)
         bounds = tile_bounds_3857(z, x, y)
     except (ValueError, UnicodeDecodeError) as exc:
-        log.warning("refused density tile %s/%s/%s for user %s: %s", z, x, y, current_user.get_id(), exc)
+        log.warning("refused density tile %s/%s/%s for user %s: %s", z, x, y, getattr(current_user, "id", None), exc)
         abort(400, description=str(exc))
     cell_m = cell_size_for_zoom(z)
     try:

@@ -3,7 +3,8 @@
 A user's tier maps to one ``TierPolicy`` (``policy_for(user)``): which suppliers' data they may see in
 aggregates and whether health aggregates reach them only under disclosure control; up to which access level
 they may see records (points, record lists, record exports) and in which boroughs; the finest area level
-they may break data down to; and whether they administer the portal. Every decision about "may this user
+they may break data down to; whether they administer the portal; and whether signing in needs a second
+factor (TOTP). Every decision about "may this user
 see that" is read from the policy, never from an ``if tier == ...`` in a callback. A user we cannot
 identify (anonymous, unknown tier) gets ``NO_ACCESS``: nothing at all, never "everything".
 
@@ -12,7 +13,7 @@ Access levels are ``access_levels.level`` (and ``incidents.access_level`` / ``su
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 RECORD_LEVEL = 10          # police, fire and transport records
@@ -36,6 +37,9 @@ class TierPolicy:
     record_boroughs: frozenset[str] | None
     min_area_level: str                  # the finest area level this tier may break data down to
     admin: bool = False
+    second_factor: bool = False          # signing in needs a TOTP code as well as the password
+    # An organisation admin manages their own organisation's accounts (users.org_admin, set by policy_for).
+    org_admin: bool = False
 
     @property
     def aggregate_level(self) -> int:
@@ -65,11 +69,11 @@ TIER_POLICIES: dict[str, TierPolicy] = {
     "partner_analyst": TierPolicy("partner_analyst", health="suppressed", record_level=RECORD_LEVEL,
                                   record_boroughs=None, min_area_level="lsoa"),
     "istv_analyst": TierPolicy("istv_analyst", health="full", record_level=HEALTH_RECORD_LEVEL,
-                               record_boroughs=None, min_area_level="lsoa"),
+                               record_boroughs=None, min_area_level="lsoa", second_factor=True),
     "admin": TierPolicy("admin", health="full", record_level=HEALTH_RECORD_LEVEL, record_boroughs=None,
-                        min_area_level="lsoa", admin=True),
+                        min_area_level="lsoa", admin=True, second_factor=True),
 }
-TIERS = tuple(TIER_POLICIES)
+TIERS = tuple(TIER_POLICIES)   # lowest first: an organisation's max_tier caps its members by this order
 NO_ACCESS = TierPolicy("none", health="none", record_level=0, record_boroughs=frozenset(),
                        min_area_level="borough")
 
@@ -82,10 +86,23 @@ def policy_for(user) -> TierPolicy:
     if policy is None:
         return NO_ACCESS
     if policy.tier == "borough_analyst":
-        from dataclasses import replace
-
         policy = replace(policy, record_boroughs=frozenset(getattr(user, "boroughs", ()) or ()))
+    if getattr(user, "org_admin", False):
+        policy = replace(policy, org_admin=True)
     return policy
+
+
+def tier_within(tier: str, ceiling: str) -> bool:
+    """Whether ``tier`` is at most ``ceiling`` in the order of ``TIERS`` (unknown tiers never are)."""
+    return tier in TIERS and ceiling in TIERS and TIERS.index(tier) <= TIERS.index(ceiling)
+
+
+def needs_second_factor(tier: str, org_admin: bool = False) -> bool:
+    """Whether signing in as this tier (or as an organisation admin, who manages accounts) needs TOTP.
+
+    Unknown tiers do: when in doubt, ask for more, never less."""
+    policy = TIER_POLICIES.get(tier)
+    return org_admin or policy is None or policy.second_factor
 
 
 # The two questions the query layer asked before the policy existed; kept as thin wrappers.

@@ -8,7 +8,9 @@ Subcommands (``safestats --help`` lists them with their options):
   population FILE [--year Y]   load ONS mid-year population estimates by LSOA (replaces that year)
   demo generate --out DIR      write realistic demo drops in each supplier's own file format
   demo run                     everything the portal needs, then serve it (the README's first command)
-  users add EMAIL              create or update a login
+  demo totp                    the demo login's current second-factor code (for newcomers without an app)
+  users add|set|list|disable|enable|reset-totp|unlock   logins (tier, organisation, organisation admin)
+  orgs add|set|list|disable|enable                      organisations and the highest tier of their members
   scheduler [--interval S]     watch the suppliers' incoming folders and load new drops (its own process)
   tokens create|revoke|list    bearer tokens for the supplier feed API
   serve                        run the web portal
@@ -150,19 +152,95 @@ def cmd_demo(args) -> int:
         files = generate_demo_drops(Path(args.out), months=args.months, seed=args.seed)
         print(f"Wrote {len(files)} demo drop files to {args.out}")
         return 0
+    if args.action == "totp":
+        from safestats.demo_run import print_demo_totp_code
+
+        return print_demo_totp_code()
     from safestats.demo_run import run_demo
 
     return run_demo(months=args.months, serve=not args.no_serve)
 
 
 def cmd_users(args) -> int:
-    from dashapp.auth import upsert_user
     from db import get_engine
+    from safestats.accounts import AccountError, get_account, list_accounts, reset_second_factor, save_account, unlock_account
 
-    password = args.password or getpass.getpass(f"Password for {args.email}: ")
-    upsert_user(get_engine(_database_url()), email=args.email, password=password, display_name=args.name or args.email,
-                organisation=args.organisation, tier=args.tier)
-    print(f"User {args.email} saved (tier {args.tier}).")
+    engine = get_engine(_database_url())
+    action = args.users_action
+    try:
+        if action == "list":
+            accounts = [a for a in list_accounts(engine)
+                        if not args.organisation or args.organisation.upper() == a.organisation.upper()]
+            for a in accounts:
+                flags = ", ".join(f for f, on in (("org admin", a.org_admin), ("TOTP", a.second_factor_enrolled),
+                                                  ("DISABLED", not a.active)) if on)
+                print(f"{a.email:<40} {a.organisation:<10} {a.tier:<16} {flags}")
+            print(f"{len(accounts)} user(s).")
+            return 0
+        if action == "unlock":
+            unlock_account(engine, args.email)
+            print(f"Failed sign-ins for {args.email} cleared; they may try again now.")
+            return 0
+        if action == "reset-totp":
+            account = get_account(engine, email=args.email)
+            if account is None:
+                raise AccountError(f"No user {args.email!r} (`safestats users list` lists them).")
+            reset_second_factor(engine, account.id)
+            print(f"{args.email}'s second factor is reset: they set up a new one at their next sign-in.")
+            return 0
+        if action in ("disable", "enable"):
+            if get_account(engine, email=args.email) is None:
+                raise AccountError(f"No user {args.email!r} (`safestats users list` lists them).")
+            account = save_account(engine, email=args.email, active=action == "enable")
+            print(f"{account.email} {'enabled' if account.active else 'disabled; their sessions are ended'}.")
+            return 0
+        existing = get_account(engine, email=args.email)
+        if action == "set" and existing is None:
+            raise AccountError(f"No user {args.email!r}; `safestats users add` creates one.")
+        password = args.password
+        if action == "add" and password is None:
+            password = getpass.getpass(f"Password for {args.email}: ")
+        account = save_account(engine, email=args.email, display_name=args.name, organisation=args.organisation,
+                               tier=args.tier, org_admin=args.org_admin, password=password,
+                               active=True if action == "add" else None)
+    except AccountError as exc:
+        print(f"safestats: {exc}", file=sys.stderr)
+        return 2
+    print(f"User {account.email} saved ({account.organisation}, tier {account.tier}"
+          f"{', organisation admin' if account.org_admin else ''}).")
+    return 0
+
+
+def cmd_orgs(args) -> int:
+    from db import get_engine
+    from safestats.accounts import AccountError, list_organisations, save_organisation
+
+    engine = get_engine(_database_url())
+    organisations = {o.code.upper(): o for o in list_organisations(engine)}
+    try:
+        if args.orgs_action == "list":
+            for o in organisations.values():
+                print(f"{o.code:<10} {o.kind:<10} {o.max_tier:<16} {o.members:>4} user(s)  {o.name}"
+                      f"{'' if o.active else '  DISABLED'}")
+            return 0
+        current = organisations.get(args.code.upper())
+        if args.orgs_action == "add":
+            if current is not None:
+                raise AccountError(f"{args.code} already exists; `safestats orgs set` changes it.")
+            saved = save_organisation(engine, code=args.code, name=args.name, kind=args.kind, max_tier=args.max_tier)
+        else:
+            if current is None:
+                raise AccountError(f"No organisation {args.code!r} (`safestats orgs list` lists them).")
+            active = {"enable": True, "disable": False}.get(args.orgs_action, current.active)
+            saved = save_organisation(engine, org_id=current.id, code=current.code,
+                                      name=getattr(args, "name", None) or current.name,
+                                      kind=getattr(args, "kind", None) or current.kind,
+                                      max_tier=getattr(args, "max_tier", None) or current.max_tier, active=active)
+    except AccountError as exc:
+        print(f"safestats: {exc}", file=sys.stderr)
+        return 2
+    print(f"Organisation {saved.code} saved: {saved.name} ({saved.kind}, up to {saved.max_tier}"
+          f"{'' if saved.active else ', disabled: its users are signed out'}).")
     return 0
 
 
@@ -285,24 +363,57 @@ def build_parser() -> argparse.ArgumentParser:
                                             "file name, e.g. sapelsoasyoa2020.csv)")
     p.set_defaults(func=cmd_population)
 
-    p = sub.add_parser("demo", help="generate demo drops, or run the whole demo portal")
-    p.add_argument("action", choices=["generate", "run"])
+    p = sub.add_parser("demo", help="generate demo drops, run the whole demo portal, or print the demo login's "
+                                    "current TOTP code")
+    p.add_argument("action", choices=["generate", "run", "totp"])
     p.add_argument("--out", default=None, help="with generate: the folder to write drops to")
     p.add_argument("--months", type=int, default=24, help="how many months of demo data (default 24)")
     p.add_argument("--seed", type=int, default=20261123)
     p.add_argument("--no-serve", action="store_true", help="with run: prepare everything but do not serve")
     p.set_defaults(func=cmd_demo)
 
+    from safestats.access import TIERS
+    from safestats.accounts import ORGANISATION_KINDS
+
     p = sub.add_parser("users", help="manage logins")
     usub = p.add_subparsers(dest="users_action", required=True)
-    a = usub.add_parser("add", help="create or update a user")
-    a.add_argument("email")
-    a.add_argument("--name")
-    a.add_argument("--organisation", default="GLA")
-    a.add_argument("--tier", default="viewer",
-                   choices=["viewer", "borough_analyst", "partner_analyst", "istv_analyst", "admin"])
-    a.add_argument("--password", help="(prompted for when omitted)")
+    for name, help_text in (("add", "create a user (or update and re-enable the one with this email)"),
+                            ("set", "change a user (only the options given)")):
+        a = usub.add_parser(name, help=help_text)
+        a.add_argument("email")
+        a.add_argument("--name")
+        a.add_argument("--organisation", default="GLA" if name == "add" else None,
+                       help="organisation code or name (`safestats orgs list`)")
+        a.add_argument("--tier", default="viewer" if name == "add" else None, choices=TIERS)
+        a.add_argument("--org-admin", dest="org_admin", action=argparse.BooleanOptionalAction, default=None,
+                       help="organisation admin: manages their own organisation's users")
+        a.add_argument("--password", help="(prompted for when omitted with add)")
+        a.set_defaults(func=cmd_users)
+    a = usub.add_parser("list", help="list users")
+    a.add_argument("--organisation", help="only this organisation's (code)")
     a.set_defaults(func=cmd_users)
+    for name, help_text in (("disable", "disable a user and end their sessions"), ("enable", "enable a user again"),
+                            ("reset-totp", "forget a user's second factor (they enrol again at next sign-in)"),
+                            ("unlock", "clear a user's failed sign-in count")):
+        a = usub.add_parser(name, help=help_text)
+        a.add_argument("email")
+        a.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("orgs", help="manage organisations")
+    osub = p.add_subparsers(dest="orgs_action", required=True)
+    osub.add_parser("list", help="list organisations").set_defaults(func=cmd_orgs)
+    for name in ("add", "set"):
+        a = osub.add_parser(name, help="add an organisation" if name == "add" else "change an organisation")
+        a.add_argument("code", help="short code, e.g. an NHS ODS code or a borough's ONS code")
+        a.add_argument("--name", required=name == "add")
+        a.add_argument("--kind", choices=ORGANISATION_KINDS, default="other" if name == "add" else None)
+        a.add_argument("--max-tier", dest="max_tier", choices=TIERS, default="viewer" if name == "add" else None,
+                       help="the highest tier a member may hold")
+        a.set_defaults(func=cmd_orgs)
+    for name in ("disable", "enable"):
+        a = osub.add_parser(name, help=f"{name} an organisation" + (" (signs its users out)" if name == "disable" else ""))
+        a.add_argument("code")
+        a.set_defaults(func=cmd_orgs)
 
     from safestats.ingest import DEFAULT_SETTLE_SECONDS
     from safestats.scheduler import DEFAULT_INTERVAL_SECONDS, DEFAULT_MISFIRE_GRACE_SECONDS

@@ -2,7 +2,8 @@
 
 Everything a deployment may change is an environment variable (documented in the README): where the
 database is (``DATABASE_URL``; unset means the embedded cluster under ``SAFESTATS_HOME``), which boundary
-areas are in scope, the base-map tiles, the Flask secret, and the suppliers' incoming drop folders. Code asks ``get_settings()``; nothing else reads
+areas are in scope, the base-map tiles, the Flask secret, the suppliers' incoming drop folders, and the
+log-in settings (Secure cookies, session timeouts, the failed-sign-in limit). Code asks ``get_settings()``; nothing else reads
 ``os.environ`` for these names.
 """
 from __future__ import annotations
@@ -35,6 +36,14 @@ class Settings:
     # the supplier is shown as late (on top of suppliers.expected_cadence).
     incoming: Path | None = None
     cadence_grace_days: float = 7.0
+    # Log-in and sessions: cookies only over HTTPS (browsers treat http://127.0.0.1 and localhost as secure
+    # too, so the demo works), sessions end after this long idle or this long in all, and an account is
+    # locked for a while after this many failed sign-ins in a row.
+    secure_cookies: bool = True
+    session_idle_minutes: float = 30.0
+    session_max_hours: float = 12.0
+    login_max_failures: int = 10
+    login_lockout_minutes: float = 15.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -57,6 +66,17 @@ def _secret_key(home: Path) -> str:
         return key
 
 
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: use true or false")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     home = Path(os.environ.get("SAFESTATS_HOME", PROJECT_ROOT / ".safestats")).resolve()
@@ -75,4 +95,9 @@ def get_settings() -> Settings:
         port=int(os.environ.get("SAFESTATS_PORT", "8050")),
         incoming=Path(os.environ.get("SAFESTATS_INCOMING") or home / "incoming").resolve(),
         cadence_grace_days=float(os.environ.get("SAFESTATS_CADENCE_GRACE_DAYS", "7")),
+        secure_cookies=_flag("SAFESTATS_SECURE_COOKIES", True),
+        session_idle_minutes=float(os.environ.get("SAFESTATS_SESSION_IDLE_MINUTES", "30")),
+        session_max_hours=float(os.environ.get("SAFESTATS_SESSION_MAX_HOURS", "12")),
+        login_max_failures=int(os.environ.get("SAFESTATS_LOGIN_MAX_FAILURES", "10")),
+        login_lockout_minutes=float(os.environ.get("SAFESTATS_LOGIN_LOCKOUT_MINUTES", "15")),
     )

@@ -7,7 +7,9 @@ and loaded by the real population loader) when the area_population table is empt
 into ``<SAFESTATS_HOME>/demo-drops/`` when that folder has none, those drops loaded through the ingest
 pipeline (files already loaded are skipped by their sha256), and a demo admin login whose password is made
 once and kept in ``<SAFESTATS_HOME>/demo-login.txt`` (mode 600). It then prints the URL and the login in a
-box and serves the portal until Ctrl-C.
+box and serves the portal until Ctrl-C. Admins sign in with a TOTP code as well: on the demo login's first
+sign-in the portal shows a QR code and secret to enrol an authenticator app, and ``safestats demo totp``
+prints the current code for a newcomer who has no app to hand.
 
 The loaders and the web app are imported inside the functions, so this module imports on its own.
 """
@@ -111,6 +113,24 @@ def demo_population_years(drops_folder: Path, months: int) -> list[int]:
     names = [p.name for p in _files_in(drops_folder)]
     years = {int(name[:4]) for name in names if name[:4].isdigit() and name[4:5] == "-"}
     return sorted(years or {int(month[:4]) for month in month_range(last_complete_month(), months)})
+
+
+def print_demo_totp_code() -> int:
+    """`safestats demo totp`: the demo login's current TOTP code (once it has a secret, i.e. after the
+    password step of its first sign-in), so a newcomer without an authenticator app can still get in."""
+    import pyotp
+    from sqlalchemy import text
+
+    from db import database_url, get_engine
+
+    with get_engine(database_url()).connect() as conn:
+        secret = conn.execute(text("SELECT totp_secret FROM users WHERE lower(email) = :e"),
+                              {"e": DEMO_EMAIL}).scalar()
+    if not secret:
+        return _fail(f"{DEMO_EMAIL} has no second factor yet: sign in with its password first (the portal then "
+                     "shows the QR code), and run this again.")
+    print(pyotp.TOTP(secret).now())
+    return 0
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -218,7 +238,9 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
     password = demo_password(settings.home)
     upsert_user(get_engine(url), email=DEMO_EMAIL, password=password, display_name=DEMO_DISPLAY_NAME,
                 organisation=DEMO_ORGANISATION, tier=DEMO_TIER)
-    _step(f"Demo login: {DEMO_EMAIL} ({DEMO_TIER}); password kept in {settings.home / DEMO_LOGIN_FILE}.")
+    _step(f"Demo login: {DEMO_EMAIL} ({DEMO_TIER}); password kept in {settings.home / DEMO_LOGIN_FILE}. "
+          "Admins also need a second factor: the first sign-in shows a QR code to enrol an authenticator app "
+          "(or `./dev demo totp` prints the current code).")
 
     if not serve:
         _step("Ready (--no-serve: not serving). `safestats serve` serves the portal.")
@@ -238,6 +260,8 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
         f"URL       http://{shown_host}:{port}",
         f"Email     {DEMO_EMAIL}",
         f"Password  {password}",
+        "2nd step  admins also enter a 6-digit code: enrol an authenticator app",
+        "          from the QR code shown at first sign-in, or run ./dev demo totp",
         "",
         "Stop      Ctrl-C stops the portal",
         f"Database  {stop_db}",

@@ -42,7 +42,7 @@ def test_upsert_stores_an_argon2id_hash_with_owasp_parameters(engine, db_url):
 
 def test_upsert_updates_the_same_user_case_insensitively(engine, db_url):
     first = auth.upsert_user(engine, "Bo@Auth-Test.example", "first password", "Bo", "GLA", "viewer")
-    second = auth.upsert_user(engine, "bo@auth-test.example", "second password", "Bo B", "LFB", "admin")
+    second = auth.upsert_user(engine, "bo@auth-test.example", "second password", "Bo B", "GLA", "admin")
     assert first.id == second.id
     assert query(db_url, "SELECT count(*) FROM users WHERE lower(email) = 'bo@auth-test.example'")[0][0] == 1
     assert auth.authenticate(engine, "bo@auth-test.example", "first password") is None

@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from db import migrate
 from tests.conftest import drop_database, make_database
 
-SUBCOMMANDS = ("db", "migrate", "boundaries", "load", "population", "demo", "users", "scheduler", "tokens", "serve")
+SUBCOMMANDS = ("db", "migrate", "boundaries", "load", "population", "demo", "users", "orgs", "scheduler", "tokens", "serve")
 
 
 def _safestats(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:

@@ -24,6 +24,7 @@ from db import get_engine
 from safestats.feed_tokens import create_token, revoke_token
 from safestats.supplier_status import supplier_status
 from tests.conftest import REPO_ROOT, query
+from tests.login_helpers import sign_in
 
 pytestmark = pytest.mark.shared_data
 
@@ -86,10 +87,7 @@ def _upload(client, token: str | None, content: bytes, name: str = FILE, url: st
 
 
 def _login(client, tier: str):
-    page = client.get("/login").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    response = client.post("/login", data={"email": f"{tier}@status-test.example", "password": PASSWORD,
-                                           "csrf_token": csrf})
+    response = sign_in(client, f"{tier}@status-test.example", PASSWORD)   # (with a TOTP code for istv and admin)
     assert response.status_code == 302
 
 

@@ -16,7 +16,8 @@ TABLES = {"access_levels", "areas", "domains", "categories", "suppliers", "suppl
           "quarantine", "incidents", "users", "area_population", "rollup_refreshes",
           "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history", "rollup_families", "h3_points",
           "access_tiers", "user_boroughs", "retained_area_month", "retained_borough_day_hour",
-          "retained_grid_month", "retained_h3_month", "retention_runs", "audit_log"}
+          "retained_grid_month", "retained_h3_month", "retention_runs", "audit_log",
+          "organisations", "user_sessions", "login_throttle"}
 
 
 def public_tables(url):

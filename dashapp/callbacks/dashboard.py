@@ -68,17 +68,17 @@ def _stored_state(stored) -> FilterState:
         state = FilterState.from_query_string(stored["qs"])
         queries.check_state(_engine(), state)
     except ValueError as exc:
-        log.warning("refused stored state %r from user %s: %s", stored, current_user.get_id(), exc)
+        log.warning("refused stored state %r from user %s: %s", stored, getattr(current_user, "id", None), exc)
         raise PreventUpdate from exc
     return state
 
 
 def _error_reference(exc: Exception, what: str) -> str:
     if isinstance(exc, queries.AccessRefused):  # the user's tier does not allow this view: say why
-        log.info("panel %s refused for user %s: %s", what, current_user.get_id(), exc)
+        log.info("panel %s refused for user %s: %s", what, getattr(current_user, "id", None), exc)
         return f"Not shown: {str(exc).rstrip('.')}."
     ref = uuid.uuid4().hex[:8]
-    log.error("panel %s failed (ref %s) for user %s", what, ref, current_user.get_id(), exc_info=exc)
+    log.error("panel %s failed (ref %s) for user %s", what, ref, getattr(current_user, "id", None), exc_info=exc)
     return f"This panel could not be loaded (reference {ref}; the error has been logged)."
 
 
@@ -335,7 +335,7 @@ def register_callbacks(app: Dash) -> None:
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             if from_url:  # a well-formed link naming something that does not exist: no data, not old data
                 return _refused_link(str(exc))
-            log.warning("refused filter change %r from user %s: %s", trigger, current_user.get_id(), exc)
+            log.warning("refused filter change %r from user %s: %s", trigger, getattr(current_user, "id", None), exc)
             return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 24
 
         qs = state.to_query_string()
@@ -355,7 +355,7 @@ def register_callbacks(app: Dash) -> None:
         ]
 
     def _refused_link(message: str):
-        log.warning("refused link filters from user %s: %s", current_user.get_id(), message)
+        log.warning("refused link filters from user %s: %s", getattr(current_user, "id", None), message)
         text = f"This link's filters could not be read ({message}). No data is shown; reset the filters to start again."
         error = {"qs": None, "error": message}
         # The controls stay usable (to pick again, or reset) but show nothing from the refused link.

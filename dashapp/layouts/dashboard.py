@@ -299,6 +299,15 @@ def _user_name() -> str:
     return ""
 
 
+def _admin_link() -> list:
+    """A link to the user admin pages for portal and organisation admins (the pages check again)."""
+    from safestats.accounts import may_administer_users
+
+    if has_request_context() and current_user.is_authenticated and may_administer_users(current_user):
+        return [html.A("Users", href="/admin/users", id=ids.NAVBAR_ADMIN, className="btn btn-sm btn-outline-light ms-3")]
+    return []
+
+
 def navbar() -> dbc.Navbar:
     return dbc.Navbar(
         dbc.Container([
@@ -307,6 +316,7 @@ def navbar() -> dbc.Navbar:
                    href="/", className="navbar-brand"),
             html.Div([
                 html.Span(_user_name(), id=ids.NAVBAR_USER, className="ss-user"),
+                *_admin_link(),
                 html.A("Sign out", href="/logout", id=ids.NAVBAR_LOGOUT,
                        className="btn btn-sm btn-outline-light ms-3"),
             ], className="d-flex align-items-center"),
