@@ -88,7 +88,7 @@ def areas_loaded(db_url) -> str:
     return db_url
 
 
-DATA_TABLES = ("incidents", "quarantine", "drops")
+DATA_TABLES = ("incidents", "quarantine", "drops", "postcodes", "gazetteer_streets", "gazetteer_refreshes")
 
 
 def truncate_data(url: str) -> None:
