@@ -14,7 +14,9 @@ from tests.conftest import TEST_DB_NAME, make_database, query
 
 TABLES = {"access_levels", "areas", "domains", "categories", "suppliers", "supplier_category_map", "drops",
           "quarantine", "incidents", "users", "area_population", "rollup_refreshes",
-          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history"}
+          "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history", "postcodes", "gazetteer_streets",
+          "gazetteer_refreshes", "drop_location_quality"}
+LOCATING_TABLES = {"postcodes", "gazetteer_streets", "gazetteer_refreshes", "drop_location_quality"}
 
 
 def public_tables(url):
@@ -34,6 +36,16 @@ def test_migrations_up_down_up(shared_data):
     [result] = load_paths(url, [shared_data / "police_uk" / "2023-03-city-of-london-street.csv"], progress=False)
     assert result.status == "loaded"
     assert query(url, "SELECT count(*) FROM pg_tables WHERE tablename = 'incidents_y2023'") == [(1,)]
+
+    # 0012 (locating) down and up again over loaded data: the per-drop quality and confidence are backfilled.
+    migrate.downgrade(url, "0007_feeds")
+    assert public_tables(url) == (TABLES - LOCATING_TABLES) | {"alembic_version"}
+    assert query(url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'location_confidence'"
+                      " AND table_name = 'incidents'") == [(0,)]
+    migrate.upgrade(url)
+    assert query(url, "SELECT method, rows FROM drop_location_quality WHERE drop_id = %s", (result.drop_id,)) == \
+        [("exact", result.rows_loaded)]
+    assert query(url, "SELECT DISTINCT location_confidence FROM incidents") == [(100,)]
 
     migrate.downgrade(url, "base")
     assert migrate.current_revision(url) is None
