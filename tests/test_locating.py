@@ -249,3 +249,13 @@ def test_filter_located_at_least_round_trips_and_restricts_the_counts(clean_data
     # 1 exact, 3 postcode, 1 borough, 2 unlocated (test_las_rows_by_point_postcode_borough_or_nothing).
     assert counts == {None: 7, "exact": 1, "postcode": 4, "gazetteer": 4, "borough": 5}
     assert queries.headline(engine, FilterState(suppliers=("las",), located_at_least="postcode"), ADMIN).total == 4
+
+
+def test_a_link_with_the_located_filter_shows_a_removable_chip():
+    from dashapp.callbacks.dashboard import _without
+    from dashapp.layouts.dashboard import filter_chips
+
+    state = FilterState.from_query_string("located=gazetteer")
+    [chip] = filter_chips(state, {"suppliers": {}, "domains": {}, "categories": {}, "areas": {}})
+    assert "Located at least: street (gazetteer)" in str(chip)
+    assert _without(state, "located") == FilterState()
