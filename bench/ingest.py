@@ -33,14 +33,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_CORPORA = {"police_uk": "police_uk", "lfb": "lfb", "tfl_bus": "tfl"}
 
 
-def bench_database() -> str:
+def bench_database(name: str = "safestats_bench") -> str:
+    """SAFESTATS_BENCH_DATABASE_URL, or a fresh database ``name`` in the embedded cluster."""
     if os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
         return os.environ["SAFESTATS_BENCH_DATABASE_URL"]
     from safestats.embedded_pg import EmbeddedPostgres
 
     pg = EmbeddedPostgres.from_settings(log=lambda *a: None)
     pg.start()
-    return pg.create_database("safestats_bench", drop_existing=True)
+    return pg.create_database(name, drop_existing=True)
 
 
 def empty_data_tables(url: str) -> None:

@@ -79,16 +79,6 @@ def explain(conn, sql: str, params: dict) -> tuple[float, set[str]]:
     return ms, {re.sub(r"^incidents_y\d+_", "", u) for u in used}
 
 
-def plans_database() -> str:
-    if os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
-        return os.environ["SAFESTATS_BENCH_DATABASE_URL"]
-    from safestats.embedded_pg import EmbeddedPostgres
-
-    pg = EmbeddedPostgres.from_settings(log=lambda *a: None)
-    pg.start()
-    return pg.create_database("safestats_plans", drop_existing=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/raw_query_plans", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sqlalchemy import text
 
-    from bench.ingest import load_average
+    from bench.ingest import bench_database, load_average
     from db import get_engine, migrate
     from loaders.boundaries import load_boundaries
     from loaders.demo import generate_demo_drops
@@ -107,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Preparing: migrations, boundaries, {args.demo_months} months of police.uk demo drops ({load_average()})",
           flush=True)
-    url = plans_database()
+    url = bench_database("safestats_plans")
     migrate.upgrade(url)
     load_boundaries(url, regions=("london",), log=lambda *a: None)
     with tempfile.TemporaryDirectory() as tmp:
