@@ -188,9 +188,15 @@ class Gazetteer:
         return borough, street, max(5, min(95, score)), how
 
 
+# Words of six letters or more that free text is full of and a one-word place name never is.
+EVERYDAY_WORDS = {"outside", "behind", "opposite", "between", "station", "corner", "junction", "nightclub",
+                  "takeaway", "doorway", "stairwell", "school", "estate", "street", "friends", "around"}
+
+
 def _distinctive_word(word: str) -> bool:
     """A one-word name worth matching on its own ("Bishopsgate", "A205"), not an everyday word."""
-    return bool(re.fullmatch(r"[ab]\d{1,4}", word)) or (len(word) >= 6 and word not in STREET_TYPES)
+    return bool(re.fullmatch(r"[ab]\d{1,4}", word)) or (
+        len(word) >= 6 and word not in STREET_TYPES and word not in EVERYDAY_WORDS)
 
 
 _gazetteers: dict[str, Gazetteer] = {}

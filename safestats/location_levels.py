@@ -42,8 +42,3 @@ def confidence_band(confidence: float | None) -> str:
             return band
     return "none"
 
-
-def method_sql(column: str = "location_precision") -> str:
-    """A SQL CASE giving the method of a stored precision (for reports that group incidents by method)."""
-    cases = " ".join(f"WHEN '{p}' THEN '{m}'" for p, m in METHOD_OF_PRECISION.items())
-    return f"CASE {column} {cases} END"
