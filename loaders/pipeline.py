@@ -121,6 +121,7 @@ class SupplierFormat:
     file_pattern: ClassVar[re.Pattern]      # which file names this format claims
     columns: ClassVar[tuple[str, ...]]      # the header, exactly as the supplier writes it
     coordinate_srid: ClassVar[int] = 4326   # of the x, y that harmonise_row returns
+    uses_locator: ClassVar[bool] = False    # locates rows through the gazetteer (see location_requests)
 
     def __init__(self, file_name: str, mapping: dict[str, CategoryMapping]):
         self.file_name = file_name
@@ -131,8 +132,6 @@ class SupplierFormat:
         # locating the drop in areas. Formats that set uses_locator = True are loaded after police.uk
         # drops in a batch, once the gazetteer has been refreshed from them.
         self.location_requests: dict = {}
-
-    uses_locator: ClassVar[bool] = False
 
     @classmethod
     def claims(cls, file_name: str) -> bool:
@@ -642,7 +641,6 @@ class LocatedDrop:
             ("text", borough),
             ("int2", placed_values("access_level")), ("jsonb", placed_values("attributes")),
         ])
-
 
     def _confidence_and_quality(self, precision, given):
         """Each placed row's location confidence (as resolved by loaders.locating, else the default of its
