@@ -14,10 +14,12 @@ import io
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, current_app, render_template_string, stream_with_context
+from flask_login import current_user
+
 from dashapp import guard
 from dashapp.auth import PAGE_HEAD
-from safestats.supplier_status import (LOCATION_LEVELS, LocationQuality, location_quality, recent_drops,
-                                       supplier_status, supplier_statuses)
+from safestats.location_levels import METHOD_LABELS, confidence_band
+from safestats.supplier_status import LocationQuality, location_quality, recent_drops, supplier_status, supplier_statuses
 
 bp = Blueprint("admin_status", __name__, url_prefix="/admin/data-status")
 LONDON = ZoneInfo("Europe/London")
@@ -113,19 +115,24 @@ SUPPLIER = """
 <h2 class="h5">Location quality</h2>
 {% if quality.overall %}
 <table class="table table-sm w-auto" id="location-quality">
-  <thead><tr><th>Location precision</th><th class="text-end">Incidents</th><th class="text-end">Share</th></tr></thead>
-  <tbody>{% for level in levels if level in quality.overall %}
-    <tr><td>{{ level }}</td><td class="text-end">{{ '{:,}'.format(quality.overall[level]) }}</td>
-      <td class="text-end">{{ '{:.1%}'.format(overall_shares[level]) }}</td></tr>{% endfor %}
+  <thead><tr><th>Located by</th><th class="text-end">Incidents</th><th class="text-end">Share</th>
+    <th class="text-end">Mean confidence</th></tr></thead>
+  <tbody>{% for method, rows in quality.overall.items() %}
+    <tr data-method="{{ method }}"><td>{{ labels[method] }}</td><td class="text-end">{{ '{:,}'.format(rows) }}</td>
+      <td class="text-end">{{ '{:.1%}'.format(overall_shares[method]) }}</td>
+      <td class="text-end">{{ '{:.0f}'.format(quality.confidence[method]) }} ({{ band(quality.confidence[method]) }})</td></tr>{% endfor %}
   </tbody>
 </table>
+<p class="text-muted small">Live drops. Exact point: the supplier's own point (police.uk's anonymised snap point included);
+  postcode centroid: ONS Postcode Directory; street: a free-text location matched in the gazetteer of police.uk street
+  names; confidence 0-100, how sure the location is at that level (100: as the supplier states it).</p>
 {% else %}<p class="text-muted">No incidents loaded for this supplier.</p>{% endif %}
 
 <h2 class="h5">Recent drops</h2>
 <table class="table table-sm align-middle" id="drops">
   <thead><tr><th>Drop</th><th>File</th><th>Status</th><th>Received</th><th>Loaded</th><th>Period</th>
     <th class="text-end">Read</th><th class="text-end">Loaded</th><th class="text-end">Quarantined</th>
-    <th>Location precision</th><th></th></tr></thead>
+    <th>Located by</th><th></th></tr></thead>
   <tbody>{% for d in drops %}
     <tr class="{{ 'table-warning' if d.status == 'rejected' else '' }}" data-drop="{{ d.id }}">
       <td>#{{ d.id }}</td><td class="text-break">{{ d.file_name }}</td>
@@ -134,7 +141,7 @@ SUPPLIER = """
       <td>{{ d.period_start or '' }}{% if d.period_end and d.period_end != d.period_start %} – {{ d.period_end }}{% endif %}</td>
       <td class="text-end">{{ '{:,}'.format(d.rows_read) }}</td><td class="text-end">{{ '{:,}'.format(d.rows_loaded) }}</td>
       <td class="text-end">{{ '{:,}'.format(d.rows_quarantined) }}</td>
-      <td class="small">{% for level, share in drop_shares.get(d.id, {}).items() %}{{ level }} {{ '{:.0%}'.format(share) }}{{ ', ' if not loop.last }}{% endfor %}</td>
+      <td class="small drop-location">{% for method, share in drop_shares.get(d.id, {}).items() %}{{ method }} {{ '{:.0%}'.format(share) }}{{ ', ' if not loop.last }}{% endfor %}</td>
       <td>{% if d.rows_quarantined %}<a href="{{ url_for('admin_status.quarantine_csv', supplier=status.code, drop_id=d.id) }}">quarantine CSV</a>{% endif %}</td>
     </tr>
     {% if d.error %}<tr class="table-warning"><td></td><td colspan="10" class="small">Rejected: {{ d.error }}</td></tr>{% endif %}
@@ -169,10 +176,10 @@ def supplier(supplier: str):
     status = supplier_status(_engine(), supplier)
     if status is None:
         abort(404)
-    quality = location_quality(_engine(), supplier)
-    return _render(status.name, SUPPLIER, status=status, quality=quality, levels=LOCATION_LEVELS,
-                   overall_shares=LocationQuality.shares(quality.overall),
-                   drops=recent_drops(_engine(), supplier),
+    drops = recent_drops(_engine(), supplier)
+    quality = location_quality(_engine(), supplier, [d.id for d in drops])
+    return _render(status.name, SUPPLIER, status=status, quality=quality, labels=METHOD_LABELS,
+                   band=confidence_band, overall_shares=LocationQuality.shares(quality.overall), drops=drops,
                    drop_shares={drop_id: LocationQuality.shares(counts) for drop_id, counts in quality.by_drop.items()})
 
 

@@ -520,7 +520,8 @@ def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, e
     ("YYYY-MM", default the last complete month); about ``rows_per_month`` rows a month in all, 97% Met and
     3% City of London Police. Returns the files written: the street files oldest month first, then the
     outcomes, stop-and-search, LAS and ISTV drops of loaders/demo_police_health.py for the same months, then
-    (``fire_and_transport``) LFB incident and TfL bus safety files (loaders/demo_fire_transport.py)."""
+    (``fire_and_transport``) LFB incident and TfL bus safety files (loaders/demo_fire_transport.py). It also
+    writes the demo ONS Postcode Directory file (``ONSPD_DEMO_UK.csv``, not among the files returned)."""
     if months < 1:
         raise ValueError("months must be at least 1")
     if rows_per_month < 1:
@@ -540,6 +541,11 @@ def generate_demo_drops(out_dir: Path, months: int = 24, seed: int = 20261123, e
     from loaders.demo_police_health import generate_police_health_drops
 
     written += generate_police_health_drops(out_dir, written, month_range(end_month, months), seed)
+    # The demo ONS Postcode Directory the LAS postcodes come from: reference data, not a drop (no supplier
+    # format claims it; `safestats postcodes` loads it, as `demo run` does).
+    from loaders.demo_police_health import write_demo_onspd
+
+    write_demo_onspd(out_dir)
     if fire_and_transport:
         from loaders.demo_fire_transport import generate_fire_transport_drops
 

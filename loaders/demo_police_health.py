@@ -5,8 +5,10 @@ for the months the police.uk street demo covers, and borrows the street files' s
 LSOAs' population-weighted centres) so every located demo row lies in London. Outcomes files name Crime
 IDs of the street files of the same and earlier months, plus a few that match nothing (as real outcomes
 files do); stop and search leaves a tenth of rows without coordinates; LAS rows carry a point, a postcode
-and borough, or neither; ISTV drops are XML submissions for most demo sites and a CSV for one. Volumes are
-small (a few hundred rows a month per supplier) so ``./dev portal`` stays quick.
+and borough, or a postcode only (postcodes of the demo ONS Postcode Directory file, ``write_demo_onspd``,
+which ``generate_demo_drops`` writes alongside; a few it lacks); ISTV drops are XML submissions for most demo
+sites and a CSV for one, their free-text locations often naming streets of the police.uk demo files. Volumes
+are small (a few hundred rows a month per supplier) so ``./dev portal`` stays quick.
 """
 from __future__ import annotations
 
@@ -54,8 +56,36 @@ ISTV_METHODS = (("01", 0.62), ("02", 0.07), ("03", 0.10), ("04", 0.07), ("05", 0
 ISTV_LOCATION_DESCRIPTIONS = ("outside a pub on the high street", "bus stop near the station", "at home",
                               "nightclub queue", "park by the canal", "on the night bus", "shop doorway",
                               "estate stairwell", "outside a takeaway", "school gates")
-POSTCODE_DISTRICTS = {"E09000022": "SW9", "E09000030": "E1", "E09000028": "SE15", "E09000014": "N17",
-                      "E09000009": "W5", "E09000033": "W1D", "E09000012": "E8", "E09000025": "E15"}
+# One real postcode district inside each borough, for the postcodes the demo invents (unit codes are made up,
+# so a demo postcode is plausible but need not exist).
+POSTCODE_DISTRICTS = {
+    "E09000001": "EC2V", "E09000002": "RM10", "E09000003": "NW4", "E09000004": "DA5", "E09000005": "NW10",
+    "E09000006": "BR1", "E09000007": "NW1", "E09000008": "CR0", "E09000009": "W5", "E09000010": "EN1",
+    "E09000011": "SE10", "E09000012": "E8", "E09000013": "W6", "E09000014": "N17", "E09000015": "HA1",
+    "E09000016": "RM1", "E09000017": "UB8", "E09000018": "TW3", "E09000019": "N1", "E09000020": "W8",
+    "E09000021": "KT1", "E09000022": "SW9", "E09000023": "SE13", "E09000024": "SW19", "E09000025": "E15",
+    "E09000026": "IG1", "E09000027": "TW9", "E09000028": "SE15", "E09000029": "SM1", "E09000030": "E1",
+    "E09000031": "E17", "E09000032": "SW18", "E09000033": "W1D",
+}
+UNIT_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"       # the letters postcode units use (no C, I, K, M, O, V)
+LAS_UNKNOWN_POSTCODE_SHARE = 0.05            # postcode rows whose postcode the demo directory lacks (new builds)
+DEMO_ONSPD_FILE = "ONSPD_DEMO_UK.csv"
+# The ONS Postcode Directory's columns (February 2023 edition); docs/suppliers/onspd.md.
+ONSPD_HEADER = (
+    "pcd", "pcd2", "pcds", "dointr", "doterm", "oscty", "ced", "oslaua", "osward", "parish", "usertype",
+    "oseast1m", "osnrth1m", "osgrdind", "oshlthau", "nhser", "ctry", "rgn", "streg", "pcon", "eer", "teclec",
+    "ttwa", "pct", "itl", "statsward", "oa01", "casward", "park", "lsoa01", "msoa01", "ur01ind", "oac01", "oa11",
+    "lsoa11", "msoa11", "wz11", "sicbl", "bua11", "buasd11", "ru11ind", "oac11", "lat", "long", "lep1", "lep2",
+    "pfa", "imd", "calncv", "icb", "oa21", "lsoa21", "msoa21",
+)
+# Share of ISTV free-text locations that name a street of the site's borough (as police.uk spells it, or
+# abbreviated, or misspelt); the rest are the generic descriptions above.
+ISTV_STREET_SHARE = 0.45
+STREET_ABBREVIATIONS = {"Road": "Rd", "Street": "St", "Lane": "Ln", "Avenue": "Ave", "Gardens": "Gdns",
+                        "Place": "Pl", "Square": "Sq", "Crescent": "Cres", "Terrace": "Tce", "Close": "Cl",
+                        "Drive": "Dr"}
+ISTV_STREET_TEMPLATES = ("{street}", "outside the pub on {street}", "bus stop, {street}", "{street} by the shops",
+                         "in the street ({street})")
 
 
 def _pick(rng: random.Random, weighted):
@@ -138,12 +168,69 @@ def generate_stop_search(out_dir: Path, street_files: list[Path], seed: int) -> 
     return written
 
 
-def generate_las(out_dir: Path, months: list[str], seed: int) -> list[Path]:
-    """LAS assault call-outs: 80 % with a point, 15 % postcode and borough, 5 % postcode only."""
+def demo_postcodes() -> list[str]:
+    """One invented postcode per London LSOA (loaders.demo.london_lsoas order), in a real district of the
+    LSOA's borough, unique: its centroid is the LSOA's centre in the demo directory (write_demo_onspd)."""
+    from loaders.boundaries import LONDON_BOROUGHS
+    from loaders.demo import london_lsoas
+
+    seen: dict[str, int] = {}
+    postcodes = []
+    for borough in london_lsoas().boroughs:
+        code = LONDON_BOROUGHS[str(borough)]
+        i = seen[code] = seen.get(code, -1) + 1
+        unit = i // 9
+        postcodes.append(f"{POSTCODE_DISTRICTS[code]} {1 + i % 9}{UNIT_LETTERS[unit // 20 % 20]}{UNIT_LETTERS[unit % 20]}")
+    return postcodes
+
+
+def write_demo_onspd(out_dir: Path) -> Path:
+    """A small ONS Postcode Directory file (ONSPD's own columns) holding the demo postcodes: one per London
+    LSOA at the LSOA's centre (what the demo LAS records use), plus what real directories also hold: a few
+    terminated postcodes, one without a grid reference and a few outside London (which the loader skips)."""
+    from loaders.areas import bng_to_wgs84
     from loaders.boundaries import LONDON_BOROUGHS
     from loaders.demo import london_lsoas
 
     lsoas = london_lsoas()
+    east, north = lsoas.easting.round(), lsoas.northing.round()
+    lon, lat = bng_to_wgs84(east, north)
+    rows = []
+
+    def row(pcds, laua, e, n, lo, la, lsoa="", doterm="", grid="1"):
+        values = dict.fromkeys(ONSPD_HEADER, "")
+        outward, inward = pcds.split(" ")
+        values.update(pcd=f"{outward:<4}{inward}", pcd2=f"{outward:<5}{inward}", pcds=pcds, dointr="198001",
+                      doterm=doterm, oslaua=laua, usertype="0", oseast1m=e, osnrth1m=n, osgrdind=grid,
+                      ctry="E92000001", rgn="E12000007" if laua.startswith("E09") else "E12000008",
+                      lat=la, long=lo, lsoa11=lsoa)
+        rows.append([values[c] for c in ONSPD_HEADER])
+
+    postcodes = demo_postcodes()
+    for k, postcode in enumerate(postcodes):
+        row(postcode, LONDON_BOROUGHS[str(lsoas.boroughs[k])], f"{east[k]:.0f}", f"{north[k]:.0f}",
+            f"{lon[k]:.6f}", f"{lat[k]:.6f}", str(lsoas.codes[k]))
+    for k in range(0, 50, 10):      # terminated postcodes next to live ones (sector 0, unit xA)
+        outward = postcode_district(postcodes[k])
+        row(f"{outward} 0{UNIT_LETTERS[k // 10]}A", LONDON_BOROUGHS[str(lsoas.boroughs[k])], f"{east[k]:.0f}",
+            f"{north[k]:.0f}", f"{lon[k]:.6f}", f"{lat[k]:.6f}", str(lsoas.codes[k]), doterm="201512")
+    row("SW1A 0ZZ", "E09000033", "", "", "0.000000", "99.999999", grid="9")     # no grid reference
+    row("SL1 1AA", "E06000039", "497400", "179700", "-0.596000", "51.510000")   # Slough: outside London
+    row("GU1 1AA", "E07000209", "499500", "149600", "-0.574000", "51.238000")   # Guildford
+    return write_csv(Path(out_dir) / DEMO_ONSPD_FILE, ONSPD_HEADER, rows)
+
+
+def postcode_district(postcode: str) -> str:
+    return postcode.split(" ")[0]
+
+
+def generate_las(out_dir: Path, months: list[str], seed: int) -> list[Path]:
+    """LAS assault call-outs: 80 % with a point, 15 % postcode and borough, 5 % postcode only. Postcodes are
+    the demo directory's postcode of the call's LSOA (write_demo_onspd), a few of them unknown to it."""
+    from loaders.demo import london_lsoas
+
+    lsoas = london_lsoas()
+    postcodes = demo_postcodes()
     written = []
     for month in months:
         rng = random.Random(f"{seed}-las-{month}")
@@ -152,8 +239,9 @@ def generate_las(out_dir: Path, months: list[str], seed: int) -> list[Path]:
             when = _random_minute(rng, month)
             k = rng.randrange(len(lsoas.codes))
             borough = str(lsoas.boroughs[k])
-            district = POSTCODE_DISTRICTS.get(LONDON_BOROUGHS[borough], "SE1")
-            postcode = f"{district} {rng.randint(1, 9)}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}"
+            postcode = postcodes[k]
+            if rng.random() < LAS_UNKNOWN_POSTCODE_SHARE:   # a postcode the directory does not hold yet
+                postcode = f"{postcode_district(postcode)} 0{rng.choice(UNIT_LETTERS[5:])}{rng.choice(UNIT_LETTERS)}"
             kind = rng.random()
             if kind < 0.80:
                 easting, northing, postcode_out, borough_out = (f"{lsoas.easting[k]:.0f}", f"{lsoas.northing[k]:.0f}",
@@ -172,8 +260,10 @@ def generate_las(out_dir: Path, months: list[str], seed: int) -> list[Path]:
     return written
 
 
-def istv_rows(rng: random.Random, site: str, month: str, n: int) -> list[tuple[str, ...]]:
-    """ISTV assault records (CSV_COLUMNS order) for one site and calendar month."""
+def istv_rows(rng: random.Random, site: str, month: str, n: int,
+              streets: list[str] | None = None) -> list[tuple[str, ...]]:
+    """ISTV assault records (CSV_COLUMNS order) for one site and calendar month; with ``streets`` (street names
+    of the site's borough), ISTV_STREET_SHARE of the free-text locations name one of them."""
     year, mon = int(month[:4]), int(month[5:])
     start = datetime(year, mon, 1)
     end = (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
@@ -187,9 +277,45 @@ def istv_rows(rng: random.Random, site: str, month: str, n: int) -> list[tuple[s
         rows.append((site, start.date().isoformat(), end.date().isoformat(),
                      arrived.strftime("%Y-%m-%dT%H:%M:00") if rng.random() > 0.03 else "",
                      assaulted.strftime("%Y-%m-%dT%H:%M:00"), method, other, location_type,
-                     rng.choice(ISTV_LOCATION_DESCRIPTIONS) if rng.random() > 0.1 else ""))
+                     _istv_description(rng, streets) if rng.random() > 0.1 else ""))
     rows.sort(key=lambda r: r[4])
     return rows
+
+
+def _istv_description(rng: random.Random, streets: list[str] | None) -> str:
+    """A free-text location as an ED receptionist types it: often a street, abbreviated or misspelt."""
+    if not streets or rng.random() >= ISTV_STREET_SHARE:
+        return rng.choice(ISTV_LOCATION_DESCRIPTIONS)
+    street = rng.choice(streets)
+    words = street.split(" ")
+    kind = rng.random()
+    if kind < 0.3 and words[-1] in STREET_ABBREVIATIONS:
+        street = " ".join(words[:-1] + [STREET_ABBREVIATIONS[words[-1]]])
+    elif kind < 0.4 and len(words[0]) > 5:      # a typo: one letter of the first word dropped
+        cut = rng.randrange(1, len(words[0]) - 1)
+        street = " ".join([words[0][:cut] + words[0][cut + 1:]] + words[1:])
+    return rng.choice(ISTV_STREET_TEMPLATES).format(street=street)
+
+
+def streets_by_borough(street_files: list[Path]) -> dict[str, list[str]]:
+    """Street names (police.uk "On or near ..." locations, generic place types and road numbers left out) of
+    each borough in the police.uk demo files, most used first."""
+    from collections import Counter
+
+    from loaders.boundaries import LONDON_BOROUGHS
+    from loaders.demo import london_lsoas
+    from loaders.locating import POLICE_UK_PLACE_TYPES, normalise_name
+
+    lsoas = london_lsoas()
+    borough_of = {str(c): LONDON_BOROUGHS[str(b)] for c, b in zip(lsoas.codes, lsoas.boroughs)}
+    counts: dict[str, Counter] = {}
+    for path in street_files:
+        for r in _street_rows(path):
+            name = r["Location"].removeprefix("On or near ").strip()
+            borough = borough_of.get(r["LSOA code"])
+            if borough and " " in name and normalise_name(name) not in POLICE_UK_PLACE_TYPES:
+                counts.setdefault(borough, Counter())[name] += 1
+    return {b: [name for name, _ in c.most_common(60)] for b, c in counts.items()}
 
 
 def istv_xml(rows: list[tuple[str, ...]]) -> bytes:
@@ -212,14 +338,16 @@ def istv_xml(rows: list[tuple[str, ...]]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def generate_istv(out_dir: Path, months: list[str], seed: int) -> list[Path]:
-    """One submission per demo ED site and month: XML for all sites but the last, which sends CSV."""
+def generate_istv(out_dir: Path, months: list[str], seed: int, street_files: list[Path] = ()) -> list[Path]:
+    """One submission per demo ED site and month: XML for all sites but the last, which sends CSV. Free-text
+    locations name streets of the site's borough from the police.uk demo files (``street_files``)."""
     written = []
     sites = sorted(ED_SITES)
+    streets = streets_by_borough(list(street_files)) if street_files else {}
     for month in months:
         for site in sites:
             rng = random.Random(f"{seed}-istv-{site}-{month}")
-            rows = istv_rows(rng, site, month, ISTV_ROWS_PER_SITE_MONTH)
+            rows = istv_rows(rng, site, month, ISTV_ROWS_PER_SITE_MONTH, streets.get(ED_SITES[site][1]))
             if site == sites[-1]:
                 written.append(write_csv(out_dir / f"istv-{site}-{month}.csv", ISTV_CSV_COLUMNS, rows))
             else:
@@ -233,5 +361,5 @@ def generate_police_health_drops(out_dir: Path, street_files: list[Path], months
     """Every format of this module for ``months``, given the police.uk street demo files already written."""
     out_dir = Path(out_dir)
     return (generate_outcomes(out_dir, street_files, seed) + generate_stop_search(out_dir, street_files, seed)
-            + generate_las(out_dir, months, seed) + generate_istv(out_dir, months, seed))
+            + generate_las(out_dir, months, seed) + generate_istv(out_dir, months, seed, street_files))
 

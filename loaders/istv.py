@@ -7,9 +7,10 @@ the assault date and time, the assault method (and its other description), the a
 a free-text location description. Files: ``istv-<site code>-<YYYY-MM>.xml`` (an XML submission, checked
 against ``docs/suppliers/istv.xsd``: a file that breaks it is rejected whole, with the reason) or ``.csv``
 (the same fields, header fields repeated on every row). Only those fields are kept (data minimisation);
-every row is health data, access level 20. The free-text location is not geocoded yet (a gazetteer step
-comes later): a row is placed in the borough of the hospital site when the site is in ``ED_SITES``,
-otherwise nowhere ('none'), and ``attributes`` records the method and its confidence. A later file for the
+every row is health data, access level 20. Rows are located by the pipeline (loaders/locating.py): the
+free-text location is matched against the street gazetteer within the hospital's catchment (boroughs within
+5 km of the site in ``ED_SITES``), else the row is placed in the borough of the site; a site not listed is
+located to nothing ('none'). The confidence is stored with the row, the method in ``attributes``. A later file for the
 same site and reporting period replaces the earlier one. docs/suppliers/istv_ed.md.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import xml.etree.ElementTree as ET
 from datetime import date, datetime, timezone
 
 from loaders.las import HEALTH_ACCESS_LEVEL
+from loaders.locating import LocationRequest
 from loaders.pipeline import DropRejected, Quarantine, SupplierFormat, json_object
 from loaders.themes import LONDON, night_time_economy
 
@@ -40,13 +42,15 @@ LOCATION_DESCRIPTION_MAX = 250
 # DEMO site list: real London ED site codes (ODS) could not be sourced and verified here, so these are
 # invented codes for the demo drops; a deployment replaces them with the ODS site codes of London's type 1
 # EDs and their boroughs. A site not listed is located to nothing.
+# Each site: name, borough, and the site's point (British National Grid metres; invented demo points inside
+# the borough), whose catchment bounds the matching of free-text locations (loaders/locating.py).
 ED_SITES = {
-    "DEM01": ("Demo General Hospital ED (Lambeth)", "E09000022"),
-    "DEM02": ("Demo Royal Hospital ED (Tower Hamlets)", "E09000030"),
-    "DEM03": ("Demo University Hospital ED (Southwark)", "E09000028"),
-    "DEM04": ("Demo North Hospital ED (Haringey)", "E09000014"),
-    "DEM05": ("Demo West Hospital ED (Ealing)", "E09000009"),
-    "DEM06": ("Demo Central Hospital ED (Westminster)", "E09000033"),
+    "DEM01": ("Demo General Hospital ED (Lambeth)", "E09000022", (531000, 175500)),
+    "DEM02": ("Demo Royal Hospital ED (Tower Hamlets)", "E09000030", (534800, 181700)),
+    "DEM03": ("Demo University Hospital ED (Southwark)", "E09000028", (534300, 176800)),
+    "DEM04": ("Demo North Hospital ED (Haringey)", "E09000014", (533900, 190000)),
+    "DEM05": ("Demo West Hospital ED (Ealing)", "E09000009", (517700, 180800)),
+    "DEM06": ("Demo Central Hospital ED (Westminster)", "E09000033", (526800, 181400)),
 }
 
 # The XML layout istv.xsd defines: element name, minimum and maximum occurrences, in order.
@@ -165,6 +169,8 @@ class IstvFormat(SupplierFormat):
     supplier = "istv_ed"
     file_pattern = re.compile(r"^istv-(?P<site>[A-Za-z0-9]{3,5})-(?P<month>\d{4}-\d{2})\.(?P<kind>xml|csv)(\.gz)?$")
     columns = CSV_COLUMNS
+    coordinate_srid = 27700         # of the points the gazetteer gives (the data set has none of its own)
+    uses_locator = True
 
     def __init__(self, file_name, mapping):
         super().__init__(file_name, mapping)
@@ -203,19 +209,22 @@ class IstvFormat(SupplierFormat):
         occurred = occurred.replace(second=0, microsecond=0)
         site_known = ED_SITES.get(site)
         if site_known:
-            precision, hint = "borough", site_known[1]
-            method_note, confidence = "borough of the hospital site (free text not geocoded)", "low"
+            # Located by the pipeline (loaders/locating.py): the free text in the site's catchment, else the
+            # borough of the site.
+            precision, hint, method_note = "borough", site_known[1], ""
+            self.location_requests[line_no] = LocationRequest(
+                text=description.strip(), near=site_known[2], home_borough=site_known[1],
+                fallback_borough=site_known[1], fallback_confidence=40, fallback_note="borough of the hospital site")
         else:
             precision, hint = "none", None
-            method_note, confidence = "none (site not in the ED site list; free text not geocoded)", "none"
+            method_note = "none (site not in the ED site list, so no catchment to match the text in)"
         # Only the data set's own fields, plus how the row was located (data minimisation).
         attributes = json_object(
             ("site_code", site), ("reporting_period_start", start.isoformat()),
             ("reporting_period_end", end.isoformat()),
             ("arrival_at", arrived.isoformat() if arrived else ""), ("assault_method", method),
             ("assault_method_other_description", other.strip()), ("assault_location_type", location_type),
-            ("assault_location_description", description.strip()), ("location_method", method_note),
-            ("location_confidence", confidence))
+            ("assault_location_description", description.strip()), ("location_method", method_note))
         return (line_no, None, occurred, "minute", mapped.category_id, method, mapped.theme_weapon,
                 mapped.theme_dava, None, night_time_economy(occurred, "minute"), mapped.theme_arson,
                 None, None, precision, hint, HEALTH_ACCESS_LEVEL, attributes)

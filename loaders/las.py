@@ -4,9 +4,10 @@ One row per ambulance incident coded as an assault, with the call's date and tim
 the minute), the call category (assault, stabbing, shooting, ...: categories 70-79 through
 ``supplier_category_map``), the incident location as a British National Grid point or, failing that, a
 postcode and borough, and the patient's age band and sex. This is health data: every row is access level
-20 ('health_record'). Location: the point when given (precision 'exact'); otherwise the borough when given
-(postcodes are kept but not geocoded: SafeStats has no postcode table yet), otherwise nothing ('none'); the
-method is recorded in ``attributes.location_method``. The young-victim theme is TRUE for patients under 25
+20 ('health_record'). Location: the point when given (precision 'exact'); otherwise the pipeline locates
+the row (loaders/locating.py): the postcode's centroid when the postcode is in the ONS Postcode Directory
+table ('postcode'), else the borough when given ('borough'), else nothing ('none'); the confidence is stored
+with the row and how it was located in ``attributes.location_method``. The young-victim theme is TRUE for patients under 25
 by age band (the GLA's youth-violence age range), FALSE from 25, NULL when unknown. A later file for the
 same month replaces the earlier one. The layout is ours, written from LAS's and the London Datastore's data
 descriptions (no public record-level sample exists): docs/suppliers/las_assaults.md.
@@ -17,6 +18,7 @@ import re
 from datetime import datetime, timezone
 
 from loaders.boundaries import LONDON_BOROUGHS
+from loaders.locating import LocationRequest
 from loaders.pipeline import Quarantine, SupplierFormat, json_object
 from loaders.themes import LONDON, night_time_economy
 
@@ -109,16 +111,16 @@ class LasAssaultsFormat(SupplierFormat):
                 raise Quarantine(f"Easting={easting} Northing={northing} is outside Great Britain "
                                  "(British National Grid metres)")
             precision, method, hint = "exact", "point", None     # areas come from the point
-        elif hint:
-            precision = "borough"
-            method = "borough (postcode not geocoded: no postcode table)" if postcode else "borough"
         else:
-            precision = "none"
-            method = "none (postcode not geocoded: no postcode table)" if postcode else "none"
+            # The pipeline locates it (loaders/locating.py): postcode centroid, else the borough, else nothing.
+            precision, method = ("borough" if hint else "none"), ""
         # Checked last, so a row that fails another check is not remembered as the first of its number.
         first = self.first_line_of.setdefault(incident, line_no)
         if first != line_no:
             raise Quarantine(f"duplicate Incident Number {incident} (first on line {first})")
+        if not method:
+            self.location_requests[line_no] = LocationRequest(
+                postcode=postcode, fallback_borough=hint, fallback_confidence=100, fallback_note="borough given")
         attributes = json_object(("call_category", category.strip()), ("postcode", postcode),
                                  ("borough", borough.strip()), ("patient_age_band", age_band.strip()),
                                  ("patient_sex", sex.strip()), ("location_method", method))

@@ -57,8 +57,8 @@ HARMONISED_COLUMNS = (
 INCIDENT_COPY_COLUMNS = (
     "drop_id", "supplier", "supplier_record_id", "occurred_at", "time_precision", "category_id",
     "supplier_category", "theme_weapon", "theme_dava", "theme_young_victim", "theme_night_time_economy",
-    "theme_arson", "geom", "longitude", "latitude", "location_precision", "lsoa_code", "msoa_code",
-    "borough_code", "access_level", "attributes",
+    "theme_arson", "geom", "longitude", "latitude", "location_precision", "location_confidence", "lsoa_code",
+    "msoa_code", "borough_code", "access_level", "attributes",
 )
 LONDON = ZoneInfo("Europe/London")
 # The arrow type of each harmonised column (occurred_at: an instant; the row path's ISO text is converted).
@@ -121,11 +121,17 @@ class SupplierFormat:
     file_pattern: ClassVar[re.Pattern]      # which file names this format claims
     columns: ClassVar[tuple[str, ...]]      # the header, exactly as the supplier writes it
     coordinate_srid: ClassVar[int] = 4326   # of the x, y that harmonise_row returns
+    uses_locator: ClassVar[bool] = False    # locates rows through the gazetteer (see location_requests)
 
     def __init__(self, file_name: str, mapping: dict[str, CategoryMapping]):
         self.file_name = file_name
         self.mapping = mapping
         self.file_match = self.file_pattern.match(file_name)
+        # Rows the format cannot place itself (line number -> loaders.locating.LocationRequest), filled by
+        # harmonise_row as its last step; the pipeline resolves them (postcode, gazetteer, borough) before
+        # locating the drop in areas. Formats that set uses_locator = True are loaded after police.uk
+        # drops in a batch, once the gazetteer has been refreshed from them.
+        self.location_requests: dict = {}
 
     @classmethod
     def claims(cls, file_name: str) -> bool:
@@ -183,6 +189,7 @@ class DropResult:
     rows_quarantined: int = 0
     rows_unmatched: int = 0         # update drops: rows whose record is not loaded (not errors)
     replaced_drop_ids: list[int] = field(default_factory=list)
+    location_quality: dict[str, tuple[int, float]] = field(default_factory=dict)  # method -> (rows, mean confidence)
     message: str = ""
     seconds: float = 0.0
 
@@ -195,9 +202,25 @@ class DropResult:
         if self.status == "loaded":
             extra = f", replaced drop {', '.join(map(str, self.replaced_drop_ids))}" if self.replaced_drop_ids else ""
             unmatched = f", {self.rows_unmatched:,} unmatched" if self.rows_unmatched else ""
+            located = f"; located: {quality_text(self.location_quality)}" if self.location_quality else ""
             return (f"{name}: loaded as drop {self.drop_id}: {self.rows_read:,} rows read, {self.rows_loaded:,} "
-                    f"loaded, {self.rows_quarantined:,} quarantined{unmatched}{extra} ({self.seconds:.2f} s)")
+                    f"loaded, {self.rows_quarantined:,} quarantined{unmatched}{extra}{located} "
+                    f"({self.seconds:.2f} s)")
         return f"{name}: {self.status}: {self.message}"
+
+
+def quality_text(quality: dict[str, tuple[int, float]]) -> str:
+    """"exact 80.0%, postcode 12.0% (conf. 88), borough 8.0% (conf. 100)": the share of rows per location method."""
+    from safestats.location_levels import LOCATION_METHODS
+
+    total = sum(rows for rows, _ in quality.values())
+    parts = []
+    for method in LOCATION_METHODS:
+        if method in quality and total:
+            rows, confidence = quality[method]
+            conf = f" (conf. {confidence:.0f})" if method != "exact" else ""
+            parts.append(f"{method} {rows / total:.1%}{conf}")
+    return ", ".join(parts)
 
 
 # -- encodings ----------------------------------------------------------------------------------------------
@@ -556,7 +579,7 @@ class LocatedDrop:
         take = None if all_placed else pa.array(np.flatnonzero(placed))
 
         def placed_values(name: str):
-            v = columns[name]
+            v = columns.get(name)
             if isinstance(v, pa.Array) and take is not None:
                 return v.take(take)
             return v
@@ -604,6 +627,8 @@ class LocatedDrop:
             hints = placed_values("borough_hint")
             borough = pc.if_else(area_mask, pa.scalar(None, pa.string()) if hints is None else hints, borough)
 
+        confidence = self._confidence_and_quality(placed_values("location_precision"),
+                                                  placed_values("location_confidence"))
         # In INCIDENT_COPY_COLUMNS order; drop_id first in every row, so it can be filled in once it is known.
         self.copy_rows = binary_copy(self.staged_rows, [
             ("int8", 0), ("text", fmt.supplier), ("text", placed_values("supplier_record_id")),
@@ -612,9 +637,40 @@ class LocatedDrop:
             ("bool", placed_values("theme_weapon")), ("bool", placed_values("theme_dava")),
             ("bool", placed_values("theme_young_victim")), ("bool", placed_values("theme_night_time_economy")),
             ("bool", placed_values("theme_arson")), ("bytea", geom), ("float8", longitude), ("float8", latitude),
-            ("text", placed_values("location_precision")), ("text", lsoa), ("text", msoa), ("text", borough),
+            ("text", placed_values("location_precision")), ("int2", confidence), ("text", lsoa), ("text", msoa),
+            ("text", borough),
             ("int2", placed_values("access_level")), ("jsonb", placed_values("attributes")),
         ])
+
+    def _confidence_and_quality(self, precision, given):
+        """Each placed row's location confidence (as resolved by loaders.locating, else the default of its
+        precision) and ``self.quality``: method -> (rows, mean confidence) over the placed rows."""
+        from safestats.location_levels import DEFAULT_CONFIDENCE, METHOD_OF_PRECISION
+
+        self.quality: dict[str, tuple[int, float]] = {}
+        if self.staged_rows == 0:
+            return given if given is not None else 0
+        levels = list(DEFAULT_CONFIDENCE)
+        if not isinstance(precision, pa.Array):
+            if given is None:
+                given = DEFAULT_CONFIDENCE[precision]
+            mean = float(np.mean(given.to_numpy(zero_copy_only=False))) if isinstance(given, pa.Array) else given
+            self.quality[METHOD_OF_PRECISION[precision]] = (self.staged_rows, mean)
+            return given
+        codes = pc.index_in(precision, value_set=pa.array(levels)).fill_null(levels.index("none"))
+        codes = codes.to_numpy(zero_copy_only=False)
+        if given is None:
+            given = pa.array(np.array([DEFAULT_CONFIDENCE[p] for p in levels], dtype=np.int16)[codes])
+        values = given.to_numpy(zero_copy_only=False).astype(float) if isinstance(given, pa.Array) else \
+            np.full(len(codes), float(given))
+        rows = np.bincount(codes, minlength=len(levels))
+        sums = np.bincount(codes, weights=values, minlength=len(levels))
+        for k, level in enumerate(levels):
+            if rows[k]:
+                method = METHOD_OF_PRECISION[level]
+                n, mean = self.quality.get(method, (0, 0.0))
+                self.quality[method] = (n + int(rows[k]), float((mean * n + sums[k]) / (n + rows[k])))
+        return given
 
 
 # drop_id is the first column of every COPY row: after the field count (2 bytes) and its length word (4).
@@ -729,6 +785,10 @@ def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None,
         prepared.rejection = str(exc)
         return prepared
 
+    if fmt.location_requests and parsed.n_rows:
+        with read_conn.cursor() as cur:
+            apply_locations(parsed, fmt, cur, read_conn.dsn)
+        read_conn.rollback()
     located = prepared.located = LocatedDrop(parsed, fmt, area_index, get_settings().area_snap_tolerance_m)
     prepared.quarantined = list(parsed.quarantined)
     if located.outside:
@@ -737,6 +797,42 @@ def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None,
             first = line_no[k].as_py() - 1
             prepared.quarantined.append((first + 1, parsed.raw_text(first, int(parsed.line_ends[k])), reason))
     return prepared
+
+
+def apply_locations(parsed: ParsedDrop, fmt: SupplierFormat, cur, cache_key: str) -> None:
+    """Resolve the rows the format could not place (fmt.location_requests, loaders/locating.py) and write the
+    answers into the parsed columns: point (British National Grid), precision, borough, confidence, and how
+    it was located (attributes.location_method). Such rows are few (ambulance and ED records), so this works
+    on Python lists."""
+    from loaders.locating import locate_requests
+    from safestats.location_levels import DEFAULT_CONFIDENCE
+
+    if fmt.coordinate_srid != 27700:
+        raise ValueError(f"{type(fmt).__name__} files location requests but its points are EPSG:"
+                         f"{fmt.coordinate_srid}; located points are British National Grid (27700)")
+    resolved = locate_requests(cur, cache_key, fmt.location_requests)
+    columns, n = parsed.columns, parsed.n_rows
+
+    def as_list(name: str) -> list:
+        v = columns.get(name)
+        return v.to_pylist() if isinstance(v, pa.Array) else [v] * n
+
+    x, y, precision = as_list("x"), as_list("y"), as_list("location_precision")
+    hint, attributes = as_list("borough_hint"), as_list("attributes")
+    confidence = [DEFAULT_CONFIDENCE.get(p, 0) for p in precision]
+    for k, line_no in enumerate(as_list("line_no")):
+        found = resolved.get(line_no)
+        if found is None:
+            continue
+        x[k], y[k], precision[k], confidence[k] = found.easting, found.northing, found.precision, found.confidence
+        hint[k] = found.borough
+        attrs = json.loads(attributes[k] or "{}")
+        attrs["location_method"] = found.note
+        attributes[k] = json.dumps(attrs, ensure_ascii=False, separators=(",", ":"))
+    for name, values in (("x", x), ("y", y), ("location_precision", precision), ("borough_hint", hint),
+                         ("attributes", attributes)):
+        columns[name] = pa.array(values, HARMONISED_TYPES[name])
+    columns["location_confidence"] = pa.array(confidence, pa.int16())
 
 
 def has_column_path(fmt: SupplierFormat) -> bool:
@@ -751,6 +847,11 @@ def is_update_format(fmt: SupplierFormat | type[SupplierFormat]) -> bool:
 def claims_update(path: Path) -> bool:
     """Whether the format that claims this file name is an update format (False when none claims it)."""
     return any(fmt.claims(path.name) and is_update_format(fmt) for fmt in supplier_formats())
+
+
+def claims_locator(path: Path) -> bool:
+    """Whether the format that claims this file name locates rows through the gazetteer (uses_locator)."""
+    return any(fmt.claims(path.name) and fmt.uses_locator for fmt in supplier_formats())
 
 
 def load_drop(conn, path: Path, progress: bool = False) -> DropResult:
@@ -899,9 +1000,13 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
         raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} + "
                              f"{rows_unmatched} != {parsed.rows_read}")
     ordered = sorted(quarantined)
+    # Update drops add no incidents, so they have no location quality of their own.
+    quality = {} if is_update_format(fmt) else located.quality
     cur.execute("""
         INSERT INTO quarantine (drop_id, line_no, raw_line, reason)
         SELECT %(drop)s, * FROM unnest(%(lines)s::integer[], %(raws)s::text[], %(reasons)s::text[]);
+        INSERT INTO drop_location_quality (drop_id, method, rows, mean_confidence)
+        SELECT %(drop)s, * FROM unnest(%(methods)s::text[], %(method_rows)s::integer[], %(confidences)s::real[]);
         UPDATE drops SET replace_key = %(replace_key)s, loaded_at = clock_timestamp(), rows_read = %(read)s,
                          rows_loaded = %(loaded)s, rows_quarantined = %(quarantined)s,
                          rows_unmatched = %(unmatched)s,
@@ -911,6 +1016,8 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
                 {"drop": drop_id, "lines": [q[0] for q in ordered],
                  # PostgreSQL text cannot hold NUL; the raw line keeps a visible marker instead.
                  "raws": [q[1].replace("\x00", "\\x00") for q in ordered], "reasons": [q[2] for q in ordered],
+                 "methods": list(quality), "method_rows": [q[0] for q in quality.values()],
+                 "confidences": [round(float(q[1]), 2) for q in quality.values()],
                  "replace_key": replace_key, "read": parsed.rows_read, "loaded": rows_loaded,
                  "quarantined": len(quarantined), "unmatched": rows_unmatched, "first": located.first_at, "last": located.last_at})
     _pause_for_tests("before_commit")
@@ -920,6 +1027,7 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
     result.rows_read, result.rows_loaded, result.rows_quarantined = parsed.rows_read, rows_loaded, len(quarantined)
     result.rows_unmatched = rows_unmatched
     result.replaced_drop_ids = replaced
+    result.location_quality = quality
     result.seconds = time.monotonic() - prepared.started
 
 
@@ -935,6 +1043,28 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
+def police_uk_loaded(results: list[DropResult]) -> bool:
+    return any(r.status == "loaded" and r.supplier == "police_uk" for r in results)
+
+
+def _refresh_gazetteer(url: str, progress: bool) -> None:
+    from loaders.locating import refresh_gazetteer
+
+    refresh = refresh_gazetteer(url)
+    if progress:
+        print(refresh.summary())
+
+
+def batch_quality(results: list[DropResult]) -> dict[str, tuple[int, float]]:
+    """The location quality of every drop a batch loaded, together (method -> rows, mean confidence)."""
+    total: dict[str, tuple[int, float]] = {}
+    for r in results:
+        for method, (rows, mean) in r.location_quality.items():
+            n, m = total.get(method, (0, 0.0))
+            total[method] = (n + rows, (m * n + mean * rows) / (n + rows))
+    return total
+
+
 # How many drops are written at once, each on its own connection. PostgreSQL's work on a drop (the COPY,
 # above all: about 9 us a row into incidents and its indexes) is most of a load, and one backend uses one
 # core; with two, a 2-core machine keeps both busy while the next files are prepared.
@@ -947,7 +1077,9 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     """Load files (or folders of files), a drop per transaction; print a line per drop and a summary line.
 
     When anything was loaded, the rollup views the new drops touch are refreshed afterwards (once for the
-    whole batch, concurrently, so analysts keep querying); ``refresh_rollups=False`` leaves that to the caller.
+    whole batch, concurrently, so analysts keep querying), and the street gazetteer too when police.uk drops
+    were loaded (loaders/locating.py); ``refresh_rollups=False`` leaves both to the caller. Drops that locate
+    rows through the gazetteer always see it rebuilt from the police.uk drops loaded before them in the batch.
 
     Files are prepared (read, parsed, located, encoded) in a worker thread a little ahead, on a read-only
     connection, and written by WRITER_CONNECTIONS writer threads, each on its own connection: psycopg2
@@ -964,8 +1096,10 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     from loaders.areas import area_index_for
 
     # Update drops (police.uk outcomes) change records that other drops load, so they come last in a batch
-    # (stable: otherwise the given order) and each waits until every drop before it has committed.
-    files = sorted(expand_paths(paths), key=claims_update)
+    # (stable: otherwise the given order) and each waits until every drop before it has committed. Drops
+    # whose rows are located through the gazetteer (ambulance, ED) come just before them: once the drops
+    # before them have committed, the gazetteer is refreshed from any police.uk drops the batch loaded.
+    files = sorted(expand_paths(paths), key=lambda p: (claims_update(p), claims_locator(p)))
     started = time.monotonic()
     results: list[DropResult] = []
     writers = [psycopg2.connect(libpq_dsn(url)) for _ in range(max(1, min(WRITER_CONNECTIONS, len(files))))]
@@ -983,8 +1117,12 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
         partitions_known: set[int] = set()
         may_begin = [threading.Event() for _ in range(len(files) + 1)]
         may_begin[0].set()
+        gazetteer_ready = threading.Event()     # set once the drops that need the gazetteer may be prepared
+        gazetteer_refreshed = False
 
         def prepare(path: Path):
+            if claims_locator(path):
+                gazetteer_ready.wait()
             if not path.exists():
                 return DropResult(path=path, status="failed", message="no such file")
             return prepare_drop(read_conn, path, progress, area_index, mappings)
@@ -1016,22 +1154,32 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
                 ThreadPoolExecutor(max_workers=len(writers)) as writer_pool:
             preparing: deque = deque()
             writing: deque = deque()
-            for n, path in enumerate(files):
-                while len(preparing) < PREPARE_AHEAD and n + len(preparing) < len(files):
-                    preparing.append(preparer.submit(prepare, files[n + len(preparing)]))
-                bar.set_description(path.name[:40])
-                if claims_update(path):
-                    while writing:
+            try:
+                for n, path in enumerate(files):
+                    while len(preparing) < PREPARE_AHEAD and n + len(preparing) < len(files):
+                        preparing.append(preparer.submit(prepare, files[n + len(preparing)]))
+                    bar.set_description(path.name[:40])
+                    first_locator = claims_locator(path) and not gazetteer_ready.is_set()
+                    if claims_update(path) or first_locator:
+                        while writing:
+                            report(writing.popleft().result())
+                    if first_locator:
+                        # Every police.uk drop of the batch sorts before this one and has committed.
+                        if police_uk_loaded(results):
+                            _refresh_gazetteer(url, progress)
+                            gazetteer_refreshed = True
+                        gazetteer_ready.set()
+                    try:
+                        prepared = preparing.popleft().result()
+                    except Exception as exc:
+                        prepared = DropResult(path=path, status="failed", message=f"{type(exc).__name__}: {exc}")
+                    writing.append(writer_pool.submit(write, n, prepared))
+                    while writing and (writing[0].done() or len(writing) > len(writers)):
                         report(writing.popleft().result())
-                try:
-                    prepared = preparing.popleft().result()
-                except Exception as exc:
-                    prepared = DropResult(path=path, status="failed", message=f"{type(exc).__name__}: {exc}")
-                writing.append(writer_pool.submit(write, n, prepared))
-                while writing and (writing[0].done() or len(writing) > len(writers)):
+                while writing:
                     report(writing.popleft().result())
-            while writing:
-                report(writing.popleft().result())
+            finally:
+                gazetteer_ready.set()       # never leave the preparer waiting on an early exit
         bar.close()
     finally:
         for conn in writers:
@@ -1044,9 +1192,14 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     print(f"{len(files)} file(s): {counts['loaded']} loaded, {counts['skipped']} skipped (already loaded), "
           f"{counts['rejected']} rejected, {counts['failed']} failed; {loaded:,} rows loaded, "
           f"{sum(r.rows_quarantined for r in results):,} quarantined in {elapsed:.2f} s{rate}.")
+    quality = batch_quality(results)
+    if quality:
+        print(f"Located: {quality_text(quality)}.")
     for r in results:
         if r.status in ("rejected", "failed"):
             print(f"  {r.summary_line()}")
+    if refresh_rollups and not gazetteer_refreshed and police_uk_loaded(results):
+        _refresh_gazetteer(url, progress)
     if refresh_rollups and counts["loaded"]:
         from safestats.rollups import refresh_after_load
 

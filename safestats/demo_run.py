@@ -220,8 +220,25 @@ def run_demo(months: int = 24, serve: bool = True) -> int:
     if not files:
         return _fail(f"the demo generator wrote no files into {folder}.")
 
-    # 6. Load them (already-loaded files are skipped by their sha256)
+    # 6. The demo postcode directory (for locating ambulance records), then the drops (already-loaded files
+    # are skipped by their sha256)
+    from loaders.demo_police_health import DEMO_ONSPD_FILE
     from loaders.pipeline import load_paths
+
+    postcode_rows = _count_rows(url, "postcodes")
+    onspd = folder / DEMO_ONSPD_FILE
+    if postcode_rows:
+        _step(f"Postcodes: {postcode_rows:,} postcodes already loaded.")
+    elif onspd.exists():
+        from loaders.postcodes import PostcodeFileRejected, load_postcodes
+
+        try:
+            _step(f"Postcodes: {load_postcodes(url, onspd).summary()}")
+        except PostcodeFileRejected as exc:
+            return _fail(f"the demo postcode directory {onspd} was rejected: {exc}")
+    else:
+        _step(f"Postcodes: none loaded and no {DEMO_ONSPD_FILE} in {folder} (drops made before postcodes "
+              "existed); ambulance postcodes fall back to their borough. Delete that folder to regenerate.")
 
     _step("Loading the demo drops through the ingest pipeline (one line per file, then a summary)...")
     results = load_paths(url, [folder], progress=True)

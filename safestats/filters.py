@@ -1,7 +1,7 @@
 """The dashboard's filter state: one frozen dataclass, and its strict round trip through a URL query string.
 
 Everything an analyst has chosen — dates, suppliers, categories, themes, the selected area or drawn polygon,
-time of day, day of week, and how the map is drawn (level, measure, class breaks, layers, zoom and centre) —
+time of day, day of week, how well records must be located, and how the map is drawn (level, measure, class breaks, layers, zoom and centre) —
 lives in one ``FilterState``. It is the only thing a shared link encodes: ``to_query_string`` writes it into
 the page URL, ``from_query_string`` reads it back, and the query layer takes it (never loose arguments).
 Values arriving from the browser are untrusted: parsing accepts only the keys and formats it knows and
@@ -42,7 +42,10 @@ MAX_POLYGON_VERTICES = 100
 _GB_LON, _GB_LAT = (-9.0, 2.5), (49.0, 61.5)
 
 _KEYS = ("from", "to", "supplier", "domain", "cat", "theme", "borough", "msoa", "lsoa", "poly", "hours",
-         "dow", "level", "measure", "breaks", "layer", "z", "c")
+         "dow", "located", "level", "measure", "breaks", "layer", "z", "c")
+# "Located at least as well as": the location methods, best first (safestats/location_levels.py); the last
+# ("unlocated") would filter nothing, so it is not a choice.
+LOCATED_CHOICES = ("exact", "postcode", "gazetteer", "borough")
 # Keys that change only how the map is drawn, not which incidents are counted.
 _VIEW_ONLY_FIELDS = ("map_level", "map_measure", "map_breaks", "map_layers", "zoom", "centre")
 
@@ -65,6 +68,7 @@ class FilterState:
     polygon: tuple[tuple[float, float], ...] | None = None  # (lon, lat) ring drawn on the map, not closed
     hours: tuple[int, int] | None = None  # inclusive local hours; (22, 4) wraps past midnight
     days: tuple[int, ...] = ()  # ISO weekdays, 1 = Monday
+    located_at_least: str | None = None  # only records located at least this well (LOCATED_CHOICES)
     map_level: str | None = None  # None: the level follows the zoom
     map_measure: str = "count"
     map_breaks: str = "quantile"
@@ -102,6 +106,9 @@ class FilterState:
         if not isinstance(self.days, tuple) or not all(isinstance(d, int) and 1 <= d <= 7 for d in self.days):
             raise ValueError(f"days must be weekdays 1 (Monday) to 7 (Sunday), not {self.days!r}")
         _check_unique("day", self.days)
+        if self.located_at_least is not None and self.located_at_least not in LOCATED_CHOICES:
+            raise ValueError(f"unknown location method {self.located_at_least!r} "
+                             f"(known: {', '.join(LOCATED_CHOICES)})")
         if self.map_level is not None and self.map_level not in MAP_LEVELS:
             raise ValueError(f"unknown map level {self.map_level!r} (known: {', '.join(MAP_LEVELS)})")
         if self.map_measure not in MAP_MEASURES:
@@ -167,6 +174,8 @@ class FilterState:
             pairs.append(("hours", f"{self.hours[0]}-{self.hours[1]}"))
         if self.days:
             pairs.append(("dow", ",".join(str(d) for d in self.days)))
+        if self.located_at_least is not None:
+            pairs.append(("located", self.located_at_least))
         if self.map_level is not None:
             pairs.append(("level", self.map_level))
         if self.map_measure != "count":
@@ -220,6 +229,7 @@ class FilterState:
                 polygon=_parse_polygon(values.get("poly")),
                 hours=_parse_hours(values.get("hours")),
                 days=tuple(_parse_int("dow", v) for v in _parse_list(values.get("dow"))),
+                located_at_least=values.get("located"),
                 map_level=values.get("level"),
                 map_measure=values.get("measure", "count"),
                 map_breaks=values.get("breaks", "quantile"),

@@ -225,6 +225,10 @@ def ingest_files(url: str, supplier: str, paths: list[Path], supplier_dir: Path 
                 outcome.message += f" (not moved: {exc}; the next run will move it)"
         if refresh and any(o.status == "loaded" for o in outcomes.values()):
             refresh_rollups_if_stale(url, trigger=f"ingest of {supplier} drops")
+            if supplier == "police_uk":     # the street gazetteer is made from police.uk's locations
+                from loaders.locating import refresh_gazetteer
+
+                log.info("%s", refresh_gazetteer(url).summary())
     finally:
         # Closing the session releases its advisory locks too; unlocking first just says so explicitly, and
         # must not hide the error that brought us here if the connection is gone.

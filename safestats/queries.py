@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 
 from safestats import access, db_scope, disclosure
 from safestats.filters import THEMES, FilterState
+from safestats.location_levels import precisions_at_least
 from safestats.rollups import visible_view
 
 # Douglas-Peucker tolerance in British National Grid metres, per level: invisible at that level's zoom.
@@ -383,7 +384,8 @@ _SOURCE_DIMENSIONS = {
     "rollup_borough_month": {"month", "borough"},
     "rollup_area_month": {"month", "borough", "msoa", "lsoa"},
     "rollup_borough_day_hour": {"month", "day", "borough", "hour", "isodow"},
-    "incidents": {"month", "day", "borough", "msoa", "lsoa", "hour", "isodow", "point"},
+    # Only the raw table knows how each record was located (the rollups do not keep it).
+    "incidents": {"month", "day", "borough", "msoa", "lsoa", "hour", "isodow", "point", "location"},
 }
 
 
@@ -405,6 +407,8 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
             needed.add("isodow")
     if period is not None and "dates" not in ignore and not period.is_whole_months():
         needed.add("day")
+    if state.located_at_least is not None:
+        needed.add("location")
     for source in ("rollup_borough_month", "rollup_area_month", "rollup_borough_day_hour", "incidents"):
         if needed <= _SOURCE_DIMENSIONS[source]:
             break
@@ -437,6 +441,9 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
         ring = list(state.polygon) + [state.polygon[0]]
         c.append("ST_Intersects(geom, ST_Transform(ST_MakeValid(ST_GeomFromText(:polygon_wkt, 4326)), 27700))")
         p["polygon_wkt"] = "POLYGON((" + ", ".join(f"{lon} {lat}" for lon, lat in ring) + "))"
+    if state.located_at_least is not None:
+        c.append("location_precision = ANY(:location_precisions)")
+        p["location_precisions"] = list(precisions_at_least(state.located_at_least))
     if "time" not in ignore:
         if state.hours is not None:
             first, last = state.hours

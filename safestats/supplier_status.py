@@ -16,10 +16,11 @@ from typing import Iterator
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from safestats.location_levels import LOCATION_METHODS
+
 # How many quarantined lines a drop outcome quotes, and how many distinct reasons it counts.
 SAMPLE_LINES = 5
 TOP_REASONS = 20
-LOCATION_LEVELS = ("exact", "snap_point", "rounded_50m", "postcode", "street", "borough", "none")
 
 
 @dataclass
@@ -188,10 +189,13 @@ def quarantine_rows(engine: Engine, supplier: str, drop_id: int) -> Iterator[tup
 
 @dataclass
 class LocationQuality:
-    """Shares of a supplier's live incidents by location_precision, over all and per drop."""
+    """A supplier's live rows by location method (safestats/location_levels.py), over all and per drop, with
+    the mean confidence of each; read from ``drop_location_quality``, written by the loader with each drop."""
 
-    overall: dict[str, int]                    # level -> incidents
-    by_drop: dict[int, dict[str, int]]         # drop id -> level -> incidents
+    overall: dict[str, int]                                 # method -> rows
+    by_drop: dict[int, dict[str, int]]                      # drop id -> method -> rows
+    confidence: dict[str, float] = field(default_factory=dict)                  # method -> mean confidence
+    drop_confidence: dict[int, dict[str, float]] = field(default_factory=dict)  # drop id -> method -> mean
 
     @staticmethod
     def shares(counts: dict[str, int]) -> dict[str, float]:
@@ -199,15 +203,46 @@ class LocationQuality:
         return {level: n / total for level, n in counts.items()} if total else {}
 
 
-def location_quality(engine: Engine, supplier: str) -> LocationQuality:
-    """Incidents by location precision for ``supplier``: one scan of its rows (the incident table has no
-    supplier index; the admin page pays about a second on London's five million rows)."""
+def location_quality(engine: Engine, supplier: str, drop_ids: list[int] | None = None) -> LocationQuality:
+    """Rows per location method for ``supplier``'s live drops (all of them) and for each drop (the live ones,
+    or ``drop_ids``), from the per-drop counts the loader stores: no scan of the incidents."""
     overall: dict[str, int] = {}
+    weighted: dict[str, float] = {}
     by_drop: dict[int, dict[str, int]] = {}
+    drop_confidence: dict[int, dict[str, float]] = {}
     with engine.connect() as conn:
         for row in conn.execute(text("""
-                SELECT drop_id, location_precision, count(*) AS n FROM incidents WHERE supplier = :supplier
-                GROUP BY drop_id, location_precision"""), {"supplier": supplier}):
-            overall[row.location_precision] = overall.get(row.location_precision, 0) + row.n
-            by_drop.setdefault(row.drop_id, {})[row.location_precision] = row.n
-    return LocationQuality(overall, by_drop)
+                SELECT q.drop_id, q.method, q.rows, q.mean_confidence, d.status = 'loaded' AS live
+                FROM drop_location_quality q JOIN drops d ON d.id = q.drop_id
+                WHERE d.supplier = :supplier AND (d.status = 'loaded' OR q.drop_id = ANY(:drops))"""),
+                {"supplier": supplier, "drops": list(drop_ids or [])}):
+            by_drop.setdefault(row.drop_id, {})[row.method] = row.rows
+            drop_confidence.setdefault(row.drop_id, {})[row.method] = row.mean_confidence
+            if row.live:
+                overall[row.method] = overall.get(row.method, 0) + row.rows
+                weighted[row.method] = weighted.get(row.method, 0.0) + (row.mean_confidence or 0) * row.rows
+    order = {m: k for k, m in enumerate(LOCATION_METHODS)}
+
+    def best_first(counts: dict) -> dict:
+        return dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], 99)))
+
+    overall = best_first(overall)
+    by_drop = {drop_id: best_first(counts) for drop_id, counts in by_drop.items()}
+    confidence = {m: weighted[m] / n for m, n in overall.items() if n}
+    return LocationQuality(overall, by_drop, confidence, drop_confidence)
+
+
+def drop_location_report(engine: Engine, supplier: str | None = None, limit: int = 20) -> list[dict]:
+    """The newest loaded drops (of ``supplier``, or all) with their share located by each method, for the CLI."""
+    with engine.connect() as conn:
+        drops = conn.execute(text("""
+            SELECT id, supplier, file_name, status, rows_loaded FROM drops
+            WHERE status IN ('loaded', 'superseded') AND (CAST(:supplier AS text) IS NULL OR supplier = :supplier)
+              AND EXISTS (SELECT 1 FROM drop_location_quality q WHERE q.drop_id = drops.id)
+            ORDER BY id DESC LIMIT :n"""), {"supplier": supplier, "n": limit}).all()
+        quality: dict[int, dict[str, tuple[int, float]]] = {}
+        for row in conn.execute(text("""SELECT drop_id, method, rows, mean_confidence FROM drop_location_quality
+                                        WHERE drop_id = ANY(:ids)"""), {"ids": [d.id for d in drops]}):
+            quality.setdefault(row.drop_id, {})[row.method] = (row.rows, row.mean_confidence or 0.0)
+    return [{"drop_id": d.id, "supplier": d.supplier, "file_name": d.file_name, "status": d.status,
+             "rows": d.rows_loaded, "quality": quality.get(d.id, {})} for d in drops]

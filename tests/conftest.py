@@ -79,9 +79,11 @@ def areas_loaded(db_url) -> str:
     return db_url
 
 
-# retained_*: counts retention folded out of incidents (the rollups add them); retention_runs: its record.
+# retained_*: counts retention folded out of incidents (the rollups add them); retention_runs: its record;
+# postcodes and the gazetteer: what locating records without coordinates uses.
 DATA_TABLES = ("incidents", "quarantine", "drops", "retained_area_month", "retained_borough_day_hour",
-               "retained_grid_month", "retention_runs")
+               "retained_grid_month", "retained_h3_month", "retention_runs", "postcodes", "gazetteer_streets",
+               "gazetteer_refreshes")
 
 
 def truncate_data(url: str) -> None:

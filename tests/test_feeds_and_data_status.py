@@ -256,7 +256,8 @@ def test_admin_sees_last_drop_rows_location_quality_and_lateness(clean_data, cli
     detail = client.get("/admin/data-status/police_uk")
     assert detail.status_code == 200
     html = detail.get_data(as_text=True)
-    assert 'id="location-quality"' in html and "snap_point" in html and "100.0%" in html
+    assert 'id="location-quality"' in html and 'data-method="exact"' in html and "exact point" in html
+    assert "100.0%" in html and "100 (high)" in html
     assert f"/admin/data-status/police_uk/drops/{result.drop_id}/quarantine.csv" in html
 
     # Two months and more after the last load, a monthly supplier is late.

@@ -17,7 +17,11 @@ TABLES = {"access_levels", "areas", "domains", "categories", "suppliers", "suppl
           "supplier_tokens", "apscheduler_jobs", "police_uk_outcome_history", "rollup_families", "h3_points",
           "access_tiers", "user_boroughs", "retained_area_month", "retained_borough_day_hour",
           "retained_grid_month", "retained_h3_month", "retention_runs", "audit_log",
-          "organisations", "user_sessions", "login_throttle"}
+          "organisations", "user_sessions", "login_throttle",
+          "postcodes", "gazetteer_streets", "gazetteer_refreshes", "drop_location_quality"}
+LOCATING_TABLES = {"postcodes", "gazetteer_streets", "gazetteer_refreshes", "drop_location_quality"}
+RETENTION_TABLES = {"retained_area_month", "retained_borough_day_hour", "retained_grid_month", "retained_h3_month",
+                    "retention_runs"}
 
 
 def public_tables(url):
@@ -48,6 +52,17 @@ def test_migrations_up_down_up(shared_data):
     assert rollup_matviews(url) == {f"{v}_y2023" for v in ROLLUP_VIEWS}
     assert query(url, "SELECT sum(incidents) FROM rollup_borough_month") == [(result.rows_loaded,)]
     assert query(url, "SELECT sum(incidents) FROM rollup_h3_month") == [(result.rows_loaded,)]
+
+    # 0012 (locating; 0013 above it goes too) down and up again over loaded data: the per-drop quality and
+    # confidence are backfilled.
+    migrate.downgrade(url, "0011")
+    assert public_tables(url) == (TABLES - LOCATING_TABLES - RETENTION_TABLES) | {"alembic_version"}
+    assert query(url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'location_confidence'"
+                      " AND table_name = 'incidents'") == [(0,)]
+    migrate.upgrade(url)
+    assert query(url, "SELECT method, rows FROM drop_location_quality WHERE drop_id = %s", (result.drop_id,)) == \
+        [("exact", result.rows_loaded)]
+    assert query(url, "SELECT DISTINCT location_confidence FROM incidents") == [(100,)]
 
     migrate.downgrade(url, "base")
     assert migrate.current_revision(url) is None

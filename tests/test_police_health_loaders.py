@@ -253,9 +253,13 @@ def test_las_assaults_categories_locations_access_and_bad_rows(clean_data, tmp_p
                                 FROM incidents ORDER BY supplier_record_id""")
     assert rows == [
         ("LAS1", 71, True, True, True, "exact", True, True, 20, "point"),
-        ("LAS2", 70, None, False, True, "borough", True, False, 20, "borough (postcode not geocoded: no postcode table)"),
-        ("LAS3", 72, True, True, False, "borough", True, False, 20, "borough (postcode not geocoded: no postcode table)"),
-        ("LAS4", 76, None, False, False, "none", False, False, 20, "none (postcode not geocoded: no postcode table)"),
+        # No postcode directory is loaded here (tests/test_locating.py loads one): borough given, or nothing.
+        ("LAS2", 70, None, False, True, "borough", True, False, 20,
+         "borough given (postcode SW9 8AB not in the postcode directory)"),
+        ("LAS3", 72, True, True, False, "borough", True, False, 20,
+         "borough given (postcode E1 6AN not in the postcode directory)"),
+        ("LAS4", 76, None, False, False, "none", False, False, 20,
+         "none (postcode N17 6QA not in the postcode directory)"),
         ("LAS5", 70, None, None, False, "none", False, False, 20, "none"),
     ]
     reasons = [r[0] for r in query(clean_data, "SELECT reason FROM quarantine ORDER BY line_no")]
@@ -287,13 +291,14 @@ def test_istv_xml_and_csv_load_as_health_records_with_only_the_data_set(clean_da
         accounted(clean_data, result)
         assert result.rows_loaded == n
     assert query(clean_data, "SELECT DISTINCT access_level, time_precision FROM incidents") == [(20, "minute")]
+    # No gazetteer here (tests/test_locating.py builds one): the site's borough, confidence 40 (low).
     assert query(clean_data, """SELECT attributes->>'site_code', location_precision, borough_code,
-                                       attributes->>'location_confidence', count(*)
+                                       location_confidence, count(*)
                                 FROM incidents GROUP BY 1, 2, 3, 4 ORDER BY 1""") == [
-        ("DEM01", "borough", "E09000022", "low", 25), ("ZZZ99", "none", None, "none", 10)]
+        ("DEM01", "borough", "E09000022", 40, 25), ("ZZZ99", "none", None, 0, 10)]
     allowed = {"site_code", "reporting_period_start", "reporting_period_end", "arrival_at", "assault_method",
                "assault_method_other_description", "assault_location_type", "assault_location_description",
-               "location_method", "location_confidence"}
+               "location_method"}
     keys = {k for (k,) in query(clean_data, "SELECT DISTINCT jsonb_object_keys(attributes) FROM incidents")}
     assert keys <= allowed and {"site_code", "assault_method"} <= keys
     weapons = dict(query(clean_data, "SELECT supplier_category, bool_and(theme_weapon) FROM incidents "

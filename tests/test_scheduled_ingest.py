@@ -106,6 +106,9 @@ def test_a_dropped_file_is_loaded_within_one_interval(clean_data, shared_data, t
     # The rollups were refreshed after the load: the dashboard sees the new month.
     assert query(url, "SELECT sum(incidents) FROM rollup_borough_month")[0][0] == rows_loaded
     assert not ingest.rollups_stale(url)
+    # And the street gazetteer was rebuilt from the new police.uk locations (for locating ED records).
+    assert query(url, "SELECT count(*) FROM gazetteer_refreshes") == [(1,)]
+    assert query(url, "SELECT count(*) > 50 FROM gazetteer_streets") == [(True,)]
 
 
 def test_three_scheduler_processes_load_each_file_exactly_once(clean_data, shared_data, tmp_path):

@@ -136,7 +136,7 @@ def _without(state: FilterState, key: str) -> FilterState:
     cleared = {"dates": {"date_from": None, "date_to": None}, "supplier": {"suppliers": ()},
                "domain": {"domains": ()}, "cat": {"categories": ()}, "theme": {"themes": ()},
                "area": {"borough_code": None, "msoa_code": None, "lsoa_code": None}, "poly": {"polygon": None},
-               "hours": {"hours": None}, "dow": {"days": ()}}
+               "hours": {"hours": None}, "dow": {"days": ()}, "located": {"located_at_least": None}}
     if key not in cleared:
         raise ValueError(f"unknown filter chip {key!r}")
     return replace(state, **cleared[key])

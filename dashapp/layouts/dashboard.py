@@ -22,6 +22,7 @@ from dashapp import ids
 from safestats import disclosure
 from safestats.classify import class_breaks
 from safestats.filters import DAY_NAMES, QUICK_PICKS, THEMES, FilterState
+from safestats.location_levels import METHOD_LABELS
 from safestats.config import get_settings
 
 # ColorBrewer YlOrRd (sequential) and PuOr (diverging, for change): colour-blind safe, print in greyscale.
@@ -287,6 +288,8 @@ def filter_chips(state: FilterState, names: dict) -> list:
         chip("hours", f"Hours {state.hours[0]:02d}:00–{state.hours[1]:02d}:59")
     if state.days:
         chip("dow", "Days: " + ", ".join(DAY_NAMES[d - 1] for d in state.days))
+    if state.located_at_least:
+        chip("located", f"Located at least: {METHOD_LABELS[state.located_at_least]}")
     return chips
 
 

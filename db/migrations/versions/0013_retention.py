@@ -1,7 +1,7 @@
 """Retention of record-level rows: each supplier's period, the retained_* counts, and rollups that keep them.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-29
 
 Adds ``suppliers.record_retention`` (health data 3 years, the rest 7), the ``retained_*`` tables that
@@ -17,7 +17,7 @@ from alembic import op
 from db import read_sql
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
