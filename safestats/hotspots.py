@@ -21,7 +21,9 @@ CONFIDENCE_Z = ((99, 2.5758293035489004), (95, 1.959963984540054), (90, 1.644853
 CONFIDENCE_ALPHA = ((99, 0.01), (95, 0.05), (90, 0.10))
 
 
-def _normal_two_sided_p(z: np.ndarray) -> np.ndarray:
+def normal_two_sided_p(z: np.ndarray) -> np.ndarray:
+    """The two-sided p-value of each z-score under the standard normal (as ArcGIS reports it; esda's p_norm is
+    one-sided, half of this). The 90/95/99 classes use the same two-sided test."""
     return np.array([math.erfc(abs(v) / math.sqrt(2)) for v in np.ravel(z)]).reshape(np.shape(z))
 
 
@@ -103,7 +105,7 @@ def classify(z: np.ndarray, fdr: bool = False) -> np.ndarray:
     z = np.asarray(z, dtype=float)
     classes = np.zeros(len(z), dtype=int)
     if fdr:
-        p = benjamini_hochberg(_normal_two_sided_p(z))
+        p = benjamini_hochberg(normal_two_sided_p(z))
         for confidence, alpha in reversed(CONFIDENCE_ALPHA):  # 90 first, overwritten by 95, then 99
             classes = np.where(p <= alpha, np.sign(z).astype(int) * confidence, classes)
     else:
