@@ -164,6 +164,10 @@ class FilterState:
         """The state without the map-drawing fields: what decides which incidents are counted."""
         return replace(self, **{f.name: f.default for f in fields(self) if f.name in _VIEW_ONLY_FIELDS})
 
+    def map_view(self) -> "FilterState":
+        """Only the map-drawing fields (what resetting the filters keeps)."""
+        return replace(FilterState(), **{name: getattr(self, name) for name in _VIEW_ONLY_FIELDS})
+
     def without_spatial_selection(self) -> "FilterState":
         """The state with no area, drawn polygon or picked cell (the map shows every area, the selection highlighted)."""
         return replace(self, borough_code=None, msoa_code=None, lsoa_code=None, polygon=None, hotspot_cell=None)

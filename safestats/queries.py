@@ -957,10 +957,11 @@ def _shown_classes(z: np.ndarray, fdr: bool, confidence: int) -> np.ndarray:
 
 
 def _gi_properties(k: int, counts, z, p, p_fdr, classes) -> dict:
-    properties = {"count": int(counts[k]), "z": round(float(z[k]), 2), "p": round(float(p[k]), 4),
+    # z and p to 6 places (the tooltip shows 2 and 4): the layer itself is checked against esda to 1e-6.
+    properties = {"count": int(counts[k]), "z": round(float(z[k]), 6), "p": round(float(p[k]), 6),
                   "class": int(classes[k]), "label": HOT_LABELS[int(classes[k])]}
     if p_fdr is not None:
-        properties["p_fdr"] = round(float(p_fdr[k]), 4)
+        properties["p_fdr"] = round(float(p_fdr[k]), 6)
     return properties
 
 
@@ -1251,11 +1252,10 @@ def kde_surface(engine: Engine, state: FilterState, bandwidth_m: int | None = No
     return _cached(engine, "kde", _key(state, bandwidth_m), compute)
 
 
-def kde_tile_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, float, float, float],
-                   bandwidth_m: int | None = None, user=None) -> list[tuple[float, float, float, float, float]]:
+def kde_tile_cells(engine: Engine, surface: KdeSurface, bbox_3857: tuple[float, float, float, float]
+                   ) -> list[tuple[float, float, float, float, float]]:
     """The density surface's cells overlapping a Web Mercator box (a map tile), as (xmin, ymin, xmax, ymax,
     density per km²): what ``tilerender.render_density_tile`` paints."""
-    surface = kde_surface(engine, state, bandwidth_m, user)
     boxes = study_area_boxes_3857(engine, surface.cell_m)
     xmin, ymin, xmax, ymax = bbox_3857
     inside = ((surface.density > 0) & (boxes[:, 2] > xmin) & (boxes[:, 0] < xmax)
