@@ -239,7 +239,7 @@ class FilterState:
             pairs.append(("z", f"{self.zoom:g}"))
         if self.centre is not None:
             pairs.append(("c", f"{self.centre[0]:.5f},{self.centre[1]:.5f}"))
-        return urlencode(pairs, safe=",;")
+        return urlencode(pairs, safe=",;:")
 
     @classmethod
     def from_query_string(cls, query: str | None) -> "FilterState":

@@ -635,7 +635,7 @@ def register_callbacks(app: Dash) -> None:
                 const lng = Array.isArray(centre) ? centre[1] : centre.lng;
                 params.set("z", String(Math.round(zoom * 2) / 2));
                 params.set("c", lat.toFixed(5) + "," + lng.toFixed(5));
-                const qs = params.toString().replace(/%2C/g, ",").replace(/%3B/g, ";");
+                const qs = params.toString().replace(/%2C/g, ",").replace(/%3B/g, ";").replace(/%3A/g, ":");
                 window.history.replaceState(window.history.state, "", window.location.pathname + "?" + qs);
             }
             return window.location.href;

@@ -126,7 +126,8 @@ HOTSPOT_COLOURS = {
 
 
 def hotspot_colours(kind: str) -> dict:
-    return HOTSPOT_COLOURS["gi" if kind in ("gi_grid", "gi_lsoa") else kind]
+    """Fill colour per class of a vector hotspot layer (the density layer is tiles: none)."""
+    return HOTSPOT_COLOURS.get("gi" if kind in ("gi_grid", "gi_lsoa") else kind, {})
 
 
 def hotspot_hideout(state: FilterState) -> dict:
