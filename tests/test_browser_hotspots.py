@@ -153,14 +153,19 @@ def test_the_density_layer_draws_tiles_with_its_bandwidth_in_the_legend(sessions
     session = sessions()
     page = session.page
     _log_in(session, "/?hot=kde&bw=2000")
-    page.wait_for_function(f"""() => document.getElementById('{ids.HOTSPOT_LEGEND}').innerText
+    page.wait_for_function(f"""() => (document.getElementById('{ids.HOTSPOT_LEGEND}') || {{innerText: ''}}).innerText
                                         .includes('bandwidth 2,000 m')""", timeout=90_000)
     page.wait_for_function("() => Array.from(document.querySelectorAll('img.leaflet-tile'))"
                            ".some(i => i.src.includes('/tiles/kde/') && i.complete && i.naturalWidth === 256)")
     assert page.locator(f"#{ids.MAP_KDE_BANDWIDTH}").input_value() == "2000"
-    page.fill(f"#{ids.MAP_KDE_BANDWIDTH}", "")
+    page.fill(f"#{ids.MAP_KDE_BANDWIDTH}", "1500")
     page.press(f"#{ids.MAP_KDE_BANDWIDTH}", "Enter")
+    page.wait_for_function("() => window.location.search.includes('bw=1500')")
     page.wait_for_function(f"""() => document.getElementById('{ids.HOTSPOT_LEGEND}').innerText
+                                        .includes('bandwidth 1,500 m (standard rule: ')""")
+    page.fill(f"#{ids.MAP_KDE_BANDWIDTH}", "")  # empty: back to the standard rule
+    page.press(f"#{ids.MAP_KDE_BANDWIDTH}", "Enter")
+    page.wait_for_function(f"""() => (document.getElementById('{ids.HOTSPOT_LEGEND}') || {{innerText: ''}}).innerText
                                         .includes('(standard rule)')""")
     assert "bw=" not in page.url
     _shot(page, "hotspots-4-kde")
