@@ -8,9 +8,13 @@ one category, a theme, a day-level range, an MSOA, a drawn polygon, ...), it tim
 for a filter change — the data of every panel (headline, freshness, time series, categories, hour x
 weekday, top areas, the choropleth) and its presentation (figures, legend) — with the panel cache cleared
 each time, so every figure is a cold computation. Prints p50/p95 per change and overall, and the JSON bytes
-each panel sends.
+each panel sends. Then (issue 6) each hotspot layer of the map — Gi* on 500 m cells and on LSOAs, the
+kernel density surface and one central tile of it, emerging hot spots over 12 monthly steps, and the period
+comparison — for a few filter states, cold in the same way (per-process reference data such as the study
+area's cells and the LSOA neighbour pairs is built once first, as in a running portal), with the bytes of the
+GeoJSON each sends.
 
-    bench/dashboard [--rows 1000000] [--repeats 7] [--keep]
+    bench/dashboard [--rows 1000000] [--repeats 7] [--keep] [--sections panels,hotspots]
 """
 from __future__ import annotations
 
@@ -109,6 +113,69 @@ def all_panels(engine, state) -> dict[str, object]:
     }
 
 
+HOTSPOT_LAYERS = ("gi_grid", "gi_lsoa", "kde", "emerging", "compare")
+
+
+def hotspot_states(engine) -> dict:
+    changes = filter_changes(engine)
+    return {name: changes[name] for name in ("default (latest 12 months)", "one category (burglary)",
+                                             "domain + theme (crime, weapon)", "last 28 days (day-level range)",
+                                             "one borough (Camden)")}
+
+
+def warm_reference_data(engine) -> None:
+    """What a running portal computes once per process (not per filter): areas, taxonomy, study cells, LSOA
+    neighbours, the cells' Web Mercator boxes."""
+    from safestats import queries
+
+    queries.areas(engine), queries.taxonomy(engine)
+    queries.study_area_cells(engine, queries.HOTSPOT_CELL_M), queries.study_area_cells(engine, queries.KDE_CELL_M)
+    queries.lsoa_neighbours(engine), queries.study_area_boxes_3857(engine, queries.KDE_CELL_M)
+    queries.boundaries_geojson(engine, "lsoa")
+
+
+def one_hotspot_layer(engine, state, kind: str) -> object:
+    """What the hotspot callback does for one view state (and, for the density, one central tile)."""
+    from dataclasses import replace
+
+    from dashapp.layouts import dashboard as view
+    from safestats import queries
+    from safestats.tilerender import render_density_tile, tile_bounds_3857
+
+    state = replace(state, hotspot=kind)
+    layer = queries.hotspot_map_layer(engine, state)
+    view.hotspot_legend(layer, state)
+    if kind == "kde":
+        bounds = tile_bounds_3857(12, 2046, 1362)
+        render_density_tile(bounds, queries.kde_tile_cells(engine, layer, bounds), layer.scale_max)
+        return {}
+    return layer.geojson
+
+
+def bench_hotspots(engine, repeats: int) -> None:
+    from safestats import queries
+
+    print(f"\n{'hotspot layer':14} {'filter change':34} {'p50 ms':>8} {'p95 ms':>8} {'features':>9} {'bytes':>10}")
+    per_layer: dict[str, list[float]] = {}
+    for kind in HOTSPOT_LAYERS:
+        for name, state in hotspot_states(engine).items():
+            times = []
+            for _ in range(repeats):
+                queries.clear_caches()
+                warm_reference_data(engine)
+                started = time.perf_counter()
+                geojson = one_hotspot_layer(engine, state, kind)
+                times.append((time.perf_counter() - started) * 1000)
+            per_layer.setdefault(kind, []).extend(times)
+            features = len(geojson.get("features", [])) if geojson else 0
+            size = len(json.dumps(geojson)) if geojson else 0
+            print(f"{kind:14} {name:34} {statistics.median(times):8.0f} {percentile(times, 0.95):8.0f} "
+                  f"{features:9,} {size:10,}", flush=True)
+    print()
+    for kind, times in per_layer.items():
+        print(f"{kind:14} {'all filter changes':34} {statistics.median(times):8.0f} {percentile(times, 0.95):8.0f}")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -119,6 +186,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="reuse the loaded database if it is there")
+    parser.add_argument("--sections", default="panels,hotspots",
+                        help="what to time, comma-separated: panels (issue 4), hotspots (issue 6)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))
 
@@ -134,12 +203,23 @@ def main(argv=None) -> int:
     (n_incidents,) = engine.connect().exec_driver_sql("SELECT count(*) FROM incidents").one()
     print(f"\n{n_incidents:,} incidents; {args.repeats} cold runs per filter change (panel cache cleared)\n")
 
+    sections = set(args.sections.split(","))
+    if "panels" in sections:
+        bench_panels(engine, args.repeats)
+    if "hotspots" in sections:
+        bench_hotspots(engine, args.repeats)
+    return 0
+
+
+def bench_panels(engine, repeats: int) -> None:
+    from safestats import queries
+
     all_times: list[float] = []
     sizes: dict[str, list[int]] = {}
     print(f"{'filter change':34} {'p50 ms':>8} {'p95 ms':>8}  sources")
     for name, state in filter_changes(engine).items():
         times = []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             queries.clear_caches()
             queries.areas(engine), queries.taxonomy(engine)  # per-process reference data, loaded once per worker
             started = time.perf_counter()
@@ -158,7 +238,6 @@ def main(argv=None) -> int:
     for level in ("borough", "msoa", "lsoa"):
         once = len(json.dumps(queries.boundaries_geojson(engine, level)))
         print(f"{'boundaries ' + level:20} {once:15,} {'(sent once per page)':>12}")
-    return 0
 
 
 if __name__ == "__main__":
