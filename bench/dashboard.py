@@ -131,6 +131,7 @@ def warm_reference_data(engine) -> None:
     queries.areas(engine), queries.taxonomy(engine)
     queries.study_area_cells(engine, queries.HOTSPOT_CELL_M), queries.study_area_cells(engine, queries.KDE_CELL_M)
     queries.lsoa_neighbours(engine), queries.study_area_boxes_3857(engine, queries.KDE_CELL_M)
+    queries.study_area_corners_wgs84(engine, queries.HOTSPOT_CELL_M)
     queries.boundaries_geojson(engine, "lsoa")
 
 

@@ -965,19 +965,36 @@ def _gi_properties(k: int, counts, z, p, p_fdr, classes) -> dict:
     return properties
 
 
-def _cell_features(engine: Engine, cell_m: int, ix, iy, properties: list[dict]) -> dict:
-    """Grid cells as WGS84 squares (a FeatureCollection), each with its ``cell`` id and ``properties``."""
-    if not properties:
-        return dict(_EMPTY_FEATURES)
-    rows = _rows(engine, """
-        SELECT ST_AsGeoJSON(ST_Transform(ST_MakeEnvelope(i * :cell, j * :cell, (i + 1) * :cell, (j + 1) * :cell,
-                                                         27700), 4326), 5)
-        FROM unnest(CAST(:xs AS int[]), CAST(:ys AS int[])) WITH ORDINALITY AS c(i, j, k) ORDER BY k""",
-                 {"cell": cell_m, "xs": [int(v) for v in ix], "ys": [int(v) for v in iy]})
-    return {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "id": f"{cell_m}:{int(i)}:{int(j)}", "geometry": json.loads(geometry),
-         "properties": dict(props, cell=f"{int(i)}:{int(j)}", cell_m=cell_m)}
-        for i, j, props, (geometry,) in zip(ix, iy, properties, rows)]}
+def study_area_corners_wgs84(engine: Engine, cell_m: int) -> np.ndarray:
+    """Each study-area cell's four corners in WGS84 (lon, lat; SW, SE, NE, NW), in ``study_area_cells``
+    order: a British National Grid square is a slightly skewed quadrilateral on the map. Once per process."""
+    def compute():
+        xs, ys = study_area_cells(engine, cell_m)
+        rows = _rows(engine, """
+            SELECT ST_X(a), ST_Y(a), ST_X(b), ST_Y(b), ST_X(c), ST_Y(c), ST_X(d), ST_Y(d) FROM (
+                SELECT k, ST_Transform(ST_SetSRID(ST_MakePoint(i * :cell, j * :cell), 27700), 4326) AS a,
+                          ST_Transform(ST_SetSRID(ST_MakePoint((i + 1) * :cell, j * :cell), 27700), 4326) AS b,
+                          ST_Transform(ST_SetSRID(ST_MakePoint((i + 1) * :cell, (j + 1) * :cell), 27700), 4326) AS c,
+                          ST_Transform(ST_SetSRID(ST_MakePoint(i * :cell, (j + 1) * :cell), 27700), 4326) AS d
+                FROM unnest(CAST(:xs AS int[]), CAST(:ys AS int[])) WITH ORDINALITY AS t(i, j, k)) q ORDER BY k""",
+                     {"cell": cell_m, "xs": list(xs), "ys": list(ys)})
+        return np.round(np.array(rows, dtype=float).reshape(-1, 4, 2), DISPLAY_COORDINATE_DECIMALS)
+    return _cached(engine, "study_area_corners", (cell_m,), compute, versioned=False)
+
+
+def _cell_features(engine: Engine, cell_m: int, cells: np.ndarray, properties: list[dict]) -> dict:
+    """Study-area cells (indices into ``study_area_cells``) as WGS84 squares, each with its ``cell`` id and
+    ``properties``; the corners come from the per-process ``study_area_corners_wgs84``, so no SQL here."""
+    xs, ys = study_area_cells(engine, cell_m)
+    corners = study_area_corners_wgs84(engine, cell_m)
+    features = []
+    for k, props in zip(cells, properties):
+        ring = corners[k].tolist()
+        i, j = xs[k], ys[k]
+        features.append({"type": "Feature", "id": f"{cell_m}:{i}:{j}",
+                         "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
+                         "properties": dict(props, cell=f"{i}:{j}", cell_m=cell_m)})
+    return {"type": "FeatureCollection", "features": features}
 
 
 def _study_counts(engine, state, cell_m, period, user) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1005,7 +1022,7 @@ def hotspot_layer(engine: Engine, state: FilterState, cell_m: int = HOTSPOT_CELL
         p_fdr = hotspots.benjamini_hochberg(p) if fdr else None
         classes = _shown_classes(result.z, fdr, confidence)
         drawn = np.nonzero(classes != 0)[0]
-        geojson = _cell_features(engine, cell_m, xs[drawn], ys[drawn],
+        geojson = _cell_features(engine, cell_m, drawn,
                                  [_gi_properties(k, counts, result.z, p, p_fdr, classes) for k in drawn])
         return HotspotLayer("gi_grid", cell_m, result.band_m, fdr, confidence, len(xs), int(counts.sum()), geojson)
     return _cached(engine, "hotspots", _key(state, cell_m, band_m, fdr, confidence), compute)
@@ -1130,15 +1147,16 @@ def emerging_hotspot_layer(engine: Engine, state: FilterState, step_months: int 
         hot = z >= dict(hotspots.CONFIDENCE_Z)[confidence]
         drawn = np.nonzero(hot.any(axis=0))[0]
         p_latest = hotspots.normal_two_sided_p(z[-1])
+        trends = hotspots.mann_kendall_z_columns(z[:, drawn])
         properties = []
-        for k in drawn:
-            category = hotspots.emerging_category(hot[:, k], z[:, k])
+        for n, k in enumerate(drawn):
+            category = hotspots.emerging_category(hot[:, k], z[:, k], trend=trends[n])
             properties.append({"class": category, "label": EMERGING_LABELS.get(category, category),
                                "count": int(counts[-1, k]), "z": round(float(z[-1, k]), 2),
                                "p": round(float(p_latest[k]), 4), "hot_steps": int(hot[:, k].sum()),
                                "steps": len(steps), "total": int(counts[:, k].sum())})
         keep = [n for n, props in enumerate(properties) if props["class"] != "none"]
-        geojson = _cell_features(engine, cell_m, xs[drawn][keep], ys[drawn][keep], [properties[n] for n in keep])
+        geojson = _cell_features(engine, cell_m, drawn[keep], [properties[n] for n in keep])
         first, last = steps[0][0], steps[-1][-1]
         note = (f"{len(steps)} steps of {step_months} month{'s' if step_months > 1 else ''}, "
                 f"{first:%b %Y} – {last:%b %Y}")
@@ -1195,7 +1213,7 @@ def comparison_layer(engine: Engine, state: FilterState, fdr: bool = False, user
                                "class_before": HOT_LABELS[int(class_before[k])],
                                "class_after": HOT_LABELS[int(class_after[k])]})
         drawn = np.array(drawn, dtype=int)
-        geojson = _cell_features(engine, cell_m, xs[drawn], ys[drawn], properties)
+        geojson = _cell_features(engine, cell_m, drawn, properties)
         note = f"{earlier.label()} → {later.label()}"
         return HotspotLayer("compare", cell_m, band, fdr, confidence, len(xs), int(after.sum()), geojson, note)
     return _cached(engine, "compare", _key(state, fdr, confidence, periods), compute)
@@ -1244,8 +1262,11 @@ def kde_surface(engine: Engine, state: FilterState, bandwidth_m: int | None = No
         bandwidth = float(bandwidth_m) if bandwidth_m else max(rule, float(cell_m))
         nonzero = counts > 0
         gx, gy, values = hotspots.quartic_kde_grid(xs[nonzero], ys[nonzero], counts[nonzero], cell_m, bandwidth)
-        lookup = dict(zip(zip(gx.tolist(), gy.tolist()), values.tolist()))
-        density = np.array([lookup.get((i, j), 0.0) for i, j in zip(xs.tolist(), ys.tolist())])
+        # Read the surface at the study cells through a lattice over both extents (no per-cell Python).
+        x0, y0 = min(xs.min(), gx.min()), min(ys.min(), gy.min())
+        lattice = np.zeros((max(xs.max(), gx.max()) - x0 + 1, max(ys.max(), gy.max()) - y0 + 1))
+        lattice[gx - x0, gy - y0] = values
+        density = lattice[xs - x0, ys - y0]
         positive = np.sort(density[density > 0])
         scale = float(positive[int(0.98 * (len(positive) - 1))]) if len(positive) else 0.0
         return KdeSurface(cell_m, bandwidth, rule, int(counts.sum()), density, scale)
