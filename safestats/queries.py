@@ -46,10 +46,16 @@ _data_version: dict[str, tuple[float, int]] = {}
 _DATA_VERSION_TTL_S = 1.0
 
 
-def clear_caches() -> None:
-    """Forget every cached result (after boundaries are reloaded, and between tests)."""
+def clear_caches(keep_reference: bool = False) -> None:
+    """Forget every cached result (after boundaries are reloaded, and between tests); ``keep_reference``
+    keeps what does not depend on the loaded incidents (areas, study cells, neighbours: built once per
+    process in a running portal), as the benchmarks do to time cold filter changes."""
     with _cache_lock:
-        _cache.clear()
+        if keep_reference:
+            for key in [k for k in _cache if k[1] != 0]:  # (engine, data version or 0 if unversioned, ...)
+                del _cache[key]
+        else:
+            _cache.clear()
         _data_version.clear()
 
 
@@ -870,7 +876,8 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
         plan = _plan(engine, state, period, {"borough"})
         if plan.source == "rollup_borough_month":
             plan.source = "rollup_grid_month"
-            x, y = f"floor(cell_x / {factor}.0)::int", f"floor(cell_y / {factor}.0)::int"
+            # float8, not numeric, division: several times faster over ~10^5 rollup rows
+            x, y = f"floor(cell_x::float8 / {factor})::int", f"floor(cell_y::float8 / {factor})::int"
         else:
             plan = _plan(engine, state, period, {"point"})
             x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
@@ -894,7 +901,8 @@ def grid_counts_by_month(engine: Engine, state: FilterState, cell_m: int, period
         plan = _plan(engine, state, period, {"borough", "month"})
         if plan.source == "rollup_borough_month":
             plan.source = "rollup_grid_month"
-            x, y = f"floor(cell_x / {factor}.0)::int", f"floor(cell_y / {factor}.0)::int"
+            # float8, not numeric, division: several times faster over ~10^5 rollup rows
+            x, y = f"floor(cell_x::float8 / {factor})::int", f"floor(cell_y::float8 / {factor})::int"
         else:
             plan = _plan(engine, state, period, {"point", "month"})
             x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
