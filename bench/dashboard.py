@@ -14,7 +14,13 @@ role's engine, as the portal asks them (row-level security and the rollups' visi
 security (the owner is superuser in the embedded cluster) but not the visible views: the difference is what
 row-level security costs the raw-table plans.
 
-    bench/dashboard [--rows 1000000] [--repeats 7] [--keep] [--tier TIER] [--role web|owner]
+each panel sends. Then (issue 6) each hotspot layer of the map — Gi* on 500 m cells and on LSOAs, the
+kernel density surface and one central tile of it, emerging hot spots over 12 monthly steps, and the period
+comparison — for a few filter states, cold in the same way (per-process reference data such as the study
+area's cells and the LSOA neighbour pairs is built once first, as in a running portal), with the bytes of the
+GeoJSON each sends.
+
+    bench/dashboard [--rows 1000000] [--repeats 7] [--keep] [--sections panels,hotspots] [--tier TIER] [--role web|owner]
 """
 from __future__ import annotations
 
@@ -105,6 +111,70 @@ def all_panels(engine, state, user) -> dict[str, object]:
     }
 
 
+HOTSPOT_LAYERS = ("gi_grid", "gi_lsoa", "kde", "emerging", "compare")
+
+
+def hotspot_states(engine) -> dict:
+    changes = filter_changes(engine)
+    return {name: changes[name] for name in ("default (latest 12 months)", "one category (burglary)",
+                                             "domain + theme (crime, weapon)", "last 28 days (day-level range)",
+                                             "one borough (Camden)")}
+
+
+def warm_reference_data(engine) -> None:
+    """What a running portal computes once per process (not per filter): areas, taxonomy, study cells, LSOA
+    neighbours, the cells' Web Mercator boxes."""
+    from safestats import queries
+
+    queries.areas(engine), queries.taxonomy(engine)
+    queries.study_area_cells(engine, queries.HOTSPOT_CELL_M), queries.study_area_cells(engine, queries.KDE_CELL_M)
+    queries.lsoa_neighbours(engine), queries.study_area_boxes_3857(engine, queries.KDE_CELL_M)
+    queries.study_area_corners_wgs84(engine, queries.HOTSPOT_CELL_M)
+    queries.boundaries_geojson(engine, "lsoa")
+
+
+def one_hotspot_layer(engine, state, kind: str, user) -> object:
+    """What the hotspot callback does for one view state (and, for the density, one central tile)."""
+    from dataclasses import replace
+
+    from dashapp.layouts import dashboard as view
+    from safestats import queries
+    from safestats.tilerender import render_density_tile, tile_bounds_3857
+
+    state = replace(state, hotspot=kind)
+    layer = queries.hotspot_map_layer(engine, state, user)
+    view.hotspot_legend(layer, state)
+    if kind == "kde":
+        bounds = tile_bounds_3857(12, 2046, 1362)
+        render_density_tile(bounds, queries.kde_tile_cells(engine, layer, bounds), layer.scale_max)
+        return {}
+    return layer.geojson
+
+
+def bench_hotspots(engine, repeats: int, user) -> None:
+    from safestats import queries
+
+    print(f"\n{'hotspot layer':14} {'filter change':34} {'p50 ms':>8} {'p95 ms':>8} {'features':>9} {'bytes':>10}")
+    per_layer: dict[str, list[float]] = {}
+    for kind in HOTSPOT_LAYERS:
+        for name, state in hotspot_states(engine).items():
+            times = []
+            warm_reference_data(engine)
+            for _ in range(repeats):
+                queries.clear_caches(keep_reference=True)
+                started = time.perf_counter()
+                geojson = one_hotspot_layer(engine, state, kind, user)
+                times.append((time.perf_counter() - started) * 1000)
+            per_layer.setdefault(kind, []).extend(times)
+            features = len(geojson.get("features", [])) if geojson else 0
+            size = len(json.dumps(geojson)) if geojson else 0
+            print(f"{kind:14} {name:34} {statistics.median(times):8.0f} {percentile(times, 0.95):8.0f} "
+                  f"{features:9,} {size:10,}", flush=True)
+    print()
+    for kind, times in per_layer.items():
+        print(f"{kind:14} {'all filter changes':34} {statistics.median(times):8.0f} {percentile(times, 0.95):8.0f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -113,13 +183,14 @@ def main(argv=None) -> int:
     parser.add_argument("--tier", default="partner_analyst", help="the tier of the user asking (default partner_analyst)")
     parser.add_argument("--role", choices=("web", "owner"), default="web",
                         help="connect as the web role (as the portal does; default) or as the owner")
+    parser.add_argument("--sections", default="panels,hotspots",
+                        help="what to time, comma-separated: panels (issue 4), hotspots (issue 6)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))
 
     from types import SimpleNamespace
 
     from db import get_engine, get_web_engine
-    from safestats import queries
 
     user = SimpleNamespace(id=None, tier=args.tier, is_authenticated=True, is_active=True)
 
@@ -135,12 +206,23 @@ def main(argv=None) -> int:
           f"asked by a {args.tier} through the {args.role} role; "
           f"{load_average()}\n")
 
+    sections = set(args.sections.split(","))
+    if "panels" in sections:
+        bench_panels(engine, args.repeats, user)
+    if "hotspots" in sections:
+        bench_hotspots(engine, args.repeats, user)
+    return 0
+
+
+def bench_panels(engine, repeats: int, user) -> None:
+    from safestats import queries
+
     all_times: list[float] = []
     sizes: dict[str, list[int]] = {}
     print(f"{'filter change':34} {'p50 ms':>8} {'p95 ms':>8}  sources")
     for name, state in filter_changes(engine).items():
         times = []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             queries.clear_caches()
             queries.areas(engine), queries.taxonomy(engine)  # per-process reference data, loaded once per worker
             started = time.perf_counter()
@@ -159,7 +241,6 @@ def main(argv=None) -> int:
     for level in ("borough", "msoa", "lsoa"):
         once = len(json.dumps(queries.boundaries_geojson(engine, level)))
         print(f"{'boundaries ' + level:20} {once:15,} {'(sent once per page)':>12}")
-    return 0
 
 
 if __name__ == "__main__":

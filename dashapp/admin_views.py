@@ -18,7 +18,7 @@ from flask_login import current_user
 
 from dashapp import guard
 from dashapp.admin_status import render_admin_page
-from dashapp.auth import _csrf_ok, csrf_token
+from dashapp.auth import csrf_ok, csrf_token
 from safestats import rollups
 
 bp = Blueprint("admin_views", __name__, url_prefix="/admin/views")
@@ -74,7 +74,7 @@ def index():
 @bp.post("/<name>/refresh", endpoint="refresh")
 @guard.endpoint(guard.ADMIN)
 def refresh(name: str):
-    if not _csrf_ok():
+    if not csrf_ok():
         abort(400, "the form's CSRF token is missing or stale: reload the page and press Refresh again")
     if name not in rollups.ROLLUP_VIEWS:
         abort(404)

@@ -49,6 +49,17 @@ MAP_MEASURE = "map-measure"
 MAP_BREAKS = "map-breaks"
 MAP_LAYERS = "map-layers"
 MAP_NOTE = "map-note"
+# Hotspot layers: the choice and its settings, the drawn cells/LSOAs, the density tiles and their legend
+MAP_HOTSPOT = "map-hotspot"  # dbc.Select: none / gi_grid / gi_lsoa / kde / emerging / compare
+MAP_HOTSPOT_CONFIDENCE = "map-hotspot-confidence"
+MAP_HOTSPOT_FDR = "map-hotspot-fdr"
+MAP_KDE_BANDWIDTH = "map-kde-bandwidth"
+MAP_HOTSPOT_STEP = "map-hotspot-step"
+MAP_COMPARE_DATES = "map-compare-dates"
+MAP_HOTSPOT_OPTIONS = "map-hotspot-options"  # the settings row (each setting shown for the layers it affects)
+MAP_HOTSPOTS = "map-hotspots"  # dl.GeoJSON of the drawn hot/cold cells or LSOAs
+MAP_KDE = "map-kde"  # dl.TileLayer of server-rendered kernel density tiles
+HOTSPOT_LEGEND = "map-hotspot-legend"
 SELECTION = "selection"
 SELECTION_NAME = "selection-name"
 CLEAR_SELECTION = "clear-selection"

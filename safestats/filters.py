@@ -1,7 +1,8 @@
 """The dashboard's filter state: one frozen dataclass, and its strict round trip through a URL query string.
 
 Everything an analyst has chosen — dates, suppliers, categories, themes, the selected area or drawn polygon,
-time of day, day of week, how well records must be located, and how the map is drawn (level, measure, class breaks, layers, zoom and centre) —
+time of day, day of week, how well records must be located, a hotspot grid cell picked on the map, and how
+the map is drawn (level, measure, class breaks, layers, the hotspot layer and its settings, zoom and centre) —
 lives in one ``FilterState``. It is the only thing a shared link encodes: ``to_query_string`` writes it into
 the page URL, ``from_query_string`` reads it back, and the query layer takes it (never loose arguments).
 Values arriving from the browser are untrusted: parsing accepts only the keys and formats it knows and
@@ -36,18 +37,30 @@ MAP_LEVELS = ("borough", "msoa", "lsoa")
 MAP_MEASURES = ("count", "change", "rate_area", "rate_population")
 MAP_BREAKS = ("quantile", "jenks")
 MAP_LAYERS = ("density", "points")
+# The hotspot layer drawn over the map (one at a time): Gi* on grid cells or LSOAs, the kernel density surface,
+# emerging hot spots over time steps, or the change between two periods.
+HOTSPOT_LAYERS = ("gi_grid", "gi_lsoa", "kde", "emerging", "compare")
+HOTSPOT_CONFIDENCES = (90, 95, 99)
+HOTSPOT_CELL_SIZES = (250, 500)  # metres: the grid cells a picked hotspot cell can be (British National Grid)
+HOTSPOT_STEP_MONTHS = (1, 2, 3, 6)
+MIN_KDE_BANDWIDTH_M, MAX_KDE_BANDWIDTH_M = 100, 10_000
+# British National Grid extent (metres): a picked cell outside it is a tampered value.
+_BNG_X, _BNG_Y = (0, 700_000), (0, 1_300_000)
 MIN_ZOOM, MAX_ZOOM = 8, 18
 MAX_POLYGON_VERTICES = 100
 # Generous bounds of Great Britain: a drawn polygon or map centre outside it is a tampered value.
 _GB_LON, _GB_LAT = (-9.0, 2.5), (49.0, 61.5)
 
-_KEYS = ("from", "to", "supplier", "domain", "cat", "theme", "borough", "msoa", "lsoa", "poly", "hours",
-         "dow", "located", "level", "measure", "breaks", "layer", "z", "c")
+_KEYS = ("from", "to", "supplier", "domain", "cat", "theme", "borough", "msoa", "lsoa", "poly", "cell", "hours",
+         "dow", "located", "level", "measure", "breaks", "layer", "hot", "conf", "fdr", "bw", "step", "cmpfrom",
+         "cmpto", "z", "c")
 # "Located at least as well as": the location methods, best first (safestats/location_levels.py); the last
 # ("unlocated") would filter nothing, so it is not a choice.
 LOCATED_CHOICES = ("exact", "postcode", "gazetteer", "borough")
 # Keys that change only how the map is drawn, not which incidents are counted.
-_VIEW_ONLY_FIELDS = ("map_level", "map_measure", "map_breaks", "map_layers", "zoom", "centre")
+_VIEW_ONLY_FIELDS = ("map_level", "map_measure", "map_breaks", "map_layers", "hotspot", "hotspot_confidence",
+                     "hotspot_fdr", "kde_bandwidth_m", "hotspot_step_months", "compare_from", "compare_to",
+                     "zoom", "centre")
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO day 1..7
 
@@ -66,6 +79,8 @@ class FilterState:
     msoa_code: str | None = None
     lsoa_code: str | None = None
     polygon: tuple[tuple[float, float], ...] | None = None  # (lon, lat) ring drawn on the map, not closed
+    # (cell size in metres, x // size, y // size) of a British National Grid cell picked on the hotspot layer
+    hotspot_cell: tuple[int, int, int] | None = None
     hours: tuple[int, int] | None = None  # inclusive local hours; (22, 4) wraps past midnight
     days: tuple[int, ...] = ()  # ISO weekdays, 1 = Monday
     located_at_least: str | None = None  # only records located at least this well (LOCATED_CHOICES)
@@ -73,17 +88,28 @@ class FilterState:
     map_measure: str = "count"
     map_breaks: str = "quantile"
     map_layers: tuple[str, ...] = ()
+    hotspot: str | None = None  # one of HOTSPOT_LAYERS, or None for no hotspot layer
+    hotspot_confidence: int = 90  # the lowest confidence (per cent) drawn as hot or cold
+    hotspot_fdr: bool = False  # Benjamini-Hochberg false-discovery-rate correction of the Gi* p-values
+    kde_bandwidth_m: int | None = None  # None: the standard rule (Silverman / ArcGIS) on the selection
+    hotspot_step_months: int = 1  # emerging hot spots: months per time step, across the current period
+    compare_from: date | None = None  # period comparison: the earlier period (None: the one just before)
+    compare_to: date | None = None
     zoom: float | None = None
     centre: tuple[float, float] | None = None  # (lat, lon)
 
     def __post_init__(self) -> None:
-        for name in ("date_from", "date_to"):
+        for name in ("date_from", "date_to", "compare_from", "compare_to"):
             value = getattr(self, name)
             # datetime is a subclass of date, but a time of day here would be silently ignored by the SQL.
             if value is not None and (not isinstance(value, date) or isinstance(value, datetime)):
                 raise ValueError(f"{name} must be a date, not {value!r}")
         if self.date_from and self.date_to and self.date_from > self.date_to:
             raise ValueError(f"the start date {self.date_from} is after the end date {self.date_to}")
+        if (self.compare_from is None) != (self.compare_to is None):
+            raise ValueError("a comparison period needs both a start and an end date")
+        if self.compare_from and self.compare_from > self.compare_to:
+            raise ValueError(f"the comparison period starts ({self.compare_from}) after it ends ({self.compare_to})")
         _check_codes("supplier", self.suppliers, _SIMPLE_CODE)
         _check_codes("domain", self.domains, _SIMPLE_CODE)
         if not isinstance(self.categories, tuple) or not all(
@@ -99,6 +125,8 @@ class FilterState:
                 raise ValueError(f"not a valid area code: {value!r}")
         if self.polygon is not None:
             _check_polygon(self.polygon)
+        if self.hotspot_cell is not None:
+            _check_cell(self.hotspot_cell)
         if self.hours is not None:
             if (not isinstance(self.hours, tuple) or len(self.hours) != 2
                     or not all(isinstance(h, int) and 0 <= h <= 23 for h in self.hours)):
@@ -117,6 +145,20 @@ class FilterState:
             raise ValueError(f"unknown class breaks {self.map_breaks!r} (known: {', '.join(MAP_BREAKS)})")
         if not isinstance(self.map_layers, tuple) or any(layer not in MAP_LAYERS for layer in self.map_layers):
             raise ValueError(f"unknown map layer in {self.map_layers!r} (known: {', '.join(MAP_LAYERS)})")
+        if self.hotspot is not None and self.hotspot not in HOTSPOT_LAYERS:
+            raise ValueError(f"unknown hotspot layer {self.hotspot!r} (known: {', '.join(HOTSPOT_LAYERS)})")
+        if self.hotspot_confidence not in HOTSPOT_CONFIDENCES:
+            raise ValueError(f"hotspot confidence must be one of {HOTSPOT_CONFIDENCES}, not {self.hotspot_confidence!r}")
+        if not isinstance(self.hotspot_fdr, bool):
+            raise ValueError(f"the FDR option must be true or false, not {self.hotspot_fdr!r}")
+        if self.kde_bandwidth_m is not None and not (
+                isinstance(self.kde_bandwidth_m, int) and not isinstance(self.kde_bandwidth_m, bool)
+                and MIN_KDE_BANDWIDTH_M <= self.kde_bandwidth_m <= MAX_KDE_BANDWIDTH_M):
+            raise ValueError(f"the density bandwidth must be {MIN_KDE_BANDWIDTH_M} to {MAX_KDE_BANDWIDTH_M} "
+                             f"metres, not {self.kde_bandwidth_m!r}")
+        if self.hotspot_step_months not in HOTSPOT_STEP_MONTHS:
+            raise ValueError(f"a time step must be one of {HOTSPOT_STEP_MONTHS} months, "
+                             f"not {self.hotspot_step_months!r}")
         if self.zoom is not None and not (isinstance(self.zoom, (int, float)) and MIN_ZOOM <= self.zoom <= MAX_ZOOM):
             raise ValueError(f"zoom must be between {MIN_ZOOM} and {MAX_ZOOM}, not {self.zoom!r}")
         if self.centre is not None:
@@ -130,9 +172,13 @@ class FilterState:
         """The state without the map-drawing fields: what decides which incidents are counted."""
         return replace(self, **{f.name: f.default for f in fields(self) if f.name in _VIEW_ONLY_FIELDS})
 
+    def map_view(self) -> "FilterState":
+        """Only the map-drawing fields (what resetting the filters keeps)."""
+        return replace(FilterState(), **{name: getattr(self, name) for name in _VIEW_ONLY_FIELDS})
+
     def without_spatial_selection(self) -> "FilterState":
-        """The state with no area and no drawn polygon (the map shows every area, the selection highlighted)."""
-        return replace(self, borough_code=None, msoa_code=None, lsoa_code=None, polygon=None)
+        """The state with no area, drawn polygon or picked cell (the map shows every area, the selection highlighted)."""
+        return replace(self, borough_code=None, msoa_code=None, lsoa_code=None, polygon=None, hotspot_cell=None)
 
     @property
     def selected_area(self) -> tuple[str, str] | None:
@@ -170,6 +216,8 @@ class FilterState:
                 pairs.append((key, code))
         if self.polygon is not None:
             pairs.append(("poly", ";".join(f"{lon:.5f},{lat:.5f}" for lon, lat in self.polygon)))
+        if self.hotspot_cell is not None:
+            pairs.append(("cell", ":".join(str(v) for v in self.hotspot_cell)))
         if self.hours is not None:
             pairs.append(("hours", f"{self.hours[0]}-{self.hours[1]}"))
         if self.days:
@@ -184,11 +232,24 @@ class FilterState:
             pairs.append(("breaks", self.map_breaks))
         if self.map_layers:
             pairs.append(("layer", ",".join(self.map_layers)))
+        if self.hotspot is not None:
+            pairs.append(("hot", self.hotspot))
+        if self.hotspot_confidence != 90:
+            pairs.append(("conf", str(self.hotspot_confidence)))
+        if self.hotspot_fdr:
+            pairs.append(("fdr", "1"))
+        if self.kde_bandwidth_m is not None:
+            pairs.append(("bw", str(self.kde_bandwidth_m)))
+        if self.hotspot_step_months != 1:
+            pairs.append(("step", str(self.hotspot_step_months)))
+        if self.compare_from is not None:
+            pairs.append(("cmpfrom", self.compare_from.isoformat()))
+            pairs.append(("cmpto", self.compare_to.isoformat()))
         if self.zoom is not None:
             pairs.append(("z", f"{self.zoom:g}"))
         if self.centre is not None:
             pairs.append(("c", f"{self.centre[0]:.5f},{self.centre[1]:.5f}"))
-        return urlencode(pairs, safe=",;")
+        return urlencode(pairs, safe=",;:")
 
     @classmethod
     def from_query_string(cls, query: str | None) -> "FilterState":
@@ -227,6 +288,7 @@ class FilterState:
                 msoa_code=values.get("msoa"),
                 lsoa_code=values.get("lsoa"),
                 polygon=_parse_polygon(values.get("poly")),
+                hotspot_cell=_parse_cell(values.get("cell")),
                 hours=_parse_hours(values.get("hours")),
                 days=tuple(_parse_int("dow", v) for v in _parse_list(values.get("dow"))),
                 located_at_least=values.get("located"),
@@ -234,6 +296,13 @@ class FilterState:
                 map_measure=values.get("measure", "count"),
                 map_breaks=values.get("breaks", "quantile"),
                 map_layers=_parse_list(values.get("layer")),
+                hotspot=values.get("hot"),
+                hotspot_confidence=_parse_int("conf", values["conf"]) if "conf" in values else 90,
+                hotspot_fdr=_parse_flag("fdr", values.get("fdr")),
+                kde_bandwidth_m=_parse_int("bw", values["bw"], digits=5) if "bw" in values else None,
+                hotspot_step_months=_parse_int("step", values["step"]) if "step" in values else 1,
+                compare_from=_parse_date("cmpfrom", values.get("cmpfrom")),
+                compare_to=_parse_date("cmpto", values.get("cmpto")),
                 zoom=_parse_float("z", values["z"]) if "z" in values else None,
                 centre=_parse_pair("c", values["c"]) if "c" in values else None,
             )
@@ -264,12 +333,40 @@ def _check_polygon(polygon) -> None:
             raise ValueError(f"a corner of the drawn area ({lon}, {lat}) is outside Great Britain")
 
 
+def _check_cell(cell) -> None:
+    if (not isinstance(cell, tuple) or len(cell) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in cell)):
+        raise ValueError(f"a picked cell must be (size, x, y) whole numbers, not {cell!r}")
+    size, ix, iy = cell
+    if size not in HOTSPOT_CELL_SIZES:
+        raise ValueError(f"a picked cell must be {' or '.join(map(str, HOTSPOT_CELL_SIZES))} m, not {size!r}")
+    if not (_BNG_X[0] <= ix * size < _BNG_X[1] and _BNG_Y[0] <= iy * size < _BNG_Y[1]):
+        raise ValueError(f"the picked cell {cell!r} is outside Great Britain")
+
+
+def _parse_cell(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    if not re.fullmatch(r"\d{3}:\d{1,4}:\d{1,4}", text):
+        raise ValueError(f"filter 'cell' must look like 500:1059:362, not {text!r}")
+    size, ix, iy = (int(v) for v in text.split(":"))
+    return size, ix, iy
+
+
+def _parse_flag(key: str, text: str | None) -> bool:
+    if text is None:
+        return False
+    if text != "1":
+        raise ValueError(f"filter {key!r} must be 1 when set, not {text!r}")
+    return True
+
+
 def _parse_list(text: str | None) -> tuple[str, ...]:
     return tuple(text.split(",")) if text else ()
 
 
-def _parse_int(key: str, text: str) -> int:
-    if not re.fullmatch(r"\d{1,4}", text):
+def _parse_int(key: str, text: str, digits: int = 4) -> int:
+    if not re.fullmatch(r"\d{1,%d}" % digits, text):
         raise ValueError(f"filter {key!r} must be whole numbers, not {text!r}")
     return int(text)
 

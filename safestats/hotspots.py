@@ -21,7 +21,9 @@ CONFIDENCE_Z = ((99, 2.5758293035489004), (95, 1.959963984540054), (90, 1.644853
 CONFIDENCE_ALPHA = ((99, 0.01), (95, 0.05), (90, 0.10))
 
 
-def _normal_two_sided_p(z: np.ndarray) -> np.ndarray:
+def normal_two_sided_p(z: np.ndarray) -> np.ndarray:
+    """The two-sided p-value of each z-score under the standard normal (as ArcGIS reports it; esda's p_norm is
+    one-sided, half of this). The 90/95/99 classes use the same two-sided test."""
     return np.array([math.erfc(abs(v) / math.sqrt(2)) for v in np.ravel(z)]).reshape(np.shape(z))
 
 
@@ -103,7 +105,7 @@ def classify(z: np.ndarray, fdr: bool = False) -> np.ndarray:
     z = np.asarray(z, dtype=float)
     classes = np.zeros(len(z), dtype=int)
     if fdr:
-        p = benjamini_hochberg(_normal_two_sided_p(z))
+        p = benjamini_hochberg(normal_two_sided_p(z))
         for confidence, alpha in reversed(CONFIDENCE_ALPHA):  # 90 first, overwritten by 95, then 99
             classes = np.where(p <= alpha, np.sign(z).astype(int) * confidence, classes)
     else:
@@ -154,24 +156,36 @@ def mann_kendall_z(series: np.ndarray) -> float:
     return 0.0
 
 
+def mann_kendall_z_columns(series: np.ndarray) -> np.ndarray:
+    """``mann_kendall_z`` of every column of ``series`` (steps x cells) at once."""
+    x = np.asarray(series, dtype=float)
+    n = x.shape[0]
+    if n < 3:
+        return np.zeros(x.shape[1] if x.ndim > 1 else 0)
+    i, j = np.triu_indices(n, k=1)
+    s = np.sign(x[j] - x[i]).sum(axis=0)
+    sd = math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    return np.where(s > 0, (s - 1) / sd, np.where(s < 0, (s + 1) / sd, 0.0))
+
+
 EMERGING_CATEGORIES = ("new", "consecutive", "intensifying", "persistent", "diminishing", "sporadic",
                        "historical", "none")
 
 
-def emerging_category(hot: np.ndarray, z_series: np.ndarray) -> str:
+def emerging_category(hot: np.ndarray, z_series: np.ndarray, trend: float | None = None) -> str:
     """ESRI-style emerging hot spot category of one cell from its per-step hot flags and Gi* z-scores.
 
     new: hot in the final step only; consecutive: a single run of hot steps ending now (not most steps);
     intensifying / persistent / diminishing: hot in at least 90% of steps with a rising / no / falling trend
     in z (Mann-Kendall at 90%); sporadic: hot now, on and off before; historical: hot in most steps but not
-    now; none: never hot.
+    now; none: never hot. ``trend``: the Mann-Kendall z of ``z_series`` when already computed.
     """
     hot = np.asarray(hot, dtype=bool)
     steps = len(hot)
     if not hot.any():
         return "none"
     share = hot.mean()
-    trend = mann_kendall_z(z_series)
+    trend = mann_kendall_z(z_series) if trend is None else trend
     if share >= 0.9:
         if trend >= 1.645:
             return "intensifying"

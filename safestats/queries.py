@@ -57,10 +57,16 @@ _data_version: dict[str, tuple[float, int]] = {}
 _DATA_VERSION_TTL_S = 1.0
 
 
-def clear_caches() -> None:
-    """Forget every cached result (after boundaries are reloaded, and between tests)."""
+def clear_caches(keep_reference: bool = False) -> None:
+    """Forget every cached result (after boundaries are reloaded, and between tests); ``keep_reference``
+    keeps what does not depend on the loaded incidents (areas, study cells, neighbours: built once per
+    process in a running portal), as the benchmarks do to time cold filter changes."""
     with _cache_lock:
-        _cache.clear()
+        if keep_reference:
+            for key in [k for k in _cache if k[1] != 0]:  # (engine, data version or 0 if unversioned, ...)
+                del _cache[key]
+        else:
+            _cache.clear()
         _data_version.clear()
 
 
@@ -384,8 +390,9 @@ _SOURCE_DIMENSIONS = {
     "rollup_borough_month": {"month", "borough"},
     "rollup_area_month": {"month", "borough", "msoa", "lsoa"},
     "rollup_borough_day_hour": {"month", "day", "borough", "hour", "isodow"},
+    "rollup_grid_month": {"month", "borough", "cell"},  # a picked hotspot cell (sums of 250 m cells)
     # Only the raw table knows how each record was located (the rollups do not keep it).
-    "incidents": {"month", "day", "borough", "msoa", "lsoa", "hour", "isodow", "point", "location"},
+    "incidents": {"month", "day", "borough", "msoa", "lsoa", "hour", "isodow", "point", "location", "cell"},
 }
 
 
@@ -400,6 +407,8 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
         needed.add(area[0])
     if state.polygon is not None and "area" not in ignore:
         needed.add("point")
+    if state.hotspot_cell is not None and "area" not in ignore:
+        needed.add("cell")
     if "time" not in ignore:
         if state.hours is not None:
             needed.add("hour")
@@ -409,7 +418,8 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
         needed.add("day")
     if state.located_at_least is not None:
         needed.add("location")
-    for source in ("rollup_borough_month", "rollup_area_month", "rollup_borough_day_hour", "incidents"):
+    for source in ("rollup_borough_month", "rollup_area_month", "rollup_borough_day_hour", "rollup_grid_month",
+                   "incidents"):
         if needed <= _SOURCE_DIMENSIONS[source]:
             break
     if source == "incidents":
@@ -444,6 +454,18 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
     if state.located_at_least is not None:
         c.append("location_precision = ANY(:location_precisions)")
         p["location_precisions"] = list(precisions_at_least(state.located_at_least))
+    if state.hotspot_cell is not None and "area" not in ignore:
+        size, ix, iy = state.hotspot_cell
+        if source == "rollup_grid_month":  # the picked cell is whole 250 m rollup cells
+            per = size // 250
+            c.append("cell_x BETWEEN :cell_x0 AND :cell_x1 AND cell_y BETWEEN :cell_y0 AND :cell_y1")
+            p.update(cell_x0=ix * per, cell_x1=ix * per + per - 1, cell_y0=iy * per, cell_y1=iy * per + per - 1)
+        else:  # half-open, as floor(x / size) = ix counts it; && lets the spatial index find the cell
+            c.append("geom && ST_MakeEnvelope(:cell_west, :cell_south, :cell_east, :cell_north, 27700) "
+                     "AND ST_X(geom) >= :cell_west AND ST_X(geom) < :cell_east "
+                     "AND ST_Y(geom) >= :cell_south AND ST_Y(geom) < :cell_north")
+            p.update(cell_west=ix * size, cell_east=(ix + 1) * size, cell_south=iy * size,
+                     cell_north=(iy + 1) * size)
     if "time" not in ignore:
         if state.hours is not None:
             first, last = state.hours
@@ -1041,7 +1063,9 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
             # The 500 m rollup for multiples of 500 m: a quarter of the 250 m rollup's rows to sum.
             grid_m = 500 if cell_m % 500 == 0 else 250
             plan.source = f"rollup_grid{'500' if grid_m == 500 else ''}_month"
-            x, y = (f"floor(cell_x / {cell_m // grid_m}.0)::int", f"floor(cell_y / {cell_m // grid_m}.0)::int")
+            # float8, not numeric, division: several times faster over ~10^5 rollup rows
+            per = cell_m // grid_m
+            x, y = f"floor(cell_x::float8 / {per})::int", f"floor(cell_y::float8 / {per})::int"
         else:
             plan = _plan(engine, state, period, {"point"})
             x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
@@ -1052,44 +1076,433 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
     return _cached(engine, "grid_counts", _key(state, cell_m, period), compute)
 
 
+@_for_user
+def grid_counts_by_month(engine: Engine, state: FilterState, cell_m: int, period: Period,
+                         user=None) -> dict[date, dict[tuple[int, int], int]]:
+    """Incidents per month (London months) and grid cell under the state's filters in ``period``: the time
+    steps of the emerging hot spots. From the 500 m grid rollup (250 m for other sizes) unless a filter needs
+    raw points."""
+    state = _scoped(engine, state, user)
+    if cell_m % 250:
+        raise ValueError("cell size must be a multiple of 250 m")
+
+    def compute():
+        plan = _plan(engine, state, period, {"borough", "month"})
+        if plan.source == "rollup_borough_month":
+            grid_m = 500 if cell_m % 500 == 0 else 250
+            plan.source = f"rollup_grid{'500' if grid_m == 500 else ''}_month"
+            # float8, not numeric, division: several times faster over ~10^5 rollup rows
+            per = cell_m // grid_m
+            x, y = f"floor(cell_x::float8 / {per})::int", f"floor(cell_y::float8 / {per})::int"
+        else:
+            plan = _plan(engine, state, period, {"point", "month"})
+            x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
+        rows = _rows(engine, f"SELECT {plan.month}, {x}, {y}, {plan.count} FROM {plan.relation} "
+                             f"{plan.where('geom IS NOT NULL' if plan.source == 'incidents' else '')} "
+                             f"GROUP BY 1, 2, 3", plan.params)
+        out: dict[date, dict[tuple[int, int], int]] = {}
+        for month, i, j, n in rows:
+            out.setdefault(month, {})[(int(i), int(j))] = int(n)
+        return out
+    return _cached(engine, "grid_counts_by_month", _key(state, cell_m, period), compute)
+
+
+# The map's hotspot layers: Gi*, emerging hot spots and period comparison on 500 m cells (about 6,300 in
+# London: stable counts, and a payload of significant cells only); the kernel density on 250 m cells.
+HOTSPOT_CELL_M = 500
+KDE_CELL_M = 250
+
+HOT_LABELS = {99: "Hot spot, 99% confidence", 95: "Hot spot, 95% confidence", 90: "Hot spot, 90% confidence",
+              -90: "Cold spot, 90% confidence", -95: "Cold spot, 95% confidence",
+              -99: "Cold spot, 99% confidence", 0: "Not significant"}
+EMERGING_LABELS = {"new": "New hot spot", "consecutive": "Consecutive hot spot",
+                   "intensifying": "Intensifying hot spot", "persistent": "Persistent hot spot",
+                   "diminishing": "Diminishing hot spot", "sporadic": "Sporadic hot spot",
+                   "historical": "Historical hot spot"}
+COMPARE_LABELS = {"new_hot": "Became hot", "still_hot": "Hot in both periods", "no_longer_hot": "No longer hot",
+                  "new_cold": "Became cold", "still_cold": "Cold in both periods",
+                  "no_longer_cold": "No longer cold", "cold_to_hot": "Cold to hot", "hot_to_cold": "Hot to cold"}
+
+
 @dataclass(frozen=True)
 class HotspotLayer:
-    cell_m: int
-    band_m: float
+    kind: str  # gi_grid, gi_lsoa, emerging or compare (FilterState.hotspot)
+    cell_m: int | None  # grid cell size; None for LSOAs
+    band_m: float  # the fixed distance band (neighbours within it, the area itself included)
     fdr: bool
-    cells: int  # cells in the study area
+    confidence: int  # the lowest confidence drawn
+    cells: int  # areas in the study area (grid cells with empty ones, or LSOAs)
     incidents: int
-    geojson: dict  # significant cells only, WGS84 squares with z, count and class
+    geojson: dict  # the drawn areas only, WGS84, with their numbers in ``properties``
+    note: str | None = None  # what the layer compares, or why it is empty
+
+    @property
+    def classes_drawn(self) -> list:
+        """The classes present among the drawn areas (for the legend), in legend order."""
+        seen = {f["properties"]["class"] for f in self.geojson["features"]}
+        return [c for c in _LEGEND_ORDER.get(self.kind, ()) if c in seen]
+
+
+_LEGEND_ORDER = {"gi_grid": (99, 95, 90, -90, -95, -99), "gi_lsoa": (99, 95, 90, -90, -95, -99),
+                 "emerging": tuple(EMERGING_LABELS), "compare": tuple(COMPARE_LABELS)}
+_EMPTY_FEATURES = {"type": "FeatureCollection", "features": []}
+
+
+def _shown_classes(z: np.ndarray, fdr: bool, confidence: int) -> np.ndarray:
+    """Gi* classes (+-90/95/99, 0) with those below ``confidence`` shown as not significant."""
+    from safestats import hotspots
+    classes = hotspots.classify(z, fdr)
+    return np.where(np.abs(classes) >= confidence, classes, 0)
+
+
+def _gi_properties(k: int, counts, z, p, p_fdr, classes) -> dict:
+    # z and p to 6 places (the tooltip shows 2 and 4): the layer itself is checked against esda to 1e-6.
+    properties = {"count": int(counts[k]), "z": round(float(z[k]), 6), "p": round(float(p[k]), 6),
+                  "class": int(classes[k]), "label": HOT_LABELS[int(classes[k])]}
+    if p_fdr is not None:
+        properties["p_fdr"] = round(float(p_fdr[k]), 6)
+    return properties
+
+
+def study_area_corners_wgs84(engine: Engine, cell_m: int) -> np.ndarray:
+    """Each study-area cell's four corners in WGS84 (lon, lat; SW, SE, NE, NW), in ``study_area_cells``
+    order: a British National Grid square is a slightly skewed quadrilateral on the map. Once per process."""
+    def compute():
+        xs, ys = study_area_cells(engine, cell_m)
+        rows = _rows(engine, """
+            SELECT ST_X(a), ST_Y(a), ST_X(b), ST_Y(b), ST_X(c), ST_Y(c), ST_X(d), ST_Y(d) FROM (
+                SELECT k, ST_Transform(ST_SetSRID(ST_MakePoint(i * :cell, j * :cell), 27700), 4326) AS a,
+                          ST_Transform(ST_SetSRID(ST_MakePoint((i + 1) * :cell, j * :cell), 27700), 4326) AS b,
+                          ST_Transform(ST_SetSRID(ST_MakePoint((i + 1) * :cell, (j + 1) * :cell), 27700), 4326) AS c,
+                          ST_Transform(ST_SetSRID(ST_MakePoint(i * :cell, (j + 1) * :cell), 27700), 4326) AS d
+                FROM unnest(CAST(:xs AS int[]), CAST(:ys AS int[])) WITH ORDINALITY AS t(i, j, k)) q ORDER BY k""",
+                     {"cell": cell_m, "xs": list(xs), "ys": list(ys)})
+        return np.round(np.array(rows, dtype=float).reshape(-1, 4, 2), DISPLAY_COORDINATE_DECIMALS)
+    return _cached(engine, "study_area_corners", (cell_m,), compute, versioned=False)
+
+
+def _cell_features(engine: Engine, cell_m: int, cells: np.ndarray, properties: list[dict]) -> dict:
+    """Study-area cells (indices into ``study_area_cells``) as WGS84 squares, each with its ``cell`` id and
+    ``properties``; the corners come from the per-process ``study_area_corners_wgs84``, so no SQL here."""
+    xs, ys = study_area_cells(engine, cell_m)
+    corners = study_area_corners_wgs84(engine, cell_m)
+    features = []
+    for k, props in zip(cells, properties):
+        ring = corners[k].tolist()
+        i, j = xs[k], ys[k]
+        features.append({"type": "Feature", "id": f"{cell_m}:{i}:{j}",
+                         "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
+                         "properties": dict(props, cell=f"{i}:{j}", cell_m=cell_m)})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _study_counts(engine, state, cell_m, period, user) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xs, ys = study_area_cells(engine, cell_m)
+    by_cell = grid_counts(engine, state, cell_m, period, user=user)
+    return np.array(xs, dtype=int), np.array(ys, dtype=int), \
+        np.array([by_cell.get((i, j), 0) for i, j in zip(xs, ys)], dtype=float)
 
 
 @_for_user
-def hotspot_layer(engine: Engine, state: FilterState, cell_m: int = 500, band_m: float | None = None,
-                  fdr: bool = False, user=None) -> HotspotLayer:
+def hotspot_layer(engine: Engine, state: FilterState, cell_m: int = HOTSPOT_CELL_M, band_m: float | None = None,
+                  fdr: bool = False, user=None, confidence: int = 90) -> HotspotLayer:
     """Getis-Ord Gi* on the study area's grid cells for the filtered selection in the current period; the
-    significant cells (90/95/99 per cent, hot and cold) as GeoJSON for the map."""
-    state = _scoped(engine, state, user)
+    significant cells (hot and cold, at ``confidence`` per cent or more) as GeoJSON for the map, each with
+    its count, z, two-sided p (and the FDR-adjusted p when ``fdr``) and class."""
     from safestats import hotspots
+    state = _scoped(engine, state, user)
 
     def compute():
-        xs, ys = study_area_cells(engine, cell_m)
-        counts_by_cell = grid_counts(engine, state, cell_m, user=user)
-        counts = np.array([counts_by_cell.get((i, j), 0) for i, j in zip(xs, ys)], dtype=float)
-        if not xs or counts.sum() == 0:
-            return HotspotLayer(cell_m, band_m or hotspots.default_band_m(cell_m), fdr, len(xs), 0,
-                                {"type": "FeatureCollection", "features": []})
-        result = hotspots.grid_gi_star(np.array(xs), np.array(ys), counts, cell_m, band_m, fdr)
-        significant = np.nonzero(result.classes != 0)[0]
-        rows = _rows(engine, """
-            SELECT ST_AsGeoJSON(ST_Transform(ST_MakeEnvelope(i * :cell, j * :cell, (i + 1) * :cell, (j + 1) * :cell,
-                                                             27700), 4326), 5)
-            FROM unnest(CAST(:xs AS int[]), CAST(:ys AS int[])) WITH ORDINALITY AS c(i, j, k) ORDER BY k""",
-                     {"cell": cell_m, "xs": [int(result.ix[k]) for k in significant],
-                      "ys": [int(result.iy[k]) for k in significant]}) if len(significant) else []
+        xs, ys, counts = _study_counts(engine, state, cell_m, None, user)
+        band = band_m or hotspots.default_band_m(cell_m)
+        if not len(xs) or counts.sum() == 0:
+            return HotspotLayer("gi_grid", cell_m, band, fdr, confidence, len(xs), 0, dict(_EMPTY_FEATURES))
+        result = hotspots.grid_gi_star(xs, ys, counts, cell_m, band)
+        p = hotspots.normal_two_sided_p(result.z)
+        p_fdr = hotspots.benjamini_hochberg(p) if fdr else None
+        classes = _shown_classes(result.z, fdr, confidence)
+        drawn = np.nonzero(classes != 0)[0]
+        geojson = _cell_features(engine, cell_m, drawn,
+                                 [_gi_properties(k, counts, result.z, p, p_fdr, classes) for k in drawn])
+        return HotspotLayer("gi_grid", cell_m, result.band_m, fdr, confidence, len(xs), int(counts.sum()), geojson)
+    return _cached(engine, "hotspots", _key(state, cell_m, band_m, fdr, confidence), compute)
+
+
+# ---- Gi* on LSOAs --------------------------------------------------------------------------------------
+
+def lsoa_points(engine: Engine, region: str = "london") -> tuple[list[str], np.ndarray]:
+    """Every LSOA of the region with its centroid in British National Grid metres (codes sorted)."""
+    def compute():
+        rows = _rows(engine, "SELECT code, ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM areas "
+                             "WHERE level = 'lsoa' AND region = :region ORDER BY code", {"region": region})
+        return [r[0] for r in rows], np.array([(float(r[1]), float(r[2])) for r in rows]).reshape(-1, 2)
+    return _cached(engine, "lsoa_points", (region,), compute, versioned=False)
+
+
+@dataclass(frozen=True)
+class AreaNeighbours:
+    codes: list[str]
+    points: np.ndarray  # centroids, metres
+    band_m: float
+    pairs_i: np.ndarray  # (i, j): j's centroid is within the band of i's, i itself included
+    pairs_j: np.ndarray
+
+
+def lsoa_neighbours(engine: Engine, region: str = "london") -> AreaNeighbours:
+    """The LSOAs' fixed distance band and its neighbour pairs (computed once per process).
+
+    The band is the one ArcGIS proposes by default: the largest nearest-neighbour distance between
+    centroids (so every LSOA has a neighbour), rounded up to a whole metre."""
+    def compute():
+        codes, points = lsoa_points(engine, region)
+        n, chunk = len(points), 512
+        nearest = np.full(n, np.inf)
+        for start in range(0, n, chunk):
+            d2 = ((points[start:start + chunk, None, :] - points[None, :, :]) ** 2).sum(axis=2)
+            d2[np.arange(len(d2)), np.arange(start, start + len(d2))] = np.inf
+            nearest[start:start + chunk] = d2.min(axis=1)
+        band = float(np.ceil(np.sqrt(nearest.max()))) if n > 1 else 1.0
+        pairs_i, pairs_j = [], []
+        for start in range(0, n, chunk):
+            d2 = ((points[start:start + chunk, None, :] - points[None, :, :]) ** 2).sum(axis=2)
+            i, j = np.nonzero(d2 <= band * band)
+            pairs_i.append(i + start)
+            pairs_j.append(j)
+        return AreaNeighbours(codes, points, band, np.concatenate(pairs_i) if n else np.zeros(0, int),
+                              np.concatenate(pairs_j) if n else np.zeros(0, int))
+    return _cached(engine, "lsoa_neighbours", (region,), compute, versioned=False)
+
+
+@_for_user
+def lsoa_hotspot_layer(engine: Engine, state: FilterState, fdr: bool = False, user=None,
+                       confidence: int = 90) -> HotspotLayer:
+    """Gi* on London's LSOAs (counts in the current period, centroids, the fixed band of ``lsoa_neighbours``);
+    the significant LSOAs' boundaries as GeoJSON, each with its code, name and numbers."""
+    from safestats import hotspots
+    state = _scoped(engine, state, user)
+
+    def compute():
+        nb = lsoa_neighbours(engine)
+        current = area_values(engine, state, "lsoa", user).current
+        counts = np.array([current.get(code, 0) for code in nb.codes], dtype=float)
+        if not len(counts) or counts.sum() == 0:
+            return HotspotLayer("gi_lsoa", None, nb.band_m, fdr, confidence, len(counts), 0, dict(_EMPTY_FEATURES))
+        sums = np.bincount(nb.pairs_i, weights=counts[nb.pairs_j], minlength=len(counts))
+        cardinality = np.bincount(nb.pairs_i, minlength=len(counts)).astype(float)
+        z = hotspots.gi_star_from_sums(counts, sums, cardinality)
+        p = hotspots.normal_two_sided_p(z)
+        p_fdr = hotspots.benjamini_hochberg(p) if fdr else None
+        classes = _shown_classes(z, fdr, confidence)
+        index = {code: k for k, code in enumerate(nb.codes)}
         features = []
-        for k, (geometry,) in zip(significant, rows):
-            features.append({"type": "Feature", "geometry": json.loads(geometry), "properties": {
-                "cell": f"{int(result.ix[k])}:{int(result.iy[k])}", "z": round(float(result.z[k]), 2),
-                "count": int(result.counts[k]), "class": int(result.classes[k])}})
-        return HotspotLayer(cell_m, result.band_m, fdr, len(xs), int(counts.sum()),
+        for feature in boundaries_geojson(engine, "lsoa")["features"]:
+            k = index.get(feature["properties"]["code"])
+            if k is not None and classes[k] != 0:
+                features.append(dict(feature, properties=dict(
+                    feature["properties"], **_gi_properties(k, counts, z, p, p_fdr, classes))))
+        return HotspotLayer("gi_lsoa", None, nb.band_m, fdr, confidence, len(counts), int(counts.sum()),
                             {"type": "FeatureCollection", "features": features})
-    return _cached(engine, "hotspots", _key(state, cell_m, band_m, fdr), compute)
+    return _cached(engine, "lsoa_hotspots", _key(state, fdr, confidence), compute)
+
+
+# ---- emerging hot spots and period comparison on the grid ------------------------------------------------
+
+def time_steps(period: Period, step_months: int) -> list[list[date]]:
+    """The period's London months in steps of ``step_months``, ending with the period's last month (a
+    remainder at the start that does not fill a step is left out)."""
+    months, m = [], period.start.replace(day=1)
+    while m <= period.end:
+        months.append(m)
+        m = _add_months(m, 1)
+    whole = len(months) // step_months * step_months
+    months = months[len(months) - whole:]
+    return [months[i:i + step_months] for i in range(0, whole, step_months)]
+
+
+@_for_user
+def emerging_hotspot_layer(engine: Engine, state: FilterState, step_months: int = 1, user=None,
+                           confidence: int = 90) -> HotspotLayer:
+    """Emerging hot spots across the current period's time steps: each cell's category (new, consecutive,
+    intensifying, persistent, diminishing, sporadic, historical) from its Gi* z-score in every step."""
+    from safestats import hotspots
+    state = _scoped(engine, state, user)
+    period = current_period(engine, state)
+    cell_m = HOTSPOT_CELL_M
+
+    def compute():
+        band = hotspots.default_band_m(cell_m)
+        xs, ys = (np.array(v, dtype=int) for v in study_area_cells(engine, cell_m))
+        steps = time_steps(period, step_months) if period else []
+        if len(steps) < 2:
+            return HotspotLayer("emerging", cell_m, band, False, confidence, len(xs), 0, dict(_EMPTY_FEATURES),
+                                "Emerging hot spots need at least two time steps: choose a longer period or "
+                                "shorter steps.")
+        by_month = grid_counts_by_month(engine, state, cell_m, period, user)
+        index = {(i, j): k for k, (i, j) in enumerate(zip(xs, ys))}
+        counts = np.zeros((len(steps), len(xs)))
+        for s, months in enumerate(steps):
+            for month in months:
+                for cell, n in by_month.get(month, {}).items():
+                    if cell in index:
+                        counts[s, index[cell]] += n
+        z = np.array([hotspots.grid_gi_star(xs, ys, step, cell_m, band).z for step in counts])
+        hot = z >= dict(hotspots.CONFIDENCE_Z)[confidence]
+        drawn = np.nonzero(hot.any(axis=0))[0]
+        p_latest = hotspots.normal_two_sided_p(z[-1])
+        trends = hotspots.mann_kendall_z_columns(z[:, drawn])
+        properties = []
+        for n, k in enumerate(drawn):
+            category = hotspots.emerging_category(hot[:, k], z[:, k], trend=trends[n])
+            properties.append({"class": category, "label": EMERGING_LABELS.get(category, category),
+                               "count": int(counts[-1, k]), "z": round(float(z[-1, k]), 2),
+                               "p": round(float(p_latest[k]), 4), "hot_steps": int(hot[:, k].sum()),
+                               "steps": len(steps), "total": int(counts[:, k].sum())})
+        keep = [n for n, props in enumerate(properties) if props["class"] != "none"]
+        geojson = _cell_features(engine, cell_m, drawn[keep], [properties[n] for n in keep])
+        first, last = steps[0][0], steps[-1][-1]
+        note = (f"{len(steps)} steps of {step_months} month{'s' if step_months > 1 else ''}, "
+                f"{first:%b %Y} – {last:%b %Y}")
+        return HotspotLayer("emerging", cell_m, band, False, confidence, len(xs), int(counts.sum()), geojson, note)
+    return _cached(engine, "emerging", _key(state, step_months, confidence, period), compute)
+
+
+def comparison_periods(engine: Engine, state: FilterState) -> tuple[Period, Period] | None:
+    """(earlier, later) periods of the comparison: the state's comparison dates (default: the equal period
+    just before) and the current period."""
+    later = current_period(engine, state)
+    if later is None:
+        return None
+    earlier = Period(state.compare_from, state.compare_to) if state.compare_from else later.previous()
+    return earlier, later
+
+
+def _transition(before: int, after: int) -> str | None:
+    if before > 0:
+        return "still_hot" if after > 0 else "hot_to_cold" if after < 0 else "no_longer_hot"
+    if before < 0:
+        return "still_cold" if after < 0 else "cold_to_hot" if after > 0 else "no_longer_cold"
+    return "new_hot" if after > 0 else "new_cold" if after < 0 else None
+
+
+@_for_user
+def comparison_layer(engine: Engine, state: FilterState, fdr: bool = False, user=None,
+                     confidence: int = 90) -> HotspotLayer:
+    """Period comparison on the grid: per cell, the counts in both periods, their change, and the Gi* class
+    in each; the cells significant in either period are drawn, coloured by how their class changed."""
+    from safestats import hotspots
+    state = _scoped(engine, state, user)
+    periods = comparison_periods(engine, state)
+    cell_m = HOTSPOT_CELL_M
+
+    def compute():
+        band = hotspots.default_band_m(cell_m)
+        if periods is None:
+            return HotspotLayer("compare", cell_m, band, fdr, confidence, 0, 0, dict(_EMPTY_FEATURES))
+        earlier, later = periods
+        xs, ys, before = _study_counts(engine, state, cell_m, earlier, user)
+        _, _, after = _study_counts(engine, state, cell_m, later, user)
+        z_before = hotspots.grid_gi_star(xs, ys, before, cell_m, band).z
+        z_after = hotspots.grid_gi_star(xs, ys, after, cell_m, band).z
+        class_before = _shown_classes(z_before, fdr, confidence)
+        class_after = _shown_classes(z_after, fdr, confidence)
+        drawn, properties = [], []
+        for k in np.nonzero((class_before != 0) | (class_after != 0))[0]:
+            transition = _transition(int(class_before[k]), int(class_after[k]))
+            drawn.append(k)
+            properties.append({"class": transition, "label": COMPARE_LABELS[transition],
+                               "count_before": int(before[k]), "count": int(after[k]),
+                               "change": int(after[k] - before[k]),
+                               "z_before": round(float(z_before[k]), 2), "z": round(float(z_after[k]), 2),
+                               "class_before": HOT_LABELS[int(class_before[k])],
+                               "class_after": HOT_LABELS[int(class_after[k])]})
+        drawn = np.array(drawn, dtype=int)
+        geojson = _cell_features(engine, cell_m, drawn, properties)
+        note = f"{earlier.label()} → {later.label()}"
+        return HotspotLayer("compare", cell_m, band, fdr, confidence, len(xs), int(after.sum()), geojson, note)
+    return _cached(engine, "compare", _key(state, fdr, confidence, periods), compute)
+
+
+# ---- kernel density surface ----------------------------------------------------------------------------
+
+def study_area_boxes_3857(engine: Engine, cell_m: int) -> np.ndarray:
+    """Each study-area cell's Web Mercator box (xmin, ymin, xmax, ymax), in ``study_area_cells`` order."""
+    def compute():
+        xs, ys = study_area_cells(engine, cell_m)
+        rows = _rows(engine, """
+            SELECT ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM (
+                SELECT k, ST_Transform(ST_MakeEnvelope(i * :cell, j * :cell, (i + 1) * :cell, (j + 1) * :cell,
+                                                       27700), 3857) AS b
+                FROM unnest(CAST(:xs AS int[]), CAST(:ys AS int[])) WITH ORDINALITY AS c(i, j, k)) t ORDER BY k""",
+                     {"cell": cell_m, "xs": list(xs), "ys": list(ys)})
+        return np.array(rows, dtype=float).reshape(-1, 4)
+    return _cached(engine, "study_area_boxes", (cell_m,), compute, versioned=False)
+
+
+@dataclass(frozen=True)
+class KdeSurface:
+    cell_m: int
+    bandwidth_m: float  # the bandwidth used
+    rule_bandwidth_m: float  # the standard rule's bandwidth for this selection
+    incidents: int
+    density: np.ndarray  # per km², per study-area cell (``study_area_cells`` order)
+    scale_max: float  # the 98th percentile of non-zero densities: one colour scale for every tile
+
+
+@_for_user
+def kde_surface(engine: Engine, state: FilterState, bandwidth_m: int | None = None, user=None) -> KdeSurface:
+    """Quartic kernel density of the filtered selection in the current period on the study area's 250 m
+    cells (incidents counted per cell, the kernel centred on each cell's centre); the bandwidth defaults to
+    the standard rule (``hotspots.silverman_bandwidth_m``) on the selection."""
+    from safestats import hotspots
+    state = _scoped(engine, state, user)
+    cell_m = KDE_CELL_M
+
+    def compute():
+        xs, ys, counts = _study_counts(engine, state, cell_m, None, user)
+        if not len(xs) or counts.sum() == 0:
+            return KdeSurface(cell_m, float(bandwidth_m or 0), 0.0, 0, np.zeros(len(xs)), 0.0)
+        rule = hotspots.silverman_bandwidth_m((xs + 0.5) * cell_m, (ys + 0.5) * cell_m, counts)
+        # A bandwidth under one cell would put every incident back in its own cell: not a surface.
+        bandwidth = float(bandwidth_m) if bandwidth_m else max(rule, float(cell_m))
+        nonzero = counts > 0
+        gx, gy, values = hotspots.quartic_kde_grid(xs[nonzero], ys[nonzero], counts[nonzero], cell_m, bandwidth)
+        # Read the surface at the study cells through a lattice over both extents (no per-cell Python).
+        x0, y0 = min(xs.min(), gx.min()), min(ys.min(), gy.min())
+        lattice = np.zeros((max(xs.max(), gx.max()) - x0 + 1, max(ys.max(), gy.max()) - y0 + 1))
+        lattice[gx - x0, gy - y0] = values
+        density = lattice[xs - x0, ys - y0]
+        positive = np.sort(density[density > 0])
+        scale = float(positive[int(0.98 * (len(positive) - 1))]) if len(positive) else 0.0
+        return KdeSurface(cell_m, bandwidth, rule, int(counts.sum()), density, scale)
+    return _cached(engine, "kde", _key(state, bandwidth_m), compute)
+
+
+def kde_tile_cells(engine: Engine, surface: KdeSurface, bbox_3857: tuple[float, float, float, float]
+                   ) -> list[tuple[float, float, float, float, float]]:
+    """The density surface's cells overlapping a Web Mercator box (a map tile), as (xmin, ymin, xmax, ymax,
+    density per km²): what ``tilerender.render_density_tile`` paints."""
+    boxes = study_area_boxes_3857(engine, surface.cell_m)
+    xmin, ymin, xmax, ymax = bbox_3857
+    inside = ((surface.density > 0) & (boxes[:, 2] > xmin) & (boxes[:, 0] < xmax)
+              & (boxes[:, 3] > ymin) & (boxes[:, 1] < ymax))
+    return [(*map(float, boxes[k]), float(surface.density[k])) for k in np.nonzero(inside)[0]]
+
+
+@_for_user
+def hotspot_map_layer(engine: Engine, state: FilterState, user=None) -> HotspotLayer | KdeSurface | None:
+    """The hotspot layer the state asks for (``state.hotspot``), for the current filters. The spatial
+    selection (area, drawn polygon, picked cell) is not applied: the statistics need the whole study area,
+    and the map shows every hot spot so the analyst can pick one, as the choropleth does."""
+    whole = state.without_spatial_selection()
+    kind, conf, fdr = state.hotspot, state.hotspot_confidence, state.hotspot_fdr
+    if kind == "gi_grid":
+        return hotspot_layer(engine, whole, HOTSPOT_CELL_M, fdr=fdr, user=user, confidence=conf)
+    if kind == "gi_lsoa":
+        return lsoa_hotspot_layer(engine, whole, fdr, user, conf)
+    if kind == "emerging":
+        return emerging_hotspot_layer(engine, whole, state.hotspot_step_months, user, conf)
+    if kind == "compare":
+        return comparison_layer(engine, whole, fdr, user, conf)
+    if kind == "kde":
+        return kde_surface(engine, whole, state.kde_bandwidth_m, user)
+    return None

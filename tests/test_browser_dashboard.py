@@ -278,7 +278,7 @@ def wait_for_panels(page, expected: dict) -> dict:
 
 
 READ_CONTROLS = f"""() => ({{
-    dates: Array.from(document.querySelectorAll('input.dash-datepicker-input'), i => i.value),
+    dates: Array.from(document.querySelectorAll('.ss-filter-panel input.dash-datepicker-input'), i => i.value),
     themes: Array.from(document.querySelectorAll('#{ids.FILTER_THEMES} input:checked'), i => i.value),
     borough: document.getElementById('{ids.FILTER_BOROUGH}').innerText.trim(),
     categories: document.getElementById('{ids.FILTER_CATEGORIES}').innerText.trim(),

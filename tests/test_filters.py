@@ -62,11 +62,36 @@ def test_data_filters_drop_only_the_map_drawing_fields():
     "poly=-0.1,51.5;-0.09,51.5;100,51.5",    # outside Great Britain
     "poly=" + ";".join(["-0.1,51.5"] * 101),  # too many corners
     "x" * 5000,
+    "hot=heat", "conf=80", "conf=", "fdr=yes", "fdr=0", "bw=50", "bw=20000", "bw=1.5", "step=4",
+    "cmpfrom=2024-01-01",                    # a comparison period needs both ends
+    "cmpfrom=2024-03-01&cmpto=2024-01-01",   # backwards
+    "cell=500:1059", "cell=300:1059:362", "cell=500:9999:362", "cell=500:-1:362", "cell=500:1059:362:1",
 ])
 def test_tampered_links_are_refused_with_a_message(bad):
     with pytest.raises(ValueError) as raised:
         FilterState.from_query_string(bad)
     assert str(raised.value)  # a message to show, never an empty error
+
+
+HOTSPOT_VIEW = FilterState(
+    date_from=date(2023, 3, 1), date_to=date(2023, 5, 31), hotspot_cell=(500, 1059, 362), hotspot="compare",
+    hotspot_confidence=95, hotspot_fdr=True, kde_bandwidth_m=1250, hotspot_step_months=3,
+    compare_from=date(2022, 9, 1), compare_to=date(2022, 11, 30), zoom=12.0, centre=(51.51, -0.1))
+
+
+def test_hotspot_fields_round_trip_and_only_the_picked_cell_is_a_data_filter():
+    qs = HOTSPOT_VIEW.to_query_string()
+    assert "cell=500:1059:362" in qs and "hot=compare&conf=95&fdr=1&bw=1250&step=3" in qs
+    assert "cmpfrom=2022-09-01&cmpto=2022-11-30" in qs
+    assert FilterState.from_query_string(qs) == HOTSPOT_VIEW
+    assert FilterState.from_query_string("hot=kde").to_query_string() == "hot=kde"  # defaults stay out of links
+    data = HOTSPOT_VIEW.data_filters()
+    assert data.hotspot_cell == (500, 1059, 362) and data.hotspot is None and data.hotspot_fdr is False
+    assert data.kde_bandwidth_m is None and data.compare_from is None and data.hotspot_confidence == 90
+    assert HOTSPOT_VIEW.without_spatial_selection().hotspot_cell is None
+    kept = HOTSPOT_VIEW.map_view()  # what a filter reset keeps
+    assert kept.hotspot == "compare" and kept.kde_bandwidth_m == 1250 and kept.zoom == 12.0
+    assert kept.data_filters() == FilterState()
 
 
 def test_the_state_is_frozen_and_validates_on_construction():

@@ -89,3 +89,12 @@ def test_kernel_density_integrates_to_the_count_and_peaks_at_the_cluster():
     assert (gx[peak], gy[peak]) in ((40, 40), (41, 40))
     bandwidth = hotspots.silverman_bandwidth_m(np.array([0.0, 1000, 2000, 3000]), np.zeros(4), np.ones(4))
     assert 0 < bandwidth < 3000
+
+
+def test_mann_kendall_of_many_columns_equals_one_at_a_time():
+    rng = np.random.default_rng(5)
+    series = rng.normal(size=(12, 40)).cumsum(axis=0)
+    series[:, 0] = 1.0  # no trend at all
+    expected = [hotspots.mann_kendall_z(series[:, k]) for k in range(series.shape[1])]
+    assert np.allclose(hotspots.mann_kendall_z_columns(series), expected)
+    assert hotspots.mann_kendall_z_columns(series[:2]).tolist() == [0.0] * 40

@@ -84,6 +84,49 @@ window.safestats = Object.assign({}, window.safestats, {
                 }
             });
         },
+        // Hotspot cells or LSOAs: fill by the feature's class (Gi* class, emerging category or comparison
+        // transition) from hideout.colours; the picked one gets a dark outline.
+        hotspotStyle: function (feature, context) {
+            const h = (context && context.hideout) || {};
+            const colours = h.colours || {};
+            const selected = h.selected !== null && h.selected !== undefined && h.selected === feature.id;
+            return {
+                fill: true, stroke: true, fillOpacity: selected ? 0.9 : 0.7, opacity: 1,
+                fillColor: colours[String(feature.properties["class"])] || "#bdbdbd",
+                color: selected ? "#1d2b3a" : "#ffffff", weight: selected ? 3 : 0.5,
+            };
+        },
+        // The numbers behind a hotspot in its tooltip (count, z, p, class), and stable attributes for tests.
+        hotspotOnEachFeature: function (feature, layer) {
+            const p = feature.properties;
+            const fmt = function (v, digits) {
+                return Number(v).toLocaleString("en-GB", {maximumFractionDigits: digits, minimumFractionDigits: 0});
+            };
+            const lines = ["<strong>" + (p.name ? p.name + ": " : "") + p.label + "</strong>"];
+            if (p.count_before !== undefined) {
+                lines.push("Incidents: " + fmt(p.count_before, 0) + " → " + fmt(p.count, 0)
+                           + " (" + (p.change >= 0 ? "+" : "") + fmt(p.change, 0) + ")");
+                lines.push("Gi* z: " + fmt(p.z_before, 2) + " → " + fmt(p.z, 2));
+                lines.push("Before: " + p.class_before + "; after: " + p.class_after);
+            } else {
+                lines.push("Incidents: " + fmt(p.count, 0) + (p.steps ? " (latest step; " + fmt(p.total, 0)
+                           + " in all steps)" : ""));
+                lines.push("Gi* z: " + fmt(p.z, 2) + ", p = " + fmt(p.p, 4)
+                           + (p.p_fdr !== undefined ? " (FDR-adjusted p = " + fmt(p.p_fdr, 4) + ")" : ""));
+                if (p.steps) {
+                    lines.push("Hot in " + p.hot_steps + " of " + p.steps + " time steps");
+                }
+            }
+            layer.bindTooltip(lines.join("<br>"), {sticky: true, direction: "top", className: "ss-tooltip"});
+            layer.on("add", function () {
+                const el = layer.getElement && layer.getElement();
+                if (el) {
+                    el.setAttribute("data-hotspot", feature.id);
+                    el.setAttribute("data-class", String(p["class"]));
+                    el.setAttribute("aria-label", p.label);
+                }
+            });
+        },
         // Server-side clusters: a circle sized by its count (square-root scale), the count as a tooltip.
         clusterToLayer: function (feature, latlng) {
             const n = feature.properties.count || 1;

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dash import ALL, Dash, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
-from flask import abort, current_app
+from flask import current_app
 from flask_login import current_user
 
 from dashapp import guard, ids
@@ -40,12 +40,6 @@ LEVELS = ("borough", "msoa", "lsoa")
 
 def _engine():
     return current_app.extensions["safestats_engine"]
-
-
-def _require_login() -> None:
-    """Kept for callers written before the registry: ``guard.callback`` checks every callback's user itself."""
-    if not current_user.is_authenticated:
-        abort(401)
 
 
 def _today() -> date:
@@ -136,6 +130,7 @@ def _without(state: FilterState, key: str) -> FilterState:
     cleared = {"dates": {"date_from": None, "date_to": None}, "supplier": {"suppliers": ()},
                "domain": {"domains": ()}, "cat": {"categories": ()}, "theme": {"themes": ()},
                "area": {"borough_code": None, "msoa_code": None, "lsoa_code": None}, "poly": {"polygon": None},
+               "cell": {"hotspot_cell": None},
                "hours": {"hours": None}, "dow": {"days": ()}, "located": {"located_at_least": None}}
     if key not in cleared:
         raise ValueError(f"unknown filter chip {key!r}")
@@ -143,7 +138,8 @@ def _without(state: FilterState, key: str) -> FilterState:
 
 
 def _state_from_controls(base: FilterState, start, end, suppliers, domains, categories, themes, borough, msoa,
-                         lsoa, hours, days, level, measure, breaks, layers) -> FilterState:
+                         lsoa, hours, days, level, measure, breaks, layers, hotspot=None, confidence=None, fdr=None,
+                         bandwidth=None, step=None, compare_start=None, compare_end=None) -> FilterState:
     """The state the filter controls show (controls own their fields; the rest comes from ``base``)."""
     hours_tuple = None
     if hours and list(hours) != [0, 23]:
@@ -154,6 +150,12 @@ def _state_from_controls(base: FilterState, start, end, suppliers, domains, cate
         msoa = None
     if lsoa and (lsoa not in info or info[lsoa].parent_code != msoa):
         lsoa = None
+    # A comparison period is taken once both ends are picked (the picker sends the start on its own first).
+    if bool(compare_start) == bool(compare_end):
+        compare = (date.fromisoformat(compare_start[:10]) if compare_start else None,
+                   date.fromisoformat(compare_end[:10]) if compare_end else None)
+    else:
+        compare = (base.compare_from, base.compare_to)
     return replace(
         base,
         date_from=date.fromisoformat(start[:10]) if start else None,
@@ -164,12 +166,18 @@ def _state_from_controls(base: FilterState, start, end, suppliers, domains, cate
         hours=hours_tuple, days=tuple(sorted(int(d) for d in days or ())),
         map_level=None if level in (None, "auto") else level, map_measure=measure or "count",
         map_breaks=breaks or "quantile", map_layers=tuple(layers or ()),
+        hotspot=None if hotspot in (None, "", "none") else hotspot,
+        hotspot_confidence=int(confidence) if confidence else 90, hotspot_fdr=bool(fdr),
+        kde_bandwidth_m=None if bandwidth in (None, "") else int(round(float(bandwidth))),
+        hotspot_step_months=int(step) if step else 1, compare_from=compare[0], compare_to=compare[1],
     )
 
 
 CONTROL_IDS = (ids.FILTER_DATES, ids.FILTER_SUPPLIERS, ids.FILTER_DOMAINS, ids.FILTER_CATEGORIES,
                ids.FILTER_THEMES, ids.FILTER_BOROUGH, ids.FILTER_MSOA, ids.FILTER_LSOA, ids.FILTER_HOURS,
-               ids.FILTER_DAYS, ids.MAP_LEVEL, ids.MAP_MEASURE, ids.MAP_BREAKS, ids.MAP_LAYERS)
+               ids.FILTER_DAYS, ids.MAP_LEVEL, ids.MAP_MEASURE, ids.MAP_BREAKS, ids.MAP_LAYERS, ids.MAP_HOTSPOT,
+               ids.MAP_HOTSPOT_CONFIDENCE, ids.MAP_HOTSPOT_FDR, ids.MAP_KDE_BANDWIDTH, ids.MAP_HOTSPOT_STEP,
+               ids.MAP_COMPARE_DATES)
 
 
 def _control_values(state: FilterState) -> list:
@@ -180,7 +188,25 @@ def _control_values(state: FilterState) -> list:
         state.borough_code, state.msoa_code, state.lsoa_code,
         list(state.hours) if state.hours else [0, 23], list(state.days),
         state.map_level or "auto", state.map_measure, state.map_breaks, list(state.map_layers),
+        state.hotspot or "none", str(state.hotspot_confidence), ["fdr"] if state.hotspot_fdr else [],
+        state.kde_bandwidth_m, str(state.hotspot_step_months),
+        state.compare_from.isoformat() if state.compare_from else None,
+        state.compare_to.isoformat() if state.compare_to else None,
     ]
+
+
+def _pick_hotspot(state: FilterState, feature) -> FilterState:
+    """Filter to a clicked hotspot: its grid cell (a second click on it clears it) or its LSOA."""
+    properties = feature.get("properties") if isinstance(feature, dict) else None
+    if not isinstance(properties, dict):
+        raise PreventUpdate
+    if isinstance(properties.get("code"), str):
+        return _select_area(state, "lsoa", properties["code"])
+    cell_m, (ix, iy) = int(properties["cell_m"]), (int(v) for v in str(properties["cell"]).split(":"))
+    cell = (cell_m, ix, iy)
+    if state.hotspot_cell == cell:
+        return state.without_spatial_selection()
+    return replace(state.without_spatial_selection(), hotspot_cell=cell)
 
 
 def register_callbacks(app: Dash) -> None:
@@ -218,7 +244,11 @@ def register_callbacks(app: Dash) -> None:
         Output(ids.FILTER_BOROUGH, "value"), Output(ids.FILTER_MSOA, "value"), Output(ids.FILTER_LSOA, "value"),
         Output(ids.FILTER_HOURS, "value"), Output(ids.FILTER_DAYS, "value"),
         Output(ids.MAP_LEVEL, "value"), Output(ids.MAP_MEASURE, "value"), Output(ids.MAP_BREAKS, "value"),
-        Output(ids.MAP_LAYERS, "value"), Output(ids.FILTER_QUICK_PICK, "value"),
+        Output(ids.MAP_LAYERS, "value"), Output(ids.MAP_HOTSPOT, "value"),
+        Output(ids.MAP_HOTSPOT_CONFIDENCE, "value"), Output(ids.MAP_HOTSPOT_FDR, "value"),
+        Output(ids.MAP_KDE_BANDWIDTH, "value"), Output(ids.MAP_HOTSPOT_STEP, "value"),
+        Output(ids.MAP_COMPARE_DATES, "start_date"), Output(ids.MAP_COMPARE_DATES, "end_date"),
+        Output(ids.FILTER_QUICK_PICK, "value"),
         Output(ids.MAP, "viewport"), Output(ids.MAP_DRAW, "editToolbar"), Output(ids.URL, "href"),
         # The table's cell selection is cleared here (so the same row can be clicked again), not by the table's
         # own callback: that made a loop between two callbacks (state -> table -> active_cell -> state), and
@@ -234,20 +264,24 @@ def register_callbacks(app: Dash) -> None:
         Input(ids.FILTER_BOROUGH, "value"), Input(ids.FILTER_MSOA, "value"), Input(ids.FILTER_LSOA, "value"),
         Input(ids.FILTER_HOURS, "value"), Input(ids.FILTER_DAYS, "value"),
         Input(ids.MAP_LEVEL, "value"), Input(ids.MAP_MEASURE, "value"), Input(ids.MAP_BREAKS, "value"),
-        Input(ids.MAP_LAYERS, "value"),
+        Input(ids.MAP_LAYERS, "value"), Input(ids.MAP_HOTSPOT, "value"),
+        Input(ids.MAP_HOTSPOT_CONFIDENCE, "value"), Input(ids.MAP_HOTSPOT_FDR, "value"),
+        Input(ids.MAP_KDE_BANDWIDTH, "value"), Input(ids.MAP_HOTSPOT_STEP, "value"),
+        Input(ids.MAP_COMPARE_DATES, "start_date"), Input(ids.MAP_COMPARE_DATES, "end_date"),
         Input(ids.FILTER_RESET, "n_clicks"), Input({"type": ids.CHIP_REMOVE, "key": ALL}, "n_clicks"),
         *[Input(ids.MAP_AREAS[level], "n_clicks") for level in LEVELS],
-        Input(ids.MAP_DRAW, "geojson"), Input(ids.CLEAR_SELECTION, "n_clicks"),
+        Input(ids.MAP_DRAW, "geojson"), Input(ids.CLEAR_SELECTION, "n_clicks"), Input(ids.MAP_HOTSPOTS, "n_clicks"),
         Input(ids.TIMESERIES, "selectedData"), Input(ids.CATEGORIES, "clickData"),
         Input(ids.HOUR_DAY, "clickData"), Input(ids.TOP_AREAS, "active_cell"),
-        *[State(ids.MAP_AREAS[level], "clickData") for level in LEVELS],
+        *[State(ids.MAP_AREAS[level], "clickData") for level in LEVELS], State(ids.MAP_HOTSPOTS, "clickData"),
         State(ids.TOP_AREAS, "derived_viewport_data"), State(ids.MAP, "zoom"), State(ids.MAP, "center"),
         State(ids.DATA_STATE, "data"), State(ids.URL, "href"),
     )
     def sync_state(search, start, end, quick_pick, suppliers, domains, categories, themes, borough, msoa, lsoa,
-                   hours, days, level, measure, breaks, layers, _reset, _chips, _c1, _c2, _c3, drawing,
-                   _clear, brushed, category_click, hour_click, active_cell, borough_click, msoa_click,
-                   lsoa_click, table_rows, zoom, centre, old_data, href):
+                   hours, days, level, measure, breaks, layers, hotspot, confidence, fdr, bandwidth, step,
+                   compare_start, compare_end, _reset, _chips, _c1, _c2, _c3, drawing, _clear, _hot_clicks,
+                   brushed, category_click, hour_click, active_cell, borough_click, msoa_click, lsoa_click,
+                   hotspot_click, table_rows, zoom, centre, old_data, href):
         engine = _engine()
         trigger = ctx.triggered_id
         from_url = trigger is None or trigger == ids.URL
@@ -274,10 +308,10 @@ def register_callbacks(app: Dash) -> None:
                 state = replace(base, date_from=first, date_to=last)
             elif trigger in CONTROL_IDS:
                 state = _state_from_controls(base, start, end, suppliers, domains, categories, themes, borough,
-                                             msoa, lsoa, hours, days, level, measure, breaks, layers)
+                                             msoa, lsoa, hours, days, level, measure, breaks, layers, hotspot,
+                                             confidence, fdr, bandwidth, step, compare_start, compare_end)
             elif trigger == ids.FILTER_RESET:
-                state = replace(FilterState(), **{k: getattr(base, k) for k in (
-                    "map_level", "map_measure", "map_breaks", "map_layers", "zoom", "centre")})
+                state = base.map_view()
                 toolbar = {"mode": "remove", "action": "clear all", "n_clicks": (_reset or 0)}
             elif isinstance(trigger, dict) and trigger.get("type") == ids.CHIP_REMOVE:
                 if not ctx.triggered[0]["value"]:
@@ -293,6 +327,8 @@ def register_callbacks(app: Dash) -> None:
                 if not isinstance(code, str):
                     raise PreventUpdate
                 state = _select_area(base, level_clicked, code)
+            elif trigger == ids.MAP_HOTSPOTS:
+                state = _pick_hotspot(base, hotspot_click)
             elif trigger == ids.MAP_DRAW:
                 polygon = _polygon_from_drawing(drawing)
                 if polygon == base.polygon:
@@ -336,7 +372,7 @@ def register_callbacks(app: Dash) -> None:
             if from_url:  # a well-formed link naming something that does not exist: no data, not old data
                 return _refused_link(str(exc))
             log.warning("refused filter change %r from user %s: %s", trigger, getattr(current_user, "id", None), exc)
-            return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 24
+            return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 31
 
         qs = state.to_query_string()
         data = {"qs": state.data_filters().to_query_string(), "error": None}
@@ -359,7 +395,7 @@ def register_callbacks(app: Dash) -> None:
         text = f"This link's filters could not be read ({message}). No data is shown; reset the filters to start again."
         error = {"qs": None, "error": message}
         # The controls stay usable (to pick again, or reset) but show nothing from the refused link.
-        return [no_update, error, error, text, True] + [no_update] * 20 + _fixed_options(_engine()) + [[], []]
+        return [no_update, error, error, text, True] + [no_update] * 27 + _fixed_options(_engine()) + [[], []]
 
     def _href_with_query(href, qs: str):
         # dcc.Location (refresh=False) pushes its ``href`` prop instead of ``search`` when that prop differs
@@ -396,6 +432,8 @@ def register_callbacks(app: Dash) -> None:
             selection = names["areas"].get(state.selected_area[1], state.selected_area[1])
         elif state.polygon:
             selection = "drawn area"
+        elif state.hotspot_cell:
+            selection = f"hotspot cell ({state.hotspot_cell[0]} m)"
         else:
             selection = view.ALL_LONDON
         chips = view.filter_chips(state, names)
@@ -491,6 +529,9 @@ def register_callbacks(app: Dash) -> None:
             raise PreventUpdate
         state = _stored_state(stored)
         engine = _engine()
+        if state.hotspot:  # the hotspot layer replaces the choropleth (and its legend) while it is on
+            hidden = [{"hidden": True, "loaded": isinstance(old, dict) and bool(old.get("loaded"))} for old in hideouts]
+            return (*[no_update] * len(LEVELS), *hidden, no_update, _points_note(state, zoom) or "")
         level = state.map_level or view.level_for_zoom(zoom if isinstance(zoom, (int, float)) else None)
         measure, note, suppressed = state.map_measure, None, frozenset()
         try:
@@ -523,6 +564,36 @@ def register_callbacks(app: Dash) -> None:
             return "Zoom in to street level to see incident points."
         return None
 
+    # view state -> hotspot layer (cells or LSOAs with their numbers, or density tiles) and its legend
+    @guard.callback(
+        app, Output(ids.MAP_HOTSPOTS, "data"), Output(ids.MAP_HOTSPOTS, "hideout"), Output(ids.MAP_KDE, "url"),
+        Output(ids.HOTSPOT_LEGEND, "children"), Output(ids.HOTSPOT_LEGEND, "style"),
+        Output(ids.MAP_LEGEND, "style"),
+        Input(ids.VIEW_STATE, "data"))
+    def update_hotspots(stored):
+        empty = {"type": "FeatureCollection", "features": []}
+        off = (empty, {"colours": {}, "selected": None}, view.BLANK_TILE_URL, [], {"display": "none"}, {})
+        if _link_refused(stored):
+            return off
+        state = _stored_state(stored)
+        if not state.hotspot:
+            return off
+        try:
+            layer = queries.hotspot_map_layer(_engine(), state, current_user)
+        except Exception as exc:
+            return (empty, no_update, view.BLANK_TILE_URL, [view.html_message(_error_reference(exc, "hotspots"))],
+                    {}, {"display": "none"})
+        is_kde = isinstance(layer, queries.KdeSurface)
+        guard.note(rows=0 if is_kde else len(layer.geojson["features"]), state=state.to_query_string())
+        return (empty if is_kde else layer.geojson, view.hotspot_hideout(state),
+                view.kde_tile_url(state) if is_kde else view.BLANK_TILE_URL,
+                view.hotspot_legend(layer, state), {}, {"display": "none"})
+
+    # hotspot layer choice -> which of its settings show (browser-side: a class on the settings row)
+    guard.clientside_callback(
+        app, """function (layer) { return "ss-hotspot-options ss-show-" + (layer || "none"); }""",
+        Output(ids.MAP_HOTSPOT_OPTIONS, "className"), Input(ids.MAP_HOTSPOT, "value"), name="hotspot_options_shown")
+
     # view state + viewport -> clustered incident points (street zoom only, bounded payload)
     @guard.callback(app, Output(ids.MAP_POINTS, "data"),
                   Input(ids.VIEW_STATE, "data"), Input(ids.MAP, "bounds"), Input(ids.MAP, "zoom"))
@@ -549,7 +620,8 @@ def register_callbacks(app: Dash) -> None:
             if (!stored || stored.error || !stored.qs) { return "%s"; }
             const params = new URLSearchParams(stored.qs);
             if (!(params.get("layer") || "").split(",").includes("density")) { return "%s"; }
-            for (const key of ["level", "measure", "breaks", "layer", "z", "c"]) { params.delete(key); }
+            for (const key of ["level", "measure", "breaks", "layer", "hot", "conf", "fdr", "bw", "step",
+                               "cmpfrom", "cmpto", "z", "c"]) { params.delete(key); }
             return "/tiles/density/{z}/{x}/{y}.png?" + params.toString();
         }""" % (view.BLANK_TILE_URL, view.BLANK_TILE_URL),
         Output(ids.MAP_DENSITY, "url"), Input(ids.VIEW_STATE, "data"), name="density_tile_url")
@@ -563,7 +635,7 @@ def register_callbacks(app: Dash) -> None:
                 const lng = Array.isArray(centre) ? centre[1] : centre.lng;
                 params.set("z", String(Math.round(zoom * 2) / 2));
                 params.set("c", lat.toFixed(5) + "," + lng.toFixed(5));
-                const qs = params.toString().replace(/%2C/g, ",").replace(/%3B/g, ";");
+                const qs = params.toString().replace(/%2C/g, ",").replace(/%3B/g, ";").replace(/%3A/g, ":");
                 window.history.replaceState(window.history.state, "", window.location.pathname + "?" + qs);
             }
             return window.location.href;

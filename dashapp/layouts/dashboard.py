@@ -10,6 +10,7 @@ than plotly express, and what Dash sends anyway.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import dash_bootstrap_components as dbc
@@ -21,8 +22,10 @@ from flask_login import current_user
 from dashapp import ids
 from safestats import disclosure
 from safestats.classify import class_breaks
-from safestats.filters import DAY_NAMES, QUICK_PICKS, THEMES, FilterState
+from safestats import queries
+from safestats.filters import DAY_NAMES, HOTSPOT_CONFIDENCES, HOTSPOT_STEP_MONTHS, QUICK_PICKS, THEMES, FilterState
 from safestats.location_levels import METHOD_LABELS
+from safestats.tilerender import DENSITY_CLASS_STARTS, DENSITY_COLOURS
 from safestats.config import get_settings
 
 # ColorBrewer YlOrRd (sequential) and PuOr (diverging, for change): colour-blind safe, print in greyscale.
@@ -45,6 +48,8 @@ LEVEL_LABELS = {"borough": "Borough", "msoa": "MSOA", "lsoa": "LSOA"}
 AREA_STYLE = {"variable": "safestats.map.areaStyle"}
 AREA_ON_EACH_FEATURE = {"variable": "safestats.map.areaOnEachFeature"}
 POINT_TO_LAYER = {"variable": "safestats.map.clusterToLayer"}
+HOTSPOT_STYLE = {"variable": "safestats.map.hotspotStyle"}
+HOTSPOT_ON_EACH_FEATURE = {"variable": "safestats.map.hotspotOnEachFeature"}
 BLANK_TILE_URL = "/tiles/blank.png"
 
 
@@ -106,6 +111,106 @@ def _fmt(value: float) -> str:
 def _legend_row(colour: str, label: str):
     return html.Div([html.Span(className="ss-legend-swatch", style={"backgroundColor": colour}),
                      html.Span(label)], className="ss-legend-row")
+
+
+# ---- hotspot layers ----------------------------------------------------------------------------------------
+
+HOTSPOT_LABELS = {"gi_grid": "Hot spots (Gi*) on 500 m cells", "gi_lsoa": "Hot spots (Gi*) on LSOAs",
+                  "kde": "Kernel density (heat)", "emerging": "Emerging hot spots",
+                  "compare": "Hot spots: period comparison"}
+# ColorBrewer RdBu for Gi* (hot red, cold blue, stronger with confidence), as ArcGIS draws Gi* classes.
+HOTSPOT_COLOURS = {
+    "gi": {99: "#b2182b", 95: "#ef8a62", 90: "#fddbc7", -90: "#d1e5f0", -95: "#67a9cf", -99: "#2166ac"},
+    "emerging": {"new": "#fee391", "consecutive": "#fec44f", "intensifying": "#99000d", "persistent": "#ef3b2c",
+                 "diminishing": "#fc9272", "sporadic": "#fdae6b", "historical": "#bdbdbd"},
+    "compare": {"new_hot": "#d7301f", "still_hot": "#fc8d59", "no_longer_hot": "#fdd49e",
+                "cold_to_hot": "#7a0177", "new_cold": "#0570b0", "still_cold": "#74a9cf",
+                "no_longer_cold": "#d0d1e6", "hot_to_cold": "#542788"},
+}
+
+
+def hotspot_colours(kind: str) -> dict:
+    """Fill colour per class of a vector hotspot layer (the density layer is tiles: none)."""
+    return HOTSPOT_COLOURS.get("gi" if kind in ("gi_grid", "gi_lsoa") else kind, {})
+
+
+def hotspot_hideout(state: FilterState) -> dict:
+    """Colours per class and the picked hotspot (a cell's id, or the selected LSOA) for the outline."""
+    cell = state.hotspot_cell
+    selected = f"{cell[0]}:{cell[1]}:{cell[2]}" if cell else state.lsoa_code
+    return {"colours": {str(k): v for k, v in hotspot_colours(state.hotspot).items()}, "selected": selected}
+
+
+def hotspot_legend(layer, state: FilterState) -> list:
+    """The legend of the hotspot layer: what is drawn, its settings, a swatch per class drawn."""
+    kind = state.hotspot
+    title = html.Div(HOTSPOT_LABELS[kind], className="ss-legend-title")
+    if isinstance(layer, queries.KdeSurface):
+        if not layer.incidents:
+            return [title, _legend_row(NO_DATA_COLOUR, "No incidents in this selection")]
+        rule = "standard rule" if state.kde_bandwidth_m is None else f"standard rule: {layer.rule_bandwidth_m:,.0f} m"
+        rows = [title, html.Div(f"Quartic kernel, bandwidth {layer.bandwidth_m:,.0f} m ({rule})",
+                                className="ss-legend-note")]
+        for i, (start, colour) in enumerate(zip(DENSITY_CLASS_STARTS, DENSITY_COLOURS)):
+            upper = DENSITY_CLASS_STARTS[i + 1] * layer.scale_max if i + 1 < len(DENSITY_CLASS_STARTS) else None
+            lower = start * layer.scale_max
+            label = f"{_fmt(lower)} – {_fmt(upper)}" if upper is not None else f"{_fmt(lower)} or more"
+            rows.append(_legend_row("#%02x%02x%02x" % colour[:3], label + " per km²"))
+        return rows
+    colours = hotspot_colours(kind)
+    labels = {"emerging": queries.EMERGING_LABELS, "compare": queries.COMPARE_LABELS}.get(kind, queries.HOT_LABELS)
+    settings = [f"{layer.confidence}% confidence or more"]
+    if layer.fdr:
+        settings.append("FDR-corrected")
+    band = f"band {layer.band_m:,.0f} m" + (f" on {layer.cell_m} m cells" if layer.cell_m else " between centroids")
+    rows = [title, html.Div("; ".join(settings) + f"; {band}", className="ss-legend-note")]
+    if layer.note:
+        rows.append(html.Div(layer.note, className="ss-legend-note"))
+    drawn = layer.classes_drawn
+    if not drawn:
+        rows.append(_legend_row(NO_DATA_COLOUR, "No significant hot or cold spots" if layer.incidents
+                                else "No incidents in this selection"))
+    for cls in drawn:
+        count = sum(1 for f in layer.geojson["features"] if f["properties"]["class"] == cls)
+        rows.append(_legend_row(colours[cls], f"{labels[cls]} ({count:,})"))
+    rows.append(html.Div("Click a cell to filter the charts to it" if layer.cell_m else
+                         "Click an LSOA to filter the charts to it", className="ss-legend-note"))
+    return rows
+
+
+def kde_tile_url(state: FilterState) -> str:
+    """The density tiles' URL: the data filters (no spatial selection) and the bandwidth."""
+    qs = replace(state.data_filters().without_spatial_selection(), kde_bandwidth_m=state.kde_bandwidth_m)
+    return "/tiles/kde/{z}/{x}/{y}.png?" + qs.to_query_string()
+
+
+def hotspot_controls() -> html.Div:
+    """The hotspot layer choice and its settings (each setting shown for the layers it affects)."""
+    return html.Div([
+        dbc.Select(id=ids.MAP_HOTSPOT, size="sm", value="none", className="ss-select",
+                   options=[{"label": "Hotspots: off", "value": "none"}]
+                   + [{"label": v, "value": k} for k, v in HOTSPOT_LABELS.items()]),
+        html.Div([
+            html.Div(dbc.Select(id=ids.MAP_HOTSPOT_CONFIDENCE, size="sm", value="90", className="ss-select",
+                                options=[{"label": f"{c}% confidence or more", "value": str(c)}
+                                         for c in HOTSPOT_CONFIDENCES]), className="ss-hot-gi"),
+            html.Div(dcc.Checklist(id=ids.MAP_HOTSPOT_FDR, value=[], inline=True, className="ss-checklist",
+                                   options=[{"label": "FDR correction", "value": "fdr"}]), className="ss-hot-fdr"),
+            html.Div([html.Label("Bandwidth (m)", htmlFor=ids.MAP_KDE_BANDWIDTH, className="ss-inline-label"),
+                      dcc.Input(id=ids.MAP_KDE_BANDWIDTH, type="number", min=100, max=10000, step=50,
+                                debounce=True, placeholder="standard rule", className="ss-bandwidth")],
+                     className="ss-hot-kde"),
+            html.Div(dbc.Select(id=ids.MAP_HOTSPOT_STEP, size="sm", value="1", className="ss-select",
+                                options=[{"label": f"Steps of {m} month{'s' if m > 1 else ''}", "value": str(m)}
+                                         for m in HOTSPOT_STEP_MONTHS]), className="ss-hot-emerging"),
+            html.Div([html.Span("Compare with", className="ss-inline-label"),
+                      dcc.DatePickerRange(id=ids.MAP_COMPARE_DATES, display_format="D MMM YYYY",
+                                          first_day_of_week=1, clearable=True,
+                                          start_date_placeholder_text="previous",
+                                          end_date_placeholder_text="period", className="ss-dates")],
+                     className="ss-hot-compare"),
+        ], id=ids.MAP_HOTSPOT_OPTIONS, className="ss-hotspot-options"),
+    ], className="ss-map-options ss-hotspot-controls", **{"aria-label": "Hotspot layer"})
 
 
 # ---- figures ---------------------------------------------------------------------------------------------
@@ -284,6 +389,8 @@ def filter_chips(state: FilterState, names: dict) -> list:
         chip("area", f"{LEVEL_LABELS[area[0]]}: {names['areas'].get(area[1], area[1])}")
     if state.polygon:
         chip("poly", "Drawn area")
+    if state.hotspot_cell:
+        chip("cell", f"Hotspot cell ({state.hotspot_cell[0]} m)")
     if state.hours:
         chip("hours", f"Hours {state.hours[0]:02d}:00–{state.hours[1]:02d}:59")
     if state.days:
@@ -402,12 +509,18 @@ def map_card() -> dbc.Card:
                               options=[{"label": "Density", "value": "density"},
                                        {"label": "Points (street zoom)", "value": "points"}]),
             ], className="ss-map-options", **{"aria-label": "Map options"}),
+            hotspot_controls(),
         ], className="ss-map-header"),
         html.Div([
             dl.Map([
                 dl.TileLayer(id=ids.MAP_TILES, url=settings.tile_url, attribution=settings.tile_attribution),
                 dl.TileLayer(id=ids.MAP_DENSITY, url=BLANK_TILE_URL, opacity=0.75, zIndex=5, maxZoom=18),
                 *area_layers,
+                dl.TileLayer(id=ids.MAP_KDE, url=BLANK_TILE_URL, opacity=0.8, zIndex=6, maxZoom=18),
+                dl.GeoJSON(id=ids.MAP_HOTSPOTS, data={"type": "FeatureCollection", "features": []},
+                           style=HOTSPOT_STYLE, onEachFeature=HOTSPOT_ON_EACH_FEATURE,
+                           hideout={"colours": {}, "selected": None},
+                           hoverStyle={"arrow": {"weight": 3, "color": "#333333"}}),
                 dl.GeoJSON(id=ids.MAP_POINTS, data={"type": "FeatureCollection", "features": []},
                            pointToLayer=POINT_TO_LAYER),
                 dl.FeatureGroup([dl.EditControl(
@@ -419,6 +532,7 @@ def map_card() -> dbc.Card:
                className="ss-map", keyboard=True),
             html.Div(legend(area_hideout({}, "count", "quantile", None), "count", "borough"),
                      id=ids.MAP_LEGEND, className="ss-legend"),
+            html.Div(id=ids.HOTSPOT_LEGEND, className="ss-legend ss-hotspot-legend", style={"display": "none"}),
             html.Div(id=ids.MAP_NOTE, className="ss-map-note"),
         ], className="ss-map-wrap"),
     ], className="ss-card h-100")
