@@ -225,10 +225,8 @@ def ingest_files(url: str, supplier: str, paths: list[Path], supplier_dir: Path 
                 outcome.message += f" (not moved: {exc}; the next run will move it)"
         if refresh and any(o.status == "loaded" for o in outcomes.values()):
             refresh_rollups_if_stale(url, trigger=f"ingest of {supplier} drops")
-            if supplier == "police_uk":     # the street gazetteer is made from police.uk's locations
-                from loaders.locating import refresh_gazetteer
-
-                log.info("%s", refresh_gazetteer(url).summary())
+            if supplier == "police_uk":
+                refresh_gazetteer_logged(url)
     finally:
         # Closing the session releases its advisory locks too; unlocking first just says so explicitly, and
         # must not hide the error that brought us here if the connection is gone.
@@ -284,12 +282,33 @@ def refresh_rollups_if_stale(url: str, trigger: str) -> bool:
 def scan_incoming(url: str, root: Path | None = None,
                   settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> list[IngestOutcome]:
     """One pass over every supplier's incoming folder: what the scheduler runs each interval."""
+    from loaders.pipeline import supplier_formats
+
     outcomes: list[IngestOutcome] = []
-    for supplier, folder in ensure_folders(root).items():
+    locating = {f.supplier for f in supplier_formats() if f.uses_locator}
+    police_loaded = gazetteer_rebuilt = False
+    # Suppliers whose records are located through the street gazetteer (ED) go last, after the gazetteer is
+    # rebuilt from the police.uk drops this pass loaded (it is made from police.uk's locations).
+    for supplier, folder in sorted(ensure_folders(root).items(), key=lambda kv: kv[0] in locating):
         files = pending_files(folder, settle_seconds)
-        if files:
-            outcomes.extend(ingest_files(url, supplier, files, refresh=False))
+        if not files:
+            continue
+        if supplier in locating and police_loaded and not gazetteer_rebuilt:
+            gazetteer_rebuilt = refresh_gazetteer_logged(url)
+        batch = ingest_files(url, supplier, files, refresh=False)
+        police_loaded |= supplier == "police_uk" and any(o.status == "loaded" for o in batch)
+        outcomes.extend(batch)
+    if police_loaded and not gazetteer_rebuilt:
+        refresh_gazetteer_logged(url)
     # Also after a batch that loaded nothing: a previous run may have committed and been killed before its
     # refresh.
     refresh_rollups_if_stale(url, trigger="scheduled ingest")
     return outcomes
+
+
+def refresh_gazetteer_logged(url: str) -> bool:
+    """Rebuild the street gazetteer (loaders/locating.py) after police.uk drops were loaded, and log it."""
+    from loaders.locating import refresh_gazetteer
+
+    log.info("%s", refresh_gazetteer(url).summary())
+    return True
