@@ -9,7 +9,8 @@ which decides again who may do what (a forged form field cannot widen it): anyth
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, redirect, render_template_string, request, url_for
+from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, redirect, render_template_string,
+                   request, url_for)
 from flask_login import current_user
 
 from dashapp import guard
@@ -150,7 +151,7 @@ ORGANISATION_FORM = """
 def _render(title: str, body: str, status: int = 200, **context):
     html = render_template_string(PAGE.replace("{{ body }}", body), title=title, csrf=csrf_token(),
                                   portal_admin=is_portal_admin(current_user), tiers=TIERS,
-                                  error=context.pop("error", None), message=request.args.get("saved"), **context)
+                                  error=context.pop("error", None), message=" ".join(get_flashed_messages()), **context)
     return html, status
 
 
@@ -190,7 +191,8 @@ def _save_user_from_form(account):
         abort(403)
     except AccountError as exc:
         return _user_form_page(account, redisplay, 422, str(exc))
-    return redirect(url_for("admin_users.users", saved=f"Saved {saved.email}."))
+    flash(f"Saved {saved.email}.")   # (in the session: a link cannot put words on an admin page)
+    return redirect(url_for("admin_users.users"))
 
 
 @bp.route("/users/new", methods=["GET", "POST"], endpoint="user_new")
@@ -229,7 +231,8 @@ def user_reset_second_factor(user_id: int):
     account = _manageable_account(user_id)
     _check_csrf()
     reset_second_factor(_engine(), account.id, actor=current_user)
-    return redirect(url_for("admin_users.users", saved=f"{account.email} will set up a second factor at the next sign-in."))
+    flash(f"{account.email} will set up a second factor at the next sign-in.")
+    return redirect(url_for("admin_users.users"))
 
 
 # --- organisations ----------------------------------------------------------------------------------------
@@ -262,7 +265,8 @@ def _organisation_form(org_id: int | None):
         except AccountError as exc:
             error, status = str(exc), 422
         else:
-            return redirect(url_for("admin_users.organisations", saved=f"Saved {saved.name}."))
+            flash(f"Saved {saved.name}.")
+            return redirect(url_for("admin_users.organisations"))
     return _render(organisation.name if organisation else "Add an organisation", ORGANISATION_FORM, status,
                    organisation=organisation, form=form, kinds=ORGANISATION_KINDS, error=error)
 

@@ -157,7 +157,10 @@ def test_a_portal_admin_adds_an_organisation_and_a_user_and_resets_a_second_fact
                                                              "name": "Admin test VRU", "kind": "authority",
                                                              "max_tier": "partner_analyst", "active": "1"})
     assert response.status_code == 302
-    assert "ADMINTEST2" in client.get("/admin/organisations").get_data(as_text=True)
+    listing = client.get("/admin/organisations").get_data(as_text=True)
+    assert "ADMINTEST2" in listing and "Saved Admin test VRU." in listing
+    assert "Saved" not in client.get("/admin/organisations?saved=Saved+evil").get_data(as_text=True).split(
+        "</header>", 1)[1].split("<table", 1)[0], "a link cannot put a message on the page"
     user = {"csrf_token": token, "email": f"vru@{DOMAIN}", "display_name": "VRU analyst", "tier": "istv_analyst",
             "organisation": "ADMINTEST2", "active": "1", "password": "a vru test passphrase"}
     refused = client.post("/admin/users/new", data=user)
