@@ -11,9 +11,7 @@ owner and are closed to the web role, so this page reads and refreshes them thro
 """
 from __future__ import annotations
 
-from urllib.parse import quote
-
-from flask import Blueprint, abort, current_app, redirect, request, url_for
+from flask import Blueprint, abort, current_app, flash, get_flashed_messages, redirect, url_for
 from flask_login import current_user
 
 from dashapp import guard
@@ -68,7 +66,7 @@ def index():
     guard.note(rows=len(views))
     return render_admin_page("Rollup views", "Rollup views", BODY, views=views,
                              newest_drop=views[0]["newest_drop_at"] if views else None, csrf=csrf_token(),
-                             message=request.args.get("message"))
+                             message=" ".join(get_flashed_messages()))
 
 
 @bp.post("/<name>/refresh", endpoint="refresh")
@@ -82,6 +80,6 @@ def refresh(name: str):
     from safestats import queries
 
     queries.clear_caches()  # this worker's panels; others see the new refresh id within a second
-    message = (f"Refreshed {name} and its dependants: {len(timings)} year view(s) in "
-               f"{sum(timings.values()):.1f} s.")
-    return redirect(url_for("admin_views.index") + "?message=" + quote(message))
+    # In the session, not the link: a link cannot put words on an admin page.
+    flash(f"Refreshed {name} and its dependants: {len(timings)} year view(s) in {sum(timings.values()):.1f} s.")
+    return redirect(url_for("admin_views.index"))

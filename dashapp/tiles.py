@@ -68,13 +68,16 @@ def density_tile(z: int, x: int, y: int):
 
 
 @bp.get("/kde/<int:z>/<int:x>/<int:y>.png")
+@guard.endpoint(guard.LOGIN)
 def kde_tile(z: int, x: int, y: int):
     """The quartic kernel density surface of the filtered selection (the hotspot layer "kde")."""
-    if not current_user.is_authenticated:
-        abort(401)
     if not MIN_TILE_ZOOM <= z <= MAX_TILE_ZOOM:
         return _png(BLANK_TILE, 3600)
     engine = current_app.extensions["safestats_engine"]
     state, bounds = _tile_request("kde", z, x, y)
-    surface = queries.hotspot_map_layer(engine, replace(state, hotspot="kde"), current_user)
+    try:
+        surface = queries.hotspot_map_layer(engine, replace(state, hotspot="kde"), current_user)
+    except queries.AccessRefused as exc:  # finer than this tier may see: refused, and audited as such
+        abort(403, description=str(exc))
+    guard.note(state=state.to_query_string())
     return _png(render_density_tile(bounds, queries.kde_tile_cells(engine, surface, bounds), surface.scale_max), 60)

@@ -397,7 +397,7 @@ _SOURCE_DIMENSIONS = {
 
 
 def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[str] = frozenset(),
-          ignore: set[str] = frozenset()) -> _Plan:
+          ignore: set[str] = frozenset(), records_only: bool = False) -> _Plan:
     """The cheapest source with every dimension the query groups by (``needs``) and the state filters on,
     and the conditions applying the state to it. ``ignore`` names filters this panel deliberately leaves
     out ("dates", "categories", "area", "time") because it shows them as a choice, not a restriction."""
@@ -422,7 +422,7 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
                    "incidents"):
         if needed <= _SOURCE_DIMENSIONS[source]:
             break
-    if source == "incidents":
+    if source == "incidents" and not records_only:  # (a records layer shows only what the user may see anyway)
         _check_records_cover(engine, state, area)
     plan = _Plan(source)
     c, p = plan.conditions, plan.params
@@ -974,7 +974,7 @@ def point_clusters(engine: Engine, state: FilterState, bbox_wgs84: tuple[float, 
     def compute():
         if period is None:
             return {"type": "FeatureCollection", "features": [], "truncated": False}
-        plan = _plan(engine, state, period, {"point"})
+        plan = _plan(engine, state, period, {"point"}, records_only=True)
         plan.conditions.extend(records[0])
         plan.params.update(records[1])
         rows = _rows(engine, f"""

@@ -11,6 +11,7 @@ import pytest
 from bench.generate import generate_incidents
 from dashapp import create_app
 from dashapp.auth import upsert_user
+from tests.login_helpers import sign_in
 from db import get_engine
 from safestats import rollups
 from tests.conftest import query, truncate_data
@@ -42,10 +43,7 @@ def some_data(clean_data):
 
 
 def _login(client, tier: str):
-    page = client.get("/login").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    response = client.post("/login", data={"email": f"{tier}@views-test.example", "password": PASSWORD,
-                                           "csrf_token": csrf})
+    response = sign_in(client, f"{tier}@views-test.example", PASSWORD)
     assert response.status_code == 302
 
 
@@ -82,7 +80,8 @@ def test_admin_sees_every_view_and_refreshes_one(some_data, client):
     assert response.status_code == 302
     refreshed = query(url, "SELECT family, trigger FROM rollup_refreshes WHERE id > %s ORDER BY id", (last_id,))
     # The view and its dependant (the 500 m grid), nothing else, triggered by the admin.
-    assert [f for f, _ in refreshed] == ["rollup_grid_month", "rollup_grid500_month"]
+    # (every year with a partition: other tests may have left more than this one's)
+    assert {f for f, _ in refreshed} == {"rollup_grid_month", "rollup_grid500_month"}
     assert all("admin@views-test.example" in t for _, t in refreshed)
     assert "Refreshed rollup_grid_month" in client.get(response.headers["Location"]).get_data(as_text=True)
 

@@ -53,8 +53,9 @@ def make_user(url: str, tier: str, boroughs=(), email: str | None = None) -> Sim
     """A row in users (and user_boroughs) and the logged-in user object the app would build from it."""
     conn = psycopg2.connect(libpq_dsn(url))
     with conn, conn.cursor() as cur:
-        cur.execute("""INSERT INTO users (email, display_name, organisation, tier, password_hash)
-                       VALUES (%s, 'Test', 'GLA', %s, 'not a hash') RETURNING id""",
+        cur.execute("""INSERT INTO users (email, display_name, organisation_id, tier, password_hash)
+                       VALUES (%s, 'Test', (SELECT id FROM organisations WHERE code = 'GLA'), %s, 'not a hash')
+                       RETURNING id""",
                     (email or f"{tier}-{'-'.join(sorted(boroughs))}@test.invalid", tier))
         user_id = cur.fetchone()[0]
         cur.executemany("INSERT INTO user_boroughs VALUES (%s, %s)", [(user_id, b) for b in boroughs])
@@ -111,8 +112,9 @@ def test_access_tiers_mirror_the_policy_module(db_url):
                               p.min_area_level, p.admin), tier
     # users.tier can only name a tier of the table.
     with pytest.raises(psycopg2.errors.ForeignKeyViolation):
-        query(db_url, "INSERT INTO users (email, display_name, organisation, tier, password_hash) "
-                      "VALUES ('x@test.invalid', 'x', 'GLA', 'superviewer', 'h')")
+        query(db_url, "INSERT INTO users (email, display_name, organisation_id, tier, password_hash) "
+                      "VALUES ('x@test.invalid', 'x', (SELECT id FROM organisations WHERE code = 'GLA'), "
+                      "'superviewer', 'h')")
 
 
 def test_web_role_owns_nothing_is_not_privileged_and_belongs_to_no_role(db_url):
@@ -372,7 +374,8 @@ def test_a_pooled_connection_never_carries_one_users_settings_into_the_next_requ
 def test_the_app_runs_each_request_as_its_user_on_a_shared_pool(mixed):
     """Through the web app: the admin's data-status page and a viewer's request share the pooled engine; the
     viewer's tile request never gets the admin's records."""
-    from dashapp import auth, create_app
+    from dashapp import auth, create_app, guard
+    from tests.login_helpers import sign_in
 
     auth.upsert_user(get_engine(mixed), "app-admin@test.invalid", "correct horse battery", "A", "GLA", "admin")
     auth.upsert_user(get_engine(mixed), "app-viewer@test.invalid", "correct horse battery", "V", "GLA", "viewer")
@@ -381,6 +384,7 @@ def test_the_app_runs_each_request_as_its_user_on_a_shared_pool(mixed):
     seen = {}
 
     @server.get("/test-only/records")
+    @guard.endpoint(guard.LOGIN)
     def records():
         with engine.connect() as conn:
             seen.setdefault("pids", set()).add(conn.execute(text("SELECT pg_backend_pid()")).scalar())
@@ -390,10 +394,7 @@ def test_the_app_runs_each_request_as_its_user_on_a_shared_pool(mixed):
     answers = {}
     for email in ("app-admin@test.invalid", "app-viewer@test.invalid", "app-admin@test.invalid"):
         client = server.test_client()
-        page = client.get("/login")
-        token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
-        assert client.post("/login", data={"email": email, "password": "correct horse battery",
-                                           "csrf_token": token}).status_code == 302
+        assert sign_in(client, email, "correct horse battery").status_code == 302
         answers.setdefault(email, []).append(client.get("/test-only/records").get_json()["records"])
     assert answers == {"app-admin@test.invalid": [total, total], "app-viewer@test.invalid": [0]}
     assert server.test_client().get("/test-only/records").status_code == 302, "anonymous: sent to log in, no SQL"

@@ -18,7 +18,7 @@ import json
 import psycopg2
 import pytest
 
-from dashapp import auth, create_app, guard
+from dashapp import create_app, guard
 from dashapp.auth import upsert_user
 from db import get_engine, libpq_dsn
 from safestats import queries
@@ -92,24 +92,22 @@ def _forged_states(lsoa: str) -> list[str]:
 def forged_app(areas_loaded):
     engine = get_engine(areas_loaded)
     for tier in TIERS:
-        upsert_user(engine, _email(tier), PASSWORD, f"Forged {tier}", "Test organisation", tier)
+        upsert_user(engine, _email(tier), PASSWORD, f"Forged {tier}", "GLA", tier)
     server = create_app(areas_loaded)
     server.config["TESTING"] = True
     return server
 
 
 @pytest.fixture
-def camden_assigned(monkeypatch):
-    """Borough analysts are assigned Camden (dbsec's user_boroughs table loads this in the real loader)."""
-    real = auth.load_user_by_id
-
-    def with_boroughs(engine, user_id):
-        user = real(engine, user_id)
-        if user is not None and user.tier == "borough_analyst":
-            from dataclasses import replace
-            user = replace(user, boroughs=frozenset({CAMDEN}))
-        return user
-    monkeypatch.setattr(auth, "load_user_by_id", with_boroughs)
+def camden_assigned(forged_app, areas_loaded):
+    """Borough analysts are assigned Camden: a row of user_boroughs, which both the user loader and the
+    database's row-level security read (a borough list the table does not hold counts for nothing)."""
+    conn = psycopg2.connect(libpq_dsn(areas_loaded))
+    with conn, conn.cursor() as cur:
+        cur.execute("""INSERT INTO user_boroughs (user_id, borough_code)
+                       SELECT id, %s FROM users WHERE lower(email) = lower(%s) ON CONFLICT DO NOTHING""",
+                    (CAMDEN, _email("borough_analyst")))
+    conn.close()
 
 
 def _numbers(value, key=None, out=None) -> set:
@@ -196,7 +194,7 @@ def test_every_callback_x_every_tier_x_forged_inputs(forged_app, clean_data, cam
 
 def _endpoint_url(server, rule, qs: str) -> str:
     forged = {"supplier": "istv_ed", "drop_id": 1, "z": 14, "x": 8185, "y": 5447, "filename": "bootstrap.min.css",
-              "path": "forged", "package_name": "dash", "fingerprinted_path": "dash-renderer/build/dash_renderer.min.js"}
+              "path": "forged", "package_name": "dash", "user_id": 1, "org_id": 1, "fingerprinted_path": "dash-renderer/build/dash_renderer.min.js"}
     adapter = server.url_map.bind("localhost")
     url = adapter.build(rule.endpoint, {name: forged[name] for name in rule.arguments})
     return url + ("?" + qs if qs else "")

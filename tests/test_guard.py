@@ -28,7 +28,7 @@ ADMIN_EMAIL, VIEWER_EMAIL = "guard.admin@guard-test.example", "guard.viewer@guar
 def app(areas_loaded):
     engine = get_engine(areas_loaded)
     upsert_user(engine, ADMIN_EMAIL, PASSWORD, "Guard Admin", "GLA", "admin")
-    upsert_user(engine, VIEWER_EMAIL, PASSWORD, "Guard Viewer", "Camden", "viewer")
+    upsert_user(engine, VIEWER_EMAIL, PASSWORD, "Guard Viewer", "E09000007", "viewer")
     server = create_app(areas_loaded)
     server.config["TESTING"] = True
     return server
@@ -88,7 +88,7 @@ def test_a_panel_call_is_audited_with_user_tier_state_and_rows(app, clean_data):
     assert response.status_code == 200
     rows = _audit_rows(clean_data, "seq > %s", (before,))
     assert rows == [(VIEWER_EMAIL, "viewer", "callback", "update_categories", qs, 1, False, True, "ok")]
-    assert query(clean_data, "SELECT organisation FROM audit_log WHERE seq > %s", (before,)) == [("Camden",)]
+    assert query(clean_data, "SELECT organisation FROM audit_log WHERE seq > %s", (before,)) == [("E09000007",)]
 
 
 def test_admin_pages_are_refused_to_other_tiers_and_the_refusal_is_audited(app, areas_loaded):

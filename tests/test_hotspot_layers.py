@@ -20,7 +20,7 @@ from db import get_engine
 from safestats import hotspots, queries
 from safestats.filters import FilterState
 from tests.conftest import query
-from tests.test_queries import _sql_conditions, police  # noqa: F401 (police: the loaded real files)
+from tests.test_queries import ANALYST, _sql_conditions, police  # noqa: F401 (police: the loaded real files)
 
 STATES = {
     "whole months (grid rollup)": FilterState(date_from=date(2023, 1, 1), date_to=date(2023, 5, 31)),
@@ -68,7 +68,7 @@ def _expected_classes(z, fdr, confidence):
 def test_gi_grid_layer_equals_esda_on_directly_counted_cells(police, name, confidence, fdr):  # noqa: F811
     engine = get_engine(police)
     state = replace(STATES[name], hotspot="gi_grid", hotspot_confidence=confidence, hotspot_fdr=fdr)
-    layer = queries.hotspot_map_layer(engine, state)
+    layer = queries.hotspot_map_layer(engine, state, user=ANALYST)
     period = queries.current_period(engine, state)
     cells, counts, z = _direct_grid_z(police, engine, state, period)
     expected = _expected_classes(z, fdr, confidence)
@@ -89,7 +89,7 @@ def test_gi_grid_layer_equals_esda_on_directly_counted_cells(police, name, confi
 def test_gi_lsoa_layer_equals_esda_on_directly_counted_lsoas(police, name):  # noqa: F811
     engine = get_engine(police)
     state = replace(STATES[name], hotspot="gi_lsoa")
-    layer = queries.hotspot_map_layer(engine, state)
+    layer = queries.hotspot_map_layer(engine, state, user=ANALYST)
     period = queries.current_period(engine, state)
     rows = query(police, "SELECT code, ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM areas "
                          "WHERE level = 'lsoa' AND region = 'london' ORDER BY code")
@@ -117,7 +117,7 @@ def test_period_comparison_counts_and_classes_equal_direct_counts(police):  # no
     engine = get_engine(police)
     state = FilterState(date_from=date(2023, 3, 1), date_to=date(2023, 5, 31), hotspot="compare",
                         compare_from=date(2022, 9, 1), compare_to=date(2022, 11, 30))
-    layer = queries.hotspot_map_layer(engine, state)
+    layer = queries.hotspot_map_layer(engine, state, user=ANALYST)
     assert layer.note == "Sep 2022 – Nov 2022 → Mar 2023 – May 2023"
     cells, before, z_before = _direct_grid_z(police, engine, state, queries.Period(date(2022, 9, 1), date(2022, 11, 30)))
     _, after, z_after = _direct_grid_z(police, engine, state, queries.Period(date(2023, 3, 1), date(2023, 5, 31)))
@@ -142,7 +142,7 @@ def test_emerging_hot_spots_equal_their_definition_on_direct_counts(police, step
     engine = get_engine(police)
     state = FilterState(date_from=date(2022, 7, 1), date_to=date(2023, 4, 30), hotspot="emerging",
                         hotspot_step_months=step_months)
-    layer = queries.hotspot_map_layer(engine, state)
+    layer = queries.hotspot_map_layer(engine, state, user=ANALYST)
     steps = queries.time_steps(queries.Period(date(2022, 7, 1), date(2023, 4, 30)), step_months)
     assert len(steps) == 10 // step_months and steps[-1][-1] == date(2023, 4, 1)
     xs, ys = queries.study_area_cells(engine, 500)
@@ -155,7 +155,7 @@ def test_emerging_hot_spots_equal_their_definition_on_direct_counts(police, step
     assert drawn == {f"{i}:{j}": c for i, j, c in zip(xs, ys, expected) if c != "none"}
     assert drawn and layer.incidents == int(np.sum(by_step))
     too_short = queries.hotspot_map_layer(engine, replace(state, date_from=date(2023, 1, 1), date_to=date(2023, 2, 28),
-                                                          hotspot_step_months=2))
+                                                          hotspot_step_months=2), user=ANALYST)
     assert not too_short.geojson["features"] and "at least two time steps" in too_short.note
 
 
@@ -163,7 +163,7 @@ def test_emerging_hot_spots_equal_their_definition_on_direct_counts(police, step
 def test_kernel_density_surface_equals_the_quartic_kernel_on_direct_counts(police):  # noqa: F811
     engine = get_engine(police)
     state = FilterState(date_from=date(2023, 1, 1), date_to=date(2023, 5, 31), hotspot="kde")
-    surface = queries.hotspot_map_layer(engine, state)
+    surface = queries.hotspot_map_layer(engine, state, user=ANALYST)
     xs, ys = queries.study_area_cells(engine, 250)
     direct = _direct_cells(police, state, queries.current_period(engine, state), 250)
     counts = np.array([direct.get((i, j), 0) for i, j in zip(xs, ys)], dtype=float)
@@ -172,7 +172,7 @@ def test_kernel_density_surface_equals_the_quartic_kernel_on_direct_counts(polic
     assert surface.rule_bandwidth_m == pytest.approx(rule) and surface.bandwidth_m == pytest.approx(max(rule, 250))
     assert surface.incidents == counts.sum()
     for bandwidth in (None, 1500):
-        surface = queries.hotspot_map_layer(engine, replace(state, kde_bandwidth_m=bandwidth))
+        surface = queries.hotspot_map_layer(engine, replace(state, kde_bandwidth_m=bandwidth), user=ANALYST)
         nz = counts > 0
         gx, gy, values = hotspots.quartic_kde_grid(xs[nz], ys[nz], counts[nz], 250, surface.bandwidth_m)
         lookup = dict(zip(zip(gx.tolist(), gy.tolist()), values.tolist()))
@@ -188,7 +188,7 @@ def test_kernel_density_surface_equals_the_quartic_kernel_on_direct_counts(polic
 @pytest.mark.shared_data
 def test_a_picked_hotspot_cell_filters_every_panel_to_its_incidents(police):  # noqa: F811
     engine = get_engine(police)
-    layer = queries.hotspot_map_layer(engine, FilterState(hotspot="gi_grid"))
+    layer = queries.hotspot_map_layer(engine, FilterState(hotspot="gi_grid"), user=ANALYST)
     hottest = max((f for f in layer.geojson["features"] if f["properties"]["class"] > 0),
                   key=lambda f: f["properties"]["count"])
     ix, iy = (int(v) for v in hottest["properties"]["cell"].split(":"))
@@ -199,12 +199,12 @@ def test_a_picked_hotspot_cell_filters_every_panel_to_its_incidents(police):  # 
         cell = (f" AND ST_X(geom) >= {ix * 500} AND ST_X(geom) < {(ix + 1) * 500}"
                 f" AND ST_Y(geom) >= {iy * 500} AND ST_Y(geom) < {(iy + 1) * 500}")
         (expected,) = query(police, f"SELECT count(*) FROM incidents WHERE {where}{cell}", params)[0]
-        head = queries.headline(engine, state)
+        head = queries.headline(engine, state, user=ANALYST)
         assert head.total == expected > 0, dates
         assert head.source == ("rollup_grid_month" if dates[0] is None else "incidents")
         by_category = dict(query(police, f"SELECT category_id, count(*) FROM incidents WHERE {where}{cell} "
                                          "GROUP BY 1", params))
-        assert {c.category_id: c.incidents for c in queries.category_counts(engine, state)} == by_category
-        assert sum(r.incidents for r in queries.top_areas(engine, state)) == expected
+        assert {c.category_id: c.incidents for c in queries.category_counts(engine, state, user=ANALYST)} == by_category
+        assert sum(r.incidents for r in queries.top_areas(engine, state, user=ANALYST)) == expected
         if dates[0] is None:
             assert expected == hottest["properties"]["count"]

@@ -16,6 +16,7 @@ import pytest
 
 from dashapp import create_app, ids
 from dashapp.auth import GENERIC_LOGIN_ERROR, upsert_user
+from tests.login_helpers import sign_in
 from db import get_engine
 from safestats import queries
 from tests.conftest import query
@@ -44,9 +45,8 @@ def _csrf(client, path="/login") -> str:
 
 
 def _login(client, email=EMAIL, password=PASSWORD, next_path=None):
-    token = _csrf(client)
-    url = "/login" + (f"?next={next_path}" if next_path else "")
-    return client.post(url, data={"email": email, "password": password, "csrf_token": token})
+    """Sign in (with the second factor when the tier asks for one); the last response."""
+    return sign_in(client, email, password, next_path)
 
 
 def _callback(app, client, output_id: str, values: dict, changed: str):

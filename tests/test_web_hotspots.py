@@ -17,10 +17,22 @@ from db import get_engine
 from safestats import queries
 from safestats.filters import FilterState
 from tests.conftest import query
-from tests.test_queries import police  # noqa: F401 (the real police.uk files, loaded once per module)
+from tests.test_queries import ANALYST, police  # noqa: F401 (the real police.uk files, loaded once per module)
 from tests.test_web_app import _callback, _headline, _login, _sync, app, client  # noqa: F401
 
 SPRING = "from=2023-01-01&to=2023-05-31"
+# Hotspot cells are finer than a borough: a viewer may not see them (access.py), a partner analyst may.
+ANALYST_EMAIL = "hotspot-analyst@example.org"
+PASSWORD = "hotspot-analyst-password"
+
+
+@pytest.fixture
+def analyst(police):  # noqa: F811
+    """A partner analyst who may log in; the query layer's user object for the same tier."""
+    from dashapp.auth import upsert_user
+
+    upsert_user(get_engine(police), ANALYST_EMAIL, PASSWORD, "Hotspot Analyst", "GLA", "partner_analyst")
+    return ANALYST
 
 
 def _hotspots(app, client, qs):  # noqa: F811
@@ -29,8 +41,8 @@ def _hotspots(app, client, qs):  # noqa: F811
 
 
 @pytest.mark.shared_data
-def test_hotspot_controls_go_into_the_link(app, client, police):  # noqa: F811
-    _login(client)
+def test_hotspot_controls_go_into_the_link(app, client, police, analyst):  # noqa: F811
+    _login(client, ANALYST_EMAIL, PASSWORD)
     changed = f"{ids.MAP_HOTSPOT}.value"
     response = _sync(app, client, changed, **{
         f"{ids.URL}.search": "?" + SPRING, changed: "gi_grid", f"{ids.MAP_HOTSPOT_CONFIDENCE}.value": "95",
@@ -50,11 +62,11 @@ def test_hotspot_controls_go_into_the_link(app, client, police):  # noqa: F811
 
 
 @pytest.mark.shared_data
-def test_the_gi_layer_callback_sends_the_query_layers_cells_and_a_legend(app, client, police):  # noqa: F811
-    _login(client)
+def test_the_gi_layer_callback_sends_the_query_layers_cells_and_a_legend(app, client, police, analyst):  # noqa: F811
+    _login(client, ANALYST_EMAIL, PASSWORD)
     qs = SPRING + "&hot=gi_grid&conf=95"
     result = _hotspots(app, client, qs).get_json()["response"]
-    layer = queries.hotspot_map_layer(get_engine(police), FilterState.from_query_string(qs))
+    layer = queries.hotspot_map_layer(get_engine(police), FilterState.from_query_string(qs), user=analyst)
     assert result[ids.MAP_HOTSPOTS]["data"] == layer.geojson and layer.geojson["features"]
     assert all(abs(f["properties"]["class"]) >= 95 for f in layer.geojson["features"])
     legend = json.dumps(result[ids.HOTSPOT_LEGEND]["children"])
@@ -67,8 +79,8 @@ def test_the_gi_layer_callback_sends_the_query_layers_cells_and_a_legend(app, cl
 
 
 @pytest.mark.shared_data
-def test_the_density_layer_is_served_as_tiles_of_the_kde_surface(app, client, police):  # noqa: F811
-    _login(client)
+def test_the_density_layer_is_served_as_tiles_of_the_kde_surface(app, client, police, analyst):  # noqa: F811
+    _login(client, ANALYST_EMAIL, PASSWORD)
     result = _hotspots(app, client, SPRING + "&hot=kde&bw=1500&borough=E09000007").get_json()["response"]
     url = result[ids.MAP_KDE]["url"]
     assert url == "/tiles/kde/{z}/{x}/{y}.png?" + SPRING + "&bw=1500", "no spatial selection, the bandwidth kept"
@@ -81,10 +93,10 @@ def test_the_density_layer_is_served_as_tiles_of_the_kde_surface(app, client, po
 
 
 @pytest.mark.shared_data
-def test_clicking_a_hot_cell_filters_the_panels_to_it(app, client, police):  # noqa: F811
-    _login(client)
+def test_clicking_a_hot_cell_filters_the_panels_to_it(app, client, police, analyst):  # noqa: F811
+    _login(client, ANALYST_EMAIL, PASSWORD)
     qs = SPRING + "&hot=gi_grid"
-    layer = queries.hotspot_map_layer(get_engine(police), FilterState.from_query_string(qs))
+    layer = queries.hotspot_map_layer(get_engine(police), FilterState.from_query_string(qs), user=analyst)
     hot = max((f for f in layer.geojson["features"] if f["properties"]["class"] > 0),
               key=lambda f: f["properties"]["count"])
     clicked = f"{ids.MAP_HOTSPOTS}.n_clicks"
@@ -112,8 +124,8 @@ def test_clicking_a_hot_cell_filters_the_panels_to_it(app, client, police):  # n
 
 
 @pytest.mark.shared_data
-def test_clicking_a_hot_lsoa_selects_it(app, client, police):  # noqa: F811
-    _login(client)
+def test_clicking_a_hot_lsoa_selects_it(app, client, police, analyst):  # noqa: F811
+    _login(client, ANALYST_EMAIL, PASSWORD)
     qs = SPRING + "&hot=gi_lsoa"
     result = _hotspots(app, client, qs).get_json()["response"]
     feature = next(f for f in result[ids.MAP_HOTSPOTS]["data"]["features"] if f["properties"]["class"] > 0)
@@ -123,3 +135,11 @@ def test_clicking_a_hot_lsoa_selects_it(app, client, police):  # noqa: F811
     state = FilterState.from_query_string(response.get_json()["response"][ids.DATA_STATE]["data"]["qs"])
     assert state.lsoa_code == feature["properties"]["code"] and state.borough_code and state.msoa_code
     assert state.date_from == date(2023, 1, 1)
+
+
+@pytest.mark.shared_data
+def test_a_viewer_gets_no_hotspot_cells_only_the_reason(app, client, police):  # noqa: F811
+    _login(client)  # tests.test_web_app's viewer: aggregates at borough level and above only
+    result = _hotspots(app, client, SPRING + "&hot=gi_grid").get_json()["response"]
+    assert result[ids.MAP_HOTSPOTS]["data"]["features"] == []
+    assert "borough level" in json.dumps(result[ids.HOTSPOT_LEGEND]["children"])

@@ -610,7 +610,11 @@ def register_callbacks(app: Dash) -> None:
             box = tuple(float(v) for v in (west, south, east, north))
         except (TypeError, ValueError):
             return empty
-        points = queries.point_clusters(_engine(), state, box, float(zoom), current_user)
+        try:
+            points = queries.point_clusters(_engine(), state, box, float(zoom), current_user)
+        except queries.AccessRefused as exc:
+            log.info("points refused for user %s: %s", getattr(current_user, "id", None), exc)
+            return empty
         guard.note(rows=len(points["features"]))
         return points
 
