@@ -8,8 +8,10 @@ the owner's URL (``db.database_url()``).
 ``web_database_url(owner_url)`` is ``SAFESTATS_WEB_DATABASE_URL`` when that is set (a production server,
 where a DBA gives the role its password). Otherwise it is the owner's URL with the web role's name and a
 generated password, kept like the embedded cluster's: created once in ``$SAFESTATS_HOME/web-role.json``
-(mode 600), and set on the role (``ALTER ROLE ... LOGIN PASSWORD``, as the owner) the first time a process
-asks for the URL, so the role works on every database of the cluster and after a fresh initdb alike.
+(mode 600), and set on the role (``ALTER ROLE ... LOGIN PASSWORD``, as the owner) when a process first asks
+for the URL and cannot log in with it, so the role works on every database of the cluster and after a fresh
+initdb alike. (Roles belong to the whole cluster: two checkouts with different homes sharing one server
+would each set their own password; give such a server SAFESTATS_WEB_DATABASE_URL instead.)
 """
 from __future__ import annotations
 
@@ -54,6 +56,16 @@ def web_role_password() -> str:
         return json.loads(path.read_text())["password"]
 
 
+def _can_log_in(url: str) -> bool:
+    from db import libpq_dsn
+
+    try:
+        psycopg2.connect(libpq_dsn(url), connect_timeout=10).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
 def web_database_url(owner_url: str) -> str:
     """The URL the web app connects with, for the database ``owner_url`` names (see the module docstring)."""
     configured = os.environ.get("SAFESTATS_WEB_DATABASE_URL")
@@ -78,7 +90,9 @@ def web_database_url(owner_url: str) -> str:
                 if row[0] or row[1]:
                     raise WebRoleError(f"the role {WEB_ROLE} is superuser or BYPASSRLS; as a superuser run "
                                        f"ALTER ROLE {WEB_ROLE} NOSUPERUSER NOBYPASSRLS")
-                cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(WEB_ROLE)), (password,))
+                if not _can_log_in(rendered):  # set it only when needed: a role serves the whole cluster
+                    cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(WEB_ROLE)),
+                                (password,))
         except psycopg2.errors.InsufficientPrivilege as exc:
             raise WebRoleError(f"the database owner may not set the password of {WEB_ROLE}: give the role LOGIN "
                                f"and a password as a superuser and set SAFESTATS_WEB_DATABASE_URL to its URL") from exc

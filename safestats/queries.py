@@ -449,7 +449,9 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
         p["area_code"] = code
     if state.polygon is not None and "area" not in ignore:
         ring = list(state.polygon) + [state.polygon[0]]
-        c.append("ST_Intersects(geom, ST_Transform(ST_MakeValid(ST_GeomFromText(:polygon_wkt, 4326)), 27700))")
+        # The && first: it is the leakproof condition row-level security lets the GiST index answer (0009).
+        polygon = "ST_Transform(ST_MakeValid(ST_GeomFromText(:polygon_wkt, 4326)), 27700)"
+        c.append(f"geom && {polygon} AND ST_Intersects(geom, {polygon})")
         p["polygon_wkt"] = "POLYGON((" + ", ".join(f"{lon} {lat}" for lon, lat in ring) + "))"
     if state.located_at_least is not None:
         c.append("location_precision = ANY(:location_precisions)")

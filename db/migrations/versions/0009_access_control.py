@@ -100,6 +100,17 @@ def downgrade() -> None:
         op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
     op.execute(read_sql("incident_partitions.sql"))  # version 1 of the partition function again
+    op.execute("""
+    DO $$
+    DECLARE
+        bbox_overlap regprocedure := (SELECT oprcode::regprocedure FROM pg_operator WHERE oprname = '&&'
+                                  AND oprleft = 'geometry'::regtype AND oprright = 'geometry'::regtype);
+    BEGIN
+        IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+            EXECUTE format('ALTER FUNCTION %s NOT LEAKPROOF', bbox_overlap);
+        END IF;
+    END;
+    $$""")
     for function in ("safestats_protect_incident_partition(regclass)", "safestats_aggregate_suppliers()",
                      "safestats_may_break_down_to(text)", "safestats_is_admin()", "safestats_record_boroughs()",
                      "safestats_all_boroughs()", "safestats_aggregate_level()", "safestats_record_level()",
