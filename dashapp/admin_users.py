@@ -95,6 +95,9 @@ USER_FORM = """
     <select class="form-select" id="tier" name="tier">
       {% for t in tiers %}<option value="{{ t }}" {{ 'selected' if t == form.tier }}>{{ t }}</option>{% endfor %}
     </select></div>
+  <div class="mb-2"><label class="form-label" for="boroughs">Boroughs seen record by record (borough analysts)</label>
+    <input class="form-control" id="boroughs" name="boroughs" value="{{ form.boroughs }}" placeholder="E09000007, E09000033">
+    <div class="form-text">ONS codes, comma-separated. Other tiers ignore this.</div></div>
   {% if portal_admin %}<div class="form-check mb-2"><input class="form-check-input" type="checkbox" id="org_admin" name="org_admin" value="1" {{ 'checked' if form.org_admin }}>
     <label class="form-check-label" for="org_admin">Organisation admin (manages this organisation's users)</label></div>{% endif %}
   <div class="form-check mb-2"><input class="form-check-input" type="checkbox" id="active" name="active" value="1" {{ 'checked' if form.active }}>
@@ -176,10 +179,12 @@ def _save_user_from_form(account):
     _check_csrf()
     form = request.form
     fields = dict(display_name=form.get("display_name", ""), tier=form.get("tier"), active=form.get("active") == "1",
+                  boroughs=form["boroughs"].split(",") if "boroughs" in form else None,
                   password=form.get("password") or None, actor=current_user)
     if is_portal_admin(current_user):
         fields.update(organisation=form.get("organisation"), org_admin=form.get("org_admin") == "1")
     redisplay = {"email": form.get("email", ""), "display_name": fields["display_name"], "tier": fields["tier"],
+                 "boroughs": form.get("boroughs", ""),
                  "organisation": form.get("organisation") or current_user.organisation,
                  "org_admin": form.get("org_admin") == "1", "active": fields["active"]}
     try:
@@ -201,7 +206,7 @@ def user_new():
     _require(may_administer_users(current_user))
     if request.method == "POST":
         return _save_user_from_form(None)
-    return _user_form_page(None, {"email": "", "display_name": "", "tier": TIERS[0], "active": True,
+    return _user_form_page(None, {"email": "", "display_name": "", "tier": TIERS[0], "active": True, "boroughs": "",
                                   "organisation": current_user.organisation, "org_admin": False})
 
 
@@ -222,7 +227,7 @@ def user_edit(user_id: int):
         return _save_user_from_form(account)
     return _user_form_page(account, {"display_name": account.display_name, "tier": account.tier,
                                      "organisation": account.organisation, "org_admin": account.org_admin,
-                                     "active": account.active})
+                                     "active": account.active, "boroughs": ", ".join(account.boroughs)})
 
 
 @bp.post("/users/<int:user_id>/reset-second-factor", endpoint="user_reset_second_factor")

@@ -16,6 +16,8 @@ organisation ends its live sessions (``safestats.login_security``).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -62,6 +64,7 @@ class Account:
     second_factor_enrolled: bool
     created_at: datetime
     last_login_at: datetime | None
+    boroughs: tuple[str, ...] = ()   # ONS codes a borough analyst sees record by record (user_boroughs)
 
 
 _ORG_SELECT = """
@@ -72,7 +75,8 @@ _ORG_SELECT = """
 _ACCOUNT_SELECT = """
     SELECT u.id, u.email, u.display_name, u.organisation_id, o.code AS organisation, o.name AS organisation_name,
            u.tier, u.org_admin, u.active, u.totp_confirmed_at IS NOT NULL AS second_factor_enrolled,
-           u.created_at, u.last_login_at
+           u.created_at, u.last_login_at,
+           ARRAY(SELECT b.borough_code FROM user_boroughs b WHERE b.user_id = u.id ORDER BY 1) AS boroughs
     FROM users u JOIN organisations o ON o.id = u.organisation_id
 """
 
@@ -82,7 +86,7 @@ def _organisation(row) -> Organisation:
 
 
 def _account(row) -> Account:
-    return Account(**row._mapping)
+    return Account(**dict(row._mapping, boroughs=tuple(row.boroughs or ())))
 
 
 # --- who may do what --------------------------------------------------------------------------------------
@@ -185,8 +189,11 @@ def get_account(engine: Engine, user_id: int | None = None, email: str | None = 
 
 def save_account(engine: Engine, *, email: str, display_name: str | None = None, organisation: str | None = None,
                  tier: str | None = None, org_admin: bool | None = None, active: bool | None = None,
-                 password: str | None = None, user_id: int | None = None, actor=None) -> Account:
+                 password: str | None = None, user_id: int | None = None, actor=None,
+                 boroughs: Iterable[str] | None = None) -> Account:
     """Create the account (no ``user_id`` and no account with this email) or change it; None keeps a field.
+    ``boroughs`` (ONS codes) replaces the boroughs a borough analyst sees record by record; they take effect
+    at the user's next request (the user loader reads them every time).
 
     A new account needs a password, an organisation and a tier; changing the password, the organisation or
     disabling the account ends its live sessions."""
@@ -233,6 +240,12 @@ def save_account(engine: Engine, *, email: str, display_name: str | None = None,
             _require(not TIER_POLICIES[tier].admin, "Only portal admins grant an admin tier.")
             _require(org_admin == (existing.org_admin if existing else False),
                      "Only portal admins grant or remove organisation-admin rights.")
+        if boroughs is not None:
+            boroughs = sorted({b.strip().upper() for b in boroughs if b and b.strip()})
+            known = set(conn.execute(text("SELECT code FROM areas WHERE level = 'borough'")).scalars())
+            unknown = [b for b in boroughs if b not in known]
+            if unknown:
+                raise AccountError(f"Unknown borough code(s) {', '.join(unknown)}: give ONS codes such as E09000007.")
         if existing and actor is not None and existing.id == getattr(actor, "id", None) and not active:
             raise AccountError("You cannot disable your own account; ask another admin.")
         password_hash = None
@@ -262,6 +275,11 @@ def save_account(engine: Engine, *, email: str, display_name: str | None = None,
                 revoke_user_sessions(conn, [existing.id], ", ".join(reasons))
             if active and (not existing.active or password_hash is not None):
                 clear_attempts(conn, email)   # re-enabled or given a new password: the lock-out is over
+        if boroughs is not None:
+            conn.execute(text("DELETE FROM user_boroughs WHERE user_id = :id"), {"id": new_id})
+            for code in boroughs:
+                conn.execute(text("INSERT INTO user_boroughs (user_id, borough_code) VALUES (:id, :code)"),
+                             {"id": new_id, "code": code})
     return get_account(engine, user_id=new_id)
 
 

@@ -256,12 +256,14 @@ def cmd_users(args) -> int:
             password = getpass.getpass(f"Password for {args.email}: ")
         account = save_account(engine, email=args.email, display_name=args.name, organisation=args.organisation,
                                tier=args.tier, org_admin=args.org_admin, password=password,
-                               active=True if action == "add" else None)
+                               active=True if action == "add" else None,
+                               boroughs=None if args.boroughs is None else args.boroughs.split(","))
     except AccountError as exc:
         print(f"safestats: {exc}", file=sys.stderr)
         return 2
     print(f"User {account.email} saved ({account.organisation}, tier {account.tier}"
-          f"{', organisation admin' if account.org_admin else ''}).")
+          f"{', organisation admin' if account.org_admin else ''}"
+          f"{', boroughs ' + ' '.join(account.boroughs) if account.boroughs else ''}).")
     return 0
 
 
@@ -457,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--org-admin", dest="org_admin", action=argparse.BooleanOptionalAction, default=None,
                        help="organisation admin: manages their own organisation's users")
         a.add_argument("--password", help="(prompted for when omitted with add)")
+        a.add_argument("--boroughs", help="comma-separated ONS borough codes a borough analyst sees record by record "
+                                          "(replaces the list; '' clears it)")
         a.set_defaults(func=cmd_users)
     a = usub.add_parser("list", help="list users")
     a.add_argument("--organisation", help="only this organisation's (code)")

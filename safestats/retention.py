@@ -5,9 +5,9 @@ them). ``run_retention`` takes, per supplier, the cutoff: the start (Europe/Lond
 began that long before now, so whole months go at once. In one transaction per supplier,
 ``safestats_fold_and_remove_records`` (``db/sql/retention_v1.sql``) adds the records before the cutoff to the
 ``retained_*`` tables at the rollups' grains, deletes them (with their drops' quarantined raw lines and any
-police.uk outcome history before the cutoff) and the run is written to ``retention_runs``; then the rollups
-are refreshed. They add the retained counts to the live ones, so every trend, map and chart still shows the
-folded months, while no record of them is kept. A run that fails rolls that supplier back whole.
+police.uk outcome history before the cutoff) and the run is written to ``retention_runs`` and the audit
+log; then the rollups are refreshed. They add the retained counts to the live ones, so every trend, map and
+chart still shows the folded months, while no record of them is kept. A run that fails rolls that supplier back whole.
 ``safestats retention run`` runs it by hand; ``safestats scheduler`` runs it daily (``RETENTION_JOB_ID``).
 """
 from __future__ import annotations
@@ -45,6 +45,18 @@ def retention_periods(url: str) -> dict[str, timedelta | None]:
         conn.close()
 
 
+def _audit(url: str, run: "RetentionRun", trigger: str) -> None:
+    """Each supplier's run is an audit row (kind 'job'), chained with every data view and export."""
+    from db import get_engine
+    from safestats import audit
+
+    audit.record(get_engine(url), user_id=None, email=None, organisation=None, tier="system", kind="job",
+                 target=f"retention {run.supplier}", filter_state=f"trigger={trigger}&cutoff={run.cutoff.isoformat()}",
+                 rows_returned=run.records_deleted, exported=False, allowed=True,
+                 outcome=f"{run.records_folded} folded and removed, {run.quarantine_deleted} quarantined lines, "
+                         f"{run.outcome_rows_deleted} outcome rows removed")
+
+
 def run_retention(url: str, trigger: str, now: datetime | None = None,
                   log: Callable[[str], None] | None = None) -> list[RetentionRun]:
     """Fold and remove every supplier's records older than its retention period; one ``retention_runs`` row per
@@ -79,6 +91,7 @@ def run_retention(url: str, trigger: str, now: datetime | None = None,
             conn.commit()
             run = RetentionRun(supplier, period, cutoff, folded, deleted, quarantined, outcomes)
             runs.append(run)
+            _audit(url, run, trigger)
             if log:
                 log(f"{supplier}: kept {period}; records before {cutoff:%Y-%m-%d}: {folded:,} folded into the "
                     f"aggregates and removed; {quarantined:,} quarantined lines and {outcomes:,} outcome rows removed")

@@ -226,3 +226,32 @@ def test_the_migration_keeps_every_users_organisation_both_ways():
     finally:
         get_engine(url).dispose()
         drop_database(url)
+
+
+def test_an_admin_assigns_a_borough_analysts_boroughs(app, engine, areas_loaded):
+    """The boroughs a borough analyst sees record by record: set on the account page (or the CLI), read by the
+    user loader on the next request, which the policy and the database's row-level security both use."""
+    from dashapp.auth import load_user_by_id
+    from safestats.access import policy_for
+
+    admin = _account(engine, "boroughs-admin", tier="admin")
+    analyst = _account(engine, "camden-boroughs", organisation="E09000007", tier="borough_analyst")
+    client = _signed_in(app, engine, admin)
+    token = _csrf(client, f"/admin/users/{analyst.id}")
+    form = {"csrf_token": token, "display_name": "Camden analyst", "tier": "borough_analyst", "active": "1",
+            "organisation": "E09000007", "boroughs": "e09000007, E09000033"}
+    assert client.post(f"/admin/users/{analyst.id}", data=form).status_code == 302
+    assert get_account(engine, user_id=analyst.id).boroughs == ("E09000007", "E09000033")
+    assert 'value="E09000007, E09000033"' in client.get(f"/admin/users/{analyst.id}").get_data(as_text=True)
+    loaded = load_user_by_id(engine, analyst.id)
+    assert policy_for(loaded).record_boroughs == frozenset({"E09000007", "E09000033"})
+    # A form without the field keeps them; an unknown code is refused and changes nothing.
+    del form["boroughs"]
+    assert client.post(f"/admin/users/{analyst.id}", data=form).status_code == 302
+    assert get_account(engine, user_id=analyst.id).boroughs == ("E09000007", "E09000033")
+    assert client.post(f"/admin/users/{analyst.id}", data=dict(form, boroughs="E09999999")).status_code == 422
+    with pytest.raises(AccountError, match="Unknown borough"):
+        save_account(engine, email=analyst.email, boroughs=["E09999999"])
+    assert get_account(engine, user_id=analyst.id).boroughs == ("E09000007", "E09000033")
+    save_account(engine, email=analyst.email, boroughs=[])
+    assert get_account(engine, user_id=analyst.id).boroughs == ()

@@ -69,6 +69,10 @@ def test_retention_folds_old_records_into_the_aggregates_and_removes_them(clean_
     [(suppliers, run_ids)] = query(clean_data, "SELECT count(DISTINCT supplier), count(DISTINCT run_id) FROM retention_runs")
     assert suppliers == len(query(clean_data, "SELECT 1 FROM suppliers WHERE record_retention IS NOT NULL"))
     assert run_ids == 1
+    # ... and in the audit log, chained with every data view: one 'job' row per supplier, with what it removed.
+    audited = dict(query(clean_data, "SELECT target, rows_returned FROM audit_log WHERE kind = 'job' "
+                                     "AND target LIKE 'retention %%'"))
+    assert audited["retention las"] == 3 and audited["retention police_uk"] == 1 and len(audited) == suppliers
     again = run_retention(clean_data, trigger="test", now=NOW)
     assert sum(r.records_deleted for r in again) == 0
     refresh_after_seeding(clean_data)

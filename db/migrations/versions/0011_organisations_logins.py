@@ -99,6 +99,10 @@ def upgrade() -> None:
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'safestats_web') THEN
             GRANT SELECT, INSERT, UPDATE ON organisations, users, user_sessions TO safestats_web;
             GRANT SELECT, INSERT, UPDATE, DELETE ON login_throttle TO safestats_web;
+            -- The account pages assign a borough analyst's boroughs (safestats.accounts.save_account).
+            IF to_regclass('user_boroughs') IS NOT NULL THEN
+                GRANT INSERT, DELETE ON user_boroughs TO safestats_web;
+            END IF;
             EXECUTE format('GRANT USAGE ON SEQUENCE %s TO safestats_web', pg_get_serial_sequence('organisations', 'id'));
             EXECUTE format('GRANT USAGE ON SEQUENCE %s TO safestats_web', pg_get_serial_sequence('users', 'id'));
         END IF;
@@ -108,6 +112,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("""
+    DO $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'safestats_web') AND to_regclass('user_boroughs') IS NOT NULL THEN
+            REVOKE INSERT, DELETE ON user_boroughs FROM safestats_web;
+        END IF;
+    END
+    $$;
+    """)
     op.execute("""
     DROP TABLE IF EXISTS login_throttle;
     DROP TABLE IF EXISTS user_sessions;
