@@ -1042,6 +1042,21 @@ def study_area_cells(engine: Engine, cell_m: int, region: str = "london") -> tup
     return _cached(engine, "study_area", (cell_m, region), compute, versioned=False)
 
 
+def _grid_plan(engine: Engine, state: FilterState, period: Period, cell_m: int,
+               needs: set[str]) -> tuple[_Plan, str, str]:
+    """The plan counting ``cell_m`` grid cells (with ``needs``) and the cell index expressions: the 500 m
+    grid rollup for multiples of 500 m (a quarter of the 250 m rollup's rows to sum), the 250 m one for the
+    rest, raw points when a filter needs them."""
+    plan = _plan(engine, state, period, {"borough"} | needs)
+    if plan.source == "rollup_borough_month":
+        grid_m = 500 if cell_m % 500 == 0 else 250
+        plan.source = f"rollup_grid{'500' if grid_m == 500 else ''}_month"
+        per = cell_m // grid_m  # float8, not numeric, division: several times faster over ~10^5 rollup rows
+        return plan, f"floor(cell_x::float8 / {per})::int", f"floor(cell_y::float8 / {per})::int"
+    plan = _plan(engine, state, period, {"point"} | needs)
+    return plan, f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
+
+
 @_for_user
 def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period | None = None,
                 user=None) -> dict[tuple[int, int], int]:
@@ -1060,17 +1075,7 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
     def compute():
         if period is None:
             return {}
-        plan = _plan(engine, state, period, {"borough"})
-        if plan.source == "rollup_borough_month":
-            # The 500 m rollup for multiples of 500 m: a quarter of the 250 m rollup's rows to sum.
-            grid_m = 500 if cell_m % 500 == 0 else 250
-            plan.source = f"rollup_grid{'500' if grid_m == 500 else ''}_month"
-            # float8, not numeric, division: several times faster over ~10^5 rollup rows
-            per = cell_m // grid_m
-            x, y = f"floor(cell_x::float8 / {per})::int", f"floor(cell_y::float8 / {per})::int"
-        else:
-            plan = _plan(engine, state, period, {"point"})
-            x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
+        plan, x, y = _grid_plan(engine, state, period, cell_m, set())
         rows = _rows(engine, f"SELECT {x}, {y}, {plan.count} FROM {plan.relation} "
                              f"{plan.where('geom IS NOT NULL' if plan.source == 'incidents' else '')} GROUP BY 1, 2",
                      plan.params)
@@ -1089,16 +1094,7 @@ def grid_counts_by_month(engine: Engine, state: FilterState, cell_m: int, period
         raise ValueError("cell size must be a multiple of 250 m")
 
     def compute():
-        plan = _plan(engine, state, period, {"borough", "month"})
-        if plan.source == "rollup_borough_month":
-            grid_m = 500 if cell_m % 500 == 0 else 250
-            plan.source = f"rollup_grid{'500' if grid_m == 500 else ''}_month"
-            # float8, not numeric, division: several times faster over ~10^5 rollup rows
-            per = cell_m // grid_m
-            x, y = f"floor(cell_x::float8 / {per})::int", f"floor(cell_y::float8 / {per})::int"
-        else:
-            plan = _plan(engine, state, period, {"point", "month"})
-            x, y = f"floor(ST_X(geom) / {cell_m})::int", f"floor(ST_Y(geom) / {cell_m})::int"
+        plan, x, y = _grid_plan(engine, state, period, cell_m, {"month"})
         rows = _rows(engine, f"SELECT {plan.month}, {x}, {y}, {plan.count} FROM {plan.relation} "
                              f"{plan.where('geom IS NOT NULL' if plan.source == 'incidents' else '')} "
                              f"GROUP BY 1, 2, 3", plan.params)
