@@ -23,15 +23,7 @@ import statistics
 import threading
 import time
 
-
-def bench_database() -> str:
-    if os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
-        return os.environ["SAFESTATS_BENCH_DATABASE_URL"]
-    from safestats.embedded_pg import EmbeddedPostgres
-
-    pg = EmbeddedPostgres.from_settings(log=lambda *a: None)
-    pg.start()
-    return pg.create_database("safestats_bench_audit", drop_existing=True)
+from bench.common import bench_database
 
 
 def percentiles(samples_s: list[float]) -> str:
@@ -164,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"load average {os.getloadavg()[0]:.2f}, {os.getloadavg()[1]:.2f}, {os.getloadavg()[2]:.2f} "
           f"on {os.cpu_count()} cores", flush=True)
-    url = bench_database()
+    url = bench_database("safestats_bench_audit")
     try:
         migrate.upgrade(url)
         load_boundaries(url, regions=("london",), log=lambda *a: None)

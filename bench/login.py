@@ -23,18 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import bench_database
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMAIL, PASSWORD = "bench.viewer@bench.example", "a benchmark login passphrase"
-
-
-def bench_database() -> str:
-    if os.environ.get("SAFESTATS_BENCH_DATABASE_URL"):
-        return os.environ["SAFESTATS_BENCH_DATABASE_URL"]
-    from safestats.embedded_pg import EmbeddedPostgres
-
-    pg = EmbeddedPostgres.from_settings(log=lambda *a: None)
-    pg.start()
-    return pg.create_database("safestats_bench_login", drop_existing=True)
 
 
 def timed(operation, repeats: int) -> list[float]:
@@ -59,7 +51,7 @@ def main(argv=None) -> int:
     from db import get_engine, migrate
     from safestats.login_security import claim_attempt, clear_attempts
 
-    url = bench_database()
+    url = bench_database("safestats_bench_login")
     print("bench/login: migrating a fresh database ...", flush=True)
     migrate.upgrade(url)
     engine = get_engine(url)
