@@ -416,11 +416,17 @@ def register_callbacks(app: Dash) -> None:
         except (TypeError, ValueError, KeyError, IndexError):
             return state  # an odd viewport from the browser is ignored, not fatal
 
+    # Every callback fed by the state stores waits for sync_state to fill them (prevent_initial_call): an
+    # initial call, sent with empty stores, could answer after sync_state did, and the renderer then never
+    # fired that panel again for the real state (seen as a page stuck without data, more often once each
+    # call writes its audit row).
+
     # view state -> chips, selection label, share link
     @guard.callback(app, 
         Output(ids.FILTER_CHIPS, "children"), Output(ids.SELECTION_NAME, "children"),
         Output(ids.CLEAR_SELECTION, "style"),
-        Input(ids.VIEW_STATE, "data"), audit=False)  # names of the chosen filters, no data
+        Input(ids.VIEW_STATE, "data"), audit=False,  # names of the chosen filters, no data
+        prevent_initial_call=True)
     def show_chips(stored):
         state = _stored_state(stored)
         engine = _engine()
@@ -441,7 +447,8 @@ def register_callbacks(app: Dash) -> None:
         return chips or [view.no_filters_chip()], selection, hidden
 
     # data filters -> headline cards
-    @guard.callback(app, Output(ids.HEADLINE, "children"), Input(ids.DATA_STATE, "data"))
+    @guard.callback(app, Output(ids.HEADLINE, "children"), Input(ids.DATA_STATE, "data"),
+                    prevent_initial_call=True)
     def update_headline(stored):
         if _link_refused(stored):
             return [view.html_message(LINK_REFUSED_MESSAGE + ".")]
@@ -456,7 +463,8 @@ def register_callbacks(app: Dash) -> None:
             return [view.html_message(_error_reference(exc, "headline"))]
 
     # data filters -> monthly time series
-    @guard.callback(app, Output(ids.TIMESERIES, "figure"), Input(ids.DATA_STATE, "data"))
+    @guard.callback(app, Output(ids.TIMESERIES, "figure"), Input(ids.DATA_STATE, "data"),
+                    prevent_initial_call=True)
     def update_timeseries(stored):
         if _link_refused(stored):
             return view.empty_figure(LINK_REFUSED_MESSAGE)
@@ -470,7 +478,8 @@ def register_callbacks(app: Dash) -> None:
             return view.empty_figure(_error_reference(exc, "timeseries"))
 
     # data filters -> category bars
-    @guard.callback(app, Output(ids.CATEGORIES, "figure"), Input(ids.DATA_STATE, "data"))
+    @guard.callback(app, Output(ids.CATEGORIES, "figure"), Input(ids.DATA_STATE, "data"),
+                    prevent_initial_call=True)
     def update_categories(stored):
         if _link_refused(stored):
             return view.empty_figure(LINK_REFUSED_MESSAGE)
@@ -485,7 +494,7 @@ def register_callbacks(app: Dash) -> None:
 
     # data filters -> hour x weekday grid
     @guard.callback(app, Output(ids.HOUR_DAY, "figure"), Output(ids.HOUR_DAY_NOTE, "children"),
-                  Input(ids.DATA_STATE, "data"))
+                  Input(ids.DATA_STATE, "data"), prevent_initial_call=True)
     def update_hour_day(stored):
         if _link_refused(stored):
             return view.empty_figure(LINK_REFUSED_MESSAGE), ""
@@ -499,7 +508,7 @@ def register_callbacks(app: Dash) -> None:
 
     # data filters -> top areas table
     @guard.callback(app, Output(ids.TOP_AREAS, "data"), Output(ids.TOP_AREAS_TITLE, "children"),
-                  Input(ids.DATA_STATE, "data"))
+                  Input(ids.DATA_STATE, "data"), prevent_initial_call=True)
     def update_top_areas(stored):
         if _link_refused(stored):
             return [], "Top areas"
@@ -523,7 +532,7 @@ def register_callbacks(app: Dash) -> None:
         Output(ids.MAP_LEGEND, "children"), Output(ids.MAP_NOTE, "children"),
         Input(ids.VIEW_STATE, "data"), Input(ids.MAP, "zoom"),
         State(ids.MAP_AREAS["borough"], "hideout"), State(ids.MAP_AREAS["msoa"], "hideout"),
-        State(ids.MAP_AREAS["lsoa"], "hideout"))
+        State(ids.MAP_AREAS["lsoa"], "hideout"), prevent_initial_call=True)
     def update_map(stored, zoom, *hideouts):
         if _link_refused(stored):
             raise PreventUpdate
@@ -569,7 +578,7 @@ def register_callbacks(app: Dash) -> None:
         app, Output(ids.MAP_HOTSPOTS, "data"), Output(ids.MAP_HOTSPOTS, "hideout"), Output(ids.MAP_KDE, "url"),
         Output(ids.HOTSPOT_LEGEND, "children"), Output(ids.HOTSPOT_LEGEND, "style"),
         Output(ids.MAP_LEGEND, "style"),
-        Input(ids.VIEW_STATE, "data"))
+        Input(ids.VIEW_STATE, "data"), prevent_initial_call=True)
     def update_hotspots(stored):
         empty = {"type": "FeatureCollection", "features": []}
         off = (empty, {"colours": {}, "selected": None}, view.BLANK_TILE_URL, [], {"display": "none"}, {})
@@ -596,7 +605,8 @@ def register_callbacks(app: Dash) -> None:
 
     # view state + viewport -> clustered incident points (street zoom only, bounded payload)
     @guard.callback(app, Output(ids.MAP_POINTS, "data"),
-                  Input(ids.VIEW_STATE, "data"), Input(ids.MAP, "bounds"), Input(ids.MAP, "zoom"))
+                  Input(ids.VIEW_STATE, "data"), Input(ids.MAP, "bounds"), Input(ids.MAP, "zoom"),
+                  prevent_initial_call=True)
     def update_points(stored, bounds, zoom):
         empty = {"type": "FeatureCollection", "features": []}
         if _link_refused(stored):
