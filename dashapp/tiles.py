@@ -61,7 +61,7 @@ def density_tile(z: int, x: int, y: int):
     try:
         cells = queries.density_cells(engine, state, bounds, cell_m, current_user)
         scale = queries.density_scale(engine, state, cell_m, current_user)
-    except ValueError as exc:  # the user's tier may not see data this finely (safestats.access)
+    except queries.AccessRefused as exc:  # the user's tier may not see data this finely (safestats.access)
         abort(403, description=str(exc))
     guard.note(rows=len(cells), state=state.to_query_string())
     return _png(render_density_tile(bounds, cells, scale), 60)
