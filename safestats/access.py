@@ -105,20 +105,6 @@ def needs_second_factor(tier: str, org_admin: bool = False) -> bool:
     return org_admin or policy is None or policy.second_factor
 
 
-# The two questions the query layer asked before the policy existed; kept as thin wrappers.
-LOWEST_DATA_LEVEL = RECORD_LEVEL
-
-
-def data_level(user) -> int:
-    """The highest supplier access level whose data ``user`` may see without disclosure control.
-
-    Health aggregates under disclosure control are not counted here. The query layer no longer asks this:
-    it reads ``aggregate_level`` and gives tiers with ``health == "suppressed"`` health aggregates under
-    ``safestats.disclosure`` (``queries.visible_suppliers``).
-    """
-    policy = policy_for(user)
-    return HEALTH_RECORD_LEVEL if policy.health == "full" else RECORD_LEVEL
-
-
+# The callbacks' question "may this user get incident points at all?" (the query layer narrows them further).
 def may_see_points(user) -> bool:
     return policy_for(user).sees_records
