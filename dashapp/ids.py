@@ -8,6 +8,7 @@ renaming one here renames it everywhere. Ids are prefixed by the page they belon
 URL = "dash-url"
 VIEW_STATE = "dash-view-state"  # dcc.Store: the whole FilterState query string (what the map draws)
 DATA_STATE = "dash-data-state"  # dcc.Store: FilterState.data_filters() query string (what panels count)
+MAP_DRAWN = "dash-map-drawn"  # dcc.Store: the drawn polygon's geojson, as the user last changed it
 STATE_ERROR = "dash-state-error"  # alert for a refused link or control value
 
 # Navbar
@@ -27,6 +28,7 @@ FILTER_MSOA = "filter-msoa"
 FILTER_LSOA = "filter-lsoa"
 FILTER_HOURS = "filter-hours"
 FILTER_DAYS = "filter-days"
+FILTER_LOCATED = "filter-located"  # "located at least as well as" (location quality)
 FILTER_RESET = "filter-reset"
 FILTER_CHIPS = "filter-chips"
 CHIP_REMOVE = "chip-remove"  # pattern-matching type: {"type": CHIP_REMOVE, "key": <filter key>}

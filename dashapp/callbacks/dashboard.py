@@ -138,8 +138,8 @@ def _without(state: FilterState, key: str) -> FilterState:
 
 
 def _state_from_controls(base: FilterState, start, end, suppliers, domains, categories, themes, borough, msoa,
-                         lsoa, hours, days, level, measure, breaks, layers, hotspot=None, confidence=None, fdr=None,
-                         bandwidth=None, step=None, compare_start=None, compare_end=None) -> FilterState:
+                         lsoa, hours, days, located, level, measure, breaks, layers, hotspot=None, confidence=None,
+                         fdr=None, bandwidth=None, step=None, compare_start=None, compare_end=None) -> FilterState:
     """The state the filter controls show (controls own their fields; the rest comes from ``base``)."""
     hours_tuple = None
     if hours and list(hours) != [0, 23]:
@@ -164,6 +164,7 @@ def _state_from_controls(base: FilterState, start, end, suppliers, domains, cate
         categories=tuple(int(c) for c in categories or ()), themes=tuple(themes or ()),
         borough_code=borough or None, msoa_code=msoa or None, lsoa_code=lsoa or None,
         hours=hours_tuple, days=tuple(sorted(int(d) for d in days or ())),
+        located_at_least=None if located in (None, "", "any") else located,
         map_level=None if level in (None, "auto") else level, map_measure=measure or "count",
         map_breaks=breaks or "quantile", map_layers=tuple(layers or ()),
         hotspot=None if hotspot in (None, "", "none") else hotspot,
@@ -175,7 +176,7 @@ def _state_from_controls(base: FilterState, start, end, suppliers, domains, cate
 
 CONTROL_IDS = (ids.FILTER_DATES, ids.FILTER_SUPPLIERS, ids.FILTER_DOMAINS, ids.FILTER_CATEGORIES,
                ids.FILTER_THEMES, ids.FILTER_BOROUGH, ids.FILTER_MSOA, ids.FILTER_LSOA, ids.FILTER_HOURS,
-               ids.FILTER_DAYS, ids.MAP_LEVEL, ids.MAP_MEASURE, ids.MAP_BREAKS, ids.MAP_LAYERS, ids.MAP_HOTSPOT,
+               ids.FILTER_DAYS, ids.FILTER_LOCATED, ids.MAP_LEVEL, ids.MAP_MEASURE, ids.MAP_BREAKS, ids.MAP_LAYERS, ids.MAP_HOTSPOT,
                ids.MAP_HOTSPOT_CONFIDENCE, ids.MAP_HOTSPOT_FDR, ids.MAP_KDE_BANDWIDTH, ids.MAP_HOTSPOT_STEP,
                ids.MAP_COMPARE_DATES)
 
@@ -186,7 +187,7 @@ def _control_values(state: FilterState) -> list:
         state.date_to.isoformat() if state.date_to else None,
         list(state.suppliers), list(state.domains), list(state.categories), list(state.themes),
         state.borough_code, state.msoa_code, state.lsoa_code,
-        list(state.hours) if state.hours else [0, 23], list(state.days),
+        list(state.hours) if state.hours else [0, 23], list(state.days), state.located_at_least or "any",
         state.map_level or "auto", state.map_measure, state.map_breaks, list(state.map_layers),
         state.hotspot or "none", str(state.hotspot_confidence), ["fdr"] if state.hotspot_fdr else [],
         state.kde_bandwidth_m, str(state.hotspot_step_months),
@@ -242,7 +243,7 @@ def register_callbacks(app: Dash) -> None:
         Output(ids.FILTER_SUPPLIERS, "value"), Output(ids.FILTER_DOMAINS, "value"),
         Output(ids.FILTER_CATEGORIES, "value"), Output(ids.FILTER_THEMES, "value"),
         Output(ids.FILTER_BOROUGH, "value"), Output(ids.FILTER_MSOA, "value"), Output(ids.FILTER_LSOA, "value"),
-        Output(ids.FILTER_HOURS, "value"), Output(ids.FILTER_DAYS, "value"),
+        Output(ids.FILTER_HOURS, "value"), Output(ids.FILTER_DAYS, "value"), Output(ids.FILTER_LOCATED, "value"),
         Output(ids.MAP_LEVEL, "value"), Output(ids.MAP_MEASURE, "value"), Output(ids.MAP_BREAKS, "value"),
         Output(ids.MAP_LAYERS, "value"), Output(ids.MAP_HOTSPOT, "value"),
         Output(ids.MAP_HOTSPOT_CONFIDENCE, "value"), Output(ids.MAP_HOTSPOT_FDR, "value"),
@@ -262,7 +263,7 @@ def register_callbacks(app: Dash) -> None:
         Input(ids.FILTER_SUPPLIERS, "value"), Input(ids.FILTER_DOMAINS, "value"),
         Input(ids.FILTER_CATEGORIES, "value"), Input(ids.FILTER_THEMES, "value"),
         Input(ids.FILTER_BOROUGH, "value"), Input(ids.FILTER_MSOA, "value"), Input(ids.FILTER_LSOA, "value"),
-        Input(ids.FILTER_HOURS, "value"), Input(ids.FILTER_DAYS, "value"),
+        Input(ids.FILTER_HOURS, "value"), Input(ids.FILTER_DAYS, "value"), Input(ids.FILTER_LOCATED, "value"),
         Input(ids.MAP_LEVEL, "value"), Input(ids.MAP_MEASURE, "value"), Input(ids.MAP_BREAKS, "value"),
         Input(ids.MAP_LAYERS, "value"), Input(ids.MAP_HOTSPOT, "value"),
         Input(ids.MAP_HOTSPOT_CONFIDENCE, "value"), Input(ids.MAP_HOTSPOT_FDR, "value"),
@@ -270,7 +271,8 @@ def register_callbacks(app: Dash) -> None:
         Input(ids.MAP_COMPARE_DATES, "start_date"), Input(ids.MAP_COMPARE_DATES, "end_date"),
         Input(ids.FILTER_RESET, "n_clicks"), Input({"type": ids.CHIP_REMOVE, "key": ALL}, "n_clicks"),
         *[Input(ids.MAP_AREAS[level], "n_clicks") for level in LEVELS],
-        Input(ids.MAP_DRAW, "geojson"), Input(ids.CLEAR_SELECTION, "n_clicks"), Input(ids.MAP_HOTSPOTS, "n_clicks"),
+        # The drawing through MAP_DRAWN (see drawing_changed below), not the EditControl's geojson itself.
+        Input(ids.MAP_DRAWN, "data"), Input(ids.CLEAR_SELECTION, "n_clicks"), Input(ids.MAP_HOTSPOTS, "n_clicks"),
         Input(ids.TIMESERIES, "selectedData"), Input(ids.CATEGORIES, "clickData"),
         Input(ids.HOUR_DAY, "clickData"), Input(ids.TOP_AREAS, "active_cell"),
         *[State(ids.MAP_AREAS[level], "clickData") for level in LEVELS], State(ids.MAP_HOTSPOTS, "clickData"),
@@ -278,13 +280,16 @@ def register_callbacks(app: Dash) -> None:
         State(ids.DATA_STATE, "data"), State(ids.URL, "href"),
     )
     def sync_state(search, start, end, quick_pick, suppliers, domains, categories, themes, borough, msoa, lsoa,
-                   hours, days, level, measure, breaks, layers, hotspot, confidence, fdr, bandwidth, step,
+                   hours, days, located, level, measure, breaks, layers, hotspot, confidence, fdr, bandwidth, step,
                    compare_start, compare_end, _reset, _chips, _c1, _c2, _c3, drawing, _clear, _hot_clicks,
                    brushed, category_click, hour_click, active_cell, borough_click, msoa_click, lsoa_click,
                    hotspot_click, table_rows, zoom, centre, old_data, href):
         engine = _engine()
-        trigger = ctx.triggered_id
-        from_url = trigger is None or trigger == ids.URL
+        # The URL wins when it is among the triggers: the page's first call can arrive merged with another
+        # input's (seen: the drawing store), and must still read the link, or the page stays without data.
+        triggered = ctx.triggered_prop_ids
+        from_url = not triggered or f"{ids.URL}.search" in triggered
+        trigger = ids.URL if from_url else ctx.triggered_id
         viewport = toolbar = no_update
         try:
             base = FilterState.from_query_string(search or "")
@@ -308,7 +313,7 @@ def register_callbacks(app: Dash) -> None:
                 state = replace(base, date_from=first, date_to=last)
             elif trigger in CONTROL_IDS:
                 state = _state_from_controls(base, start, end, suppliers, domains, categories, themes, borough,
-                                             msoa, lsoa, hours, days, level, measure, breaks, layers, hotspot,
+                                             msoa, lsoa, hours, days, located, level, measure, breaks, layers, hotspot,
                                              confidence, fdr, bandwidth, step, compare_start, compare_end)
             elif trigger == ids.FILTER_RESET:
                 state = base.map_view()
@@ -329,7 +334,7 @@ def register_callbacks(app: Dash) -> None:
                 state = _select_area(base, level_clicked, code)
             elif trigger == ids.MAP_HOTSPOTS:
                 state = _pick_hotspot(base, hotspot_click)
-            elif trigger == ids.MAP_DRAW:
+            elif trigger == ids.MAP_DRAWN:
                 polygon = _polygon_from_drawing(drawing)
                 if polygon == base.polygon:
                     raise PreventUpdate
@@ -372,7 +377,7 @@ def register_callbacks(app: Dash) -> None:
             if from_url:  # a well-formed link naming something that does not exist: no data, not old data
                 return _refused_link(str(exc))
             log.warning("refused filter change %r from user %s: %s", trigger, getattr(current_user, "id", None), exc)
-            return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 31
+            return [no_update] * 3 + [f"That change was refused: {exc}", True] + [no_update] * 32
 
         qs = state.to_query_string()
         data = {"qs": state.data_filters().to_query_string(), "error": None}
@@ -395,7 +400,7 @@ def register_callbacks(app: Dash) -> None:
         text = f"This link's filters could not be read ({message}). No data is shown; reset the filters to start again."
         error = {"qs": None, "error": message}
         # The controls stay usable (to pick again, or reset) but show nothing from the refused link.
-        return [no_update, error, error, text, True] + [no_update] * 27 + _fixed_options(_engine()) + [[], []]
+        return [no_update, error, error, text, True] + [no_update] * 28 + _fixed_options(_engine()) + [[], []]
 
     def _href_with_query(href, qs: str):
         # dcc.Location (refresh=False) pushes its ``href`` prop instead of ``search`` when that prop differs
@@ -656,6 +661,24 @@ def register_callbacks(app: Dash) -> None:
         }""",
         Output(ids.SHARE_URL, "value"),
         Input(ids.MAP, "zoom"), Input(ids.MAP, "center"), Input(ids.URL, "search"), name="viewport_to_url")
+
+    # drawing -> MAP_DRAWN, skipping the EditControl's own first report: it sets its geojson (empty) by itself
+    # when its lazily loaded code mounts, often while the page's first sync_state answer is being applied; a
+    # second sync_state call then made the renderer drop that answer's stores, so the panels ran with empty
+    # stores (204) and were never fired again (the browser tests' page stuck without data). Only drawings
+    # after that reach the server.
+    guard.clientside_callback(
+        app, """function (geojson) {
+            const ss = window.safestats = window.safestats || {};
+            const features = (geojson && geojson.features) || [];
+            if (!ss.drawingMounted) {
+                ss.drawingMounted = true;
+                if (!features.length) { return window.dash_clientside.no_update; }
+            }
+            return geojson;
+        }""",
+        Output(ids.MAP_DRAWN, "data"), Input(ids.MAP_DRAW, "geojson"), name="drawing_changed",
+        prevent_initial_call=True)
 
     # "Copy link" -> clipboard
     guard.clientside_callback(

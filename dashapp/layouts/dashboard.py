@@ -23,7 +23,8 @@ from dashapp import ids
 from safestats import disclosure
 from safestats.classify import class_breaks
 from safestats import queries
-from safestats.filters import DAY_NAMES, HOTSPOT_CONFIDENCES, HOTSPOT_STEP_MONTHS, QUICK_PICKS, THEMES, FilterState
+from safestats.filters import (DAY_NAMES, HOTSPOT_CONFIDENCES, HOTSPOT_STEP_MONTHS, LOCATED_CHOICES, QUICK_PICKS,
+                               THEMES, FilterState)
 from safestats.location_levels import METHOD_LABELS
 from safestats.tilerender import DENSITY_CLASS_STARTS, DENSITY_COLOURS
 from safestats.config import get_settings
@@ -476,6 +477,13 @@ def filter_panel() -> html.Div:
                                                className="ss-checklist ss-days",
                                                options=[{"label": n, "value": i + 1} for i, n in enumerate(DAY_NAMES)]),
                   ids.FILTER_DAYS),
+        _labelled("Location quality", dbc.Select(
+            id=ids.FILTER_LOCATED, value="any", size="sm",
+            options=[{"label": "Any (all records)", "value": "any"}]
+            + [{"label": f"{METHOD_LABELS[m].capitalize()} or better" if i else METHOD_LABELS[m].capitalize(),
+                "value": m} for i, m in enumerate(LOCATED_CHOICES)]), ids.FILTER_LOCATED),
+        html.Div("Records located less well than this (e.g. A&E records placed at a borough) drop out.",
+                 className="ss-hint"),
     ], className="ss-filter-panel", role="search", **{"aria-label": "Filters"})
 
 
@@ -573,6 +581,7 @@ def layout() -> html.Div:
         dcc.Location(id=ids.URL, refresh=False),
         dcc.Store(id=ids.VIEW_STATE, data=None),
         dcc.Store(id=ids.DATA_STATE, data=None),
+        dcc.Store(id=ids.MAP_DRAWN, data=None),
         navbar(),
         html.Div([
             html.Aside(filter_panel(), className="ss-aside"),
