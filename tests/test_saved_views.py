@@ -356,3 +356,73 @@ def test_scope_is_per_user(web, people):
     with db_scope.acting_as(people.viewer):
         # Whatever scope surrounds the call, the module acts as the user it is given.
         assert _names(saved_views.list_views(web, people.owner)[0]) == ["Mine"]
+
+
+# ---- the route that opens a view ------------------------------------------------------------------------------
+
+def test_opening_a_view_over_http_reduces_it_notes_it_and_is_audited(web, people, areas_loaded):
+    from dashapp import create_app
+    from dashapp.layouts.saved_views import OPENED_VIEW_SESSION_KEY
+    from tests.login_helpers import sign_in
+
+    state = FilterState(suppliers=("police_uk", "las"), borough_code=CAMDEN, map_layers=("points",))
+    view = saved_views.save_view(web, people.owner, "Camden mixed", "", state)
+    app = create_app(areas_loaded)
+    app.config["TESTING"] = True
+
+    stranger = app.test_client()
+    assert sign_in(stranger, people.viewer.email, PASSWORD).status_code == 302
+    response = stranger.get(f"/views/{view.id}")
+    assert (response.status_code, response.headers["Location"]) == (302, "/"), "not shared: nothing to open"
+    with stranger.session_transaction() as session:
+        assert "not been shared with you" in session[OPENED_VIEW_SESSION_KEY]["error"]
+
+    saved_views.set_shares(web, people.owner, view.id, user_ids=[people.viewer.id])
+    before = query(areas_loaded, "SELECT coalesce(max(seq), 0) FROM audit_log")[0][0]
+    response = stranger.get(f"/views/{view.id}")
+    assert (response.status_code, response.headers["Location"]) == (302, f"/?supplier=police_uk&borough={CAMDEN}")
+    with stranger.session_transaction() as session:
+        note = session[OPENED_VIEW_SESSION_KEY]
+    assert (note["name"], note["owner"], note["qs"]) == ("Camden mixed", "Owner", f"supplier=police_uk&borough={CAMDEN}")
+    assert any("London Ambulance" in item for item in note["removed"])
+    assert any("Incident points" in item for item in note["removed"])
+    assert query(areas_loaded, "SELECT target, tier, filter_state, rows_returned, allowed FROM audit_log "
+                               "WHERE seq > %s", (before,)) == \
+        [("saved_views.open_view", "viewer", f"supplier=police_uk&borough={CAMDEN}", 1, True)]
+
+
+def test_a_forged_action_on_someone_elses_view_is_refused_by_the_callback(web, people, areas_loaded):
+    import json
+
+    from dashapp import create_app, ids
+    from tests.login_helpers import sign_in
+
+    view = saved_views.save_view(web, people.owner, "Not yours", "", FilterState(borough_code=CAMDEN))
+    saved_views.set_shares(web, people.owner, view.id, user_ids=[people.viewer.id])
+    app = create_app(areas_loaded)
+    app.config["TESTING"] = True
+    client = app.test_client()
+    assert sign_in(client, people.viewer.email, PASSWORD).status_code == 302
+    dash_app = app.extensions["safestats_dash"]
+    key = next(k for k in dash_app.callback_map if f"{ids.VIEWS_SHARE_VIEW}.value" in k)
+    spec = dash_app.callback_map[key]
+
+    def call(action: str):
+        button = {"action": action, "type": ids.VIEWS_ACTION, "view": view.id}
+        body = {"output": key, "outputs": [{"id": part.rsplit(".", 1)[0], "property": part.rsplit(".", 1)[1]}
+                                           for part in key.strip(".").split("...")],
+                "inputs": [[{"id": button, "property": "n_clicks", "value": 1}]],
+                "state": [{"id": d["id"], "property": d["property"], "value": "Taken" if d["id"] == ids.VIEWS_NAME
+                           else None} for d in spec["state"]],
+                "changedPropIds": [json.dumps(button, separators=(",", ":"), sort_keys=True) + ".n_clicks"]}
+        response = client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
+        assert response.status_code == 200, response.status_code
+        return response.get_json()["response"]
+
+    for action in ("delete", "rename", "update", "share"):
+        answer = json.dumps(call(action))
+        assert "Only" in answer and "owner" in answer, (action, answer)
+    assert saved_views.get_view(web, people.owner, view.id).name == "Not yours", "nothing changed"
+    copied = json.dumps(call("duplicate"))
+    assert "Copied into your views" in copied
+    assert _names(saved_views.list_views(web, people.viewer)[0]) == ["Copy of Not yours"]
