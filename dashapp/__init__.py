@@ -34,6 +34,7 @@ from flask_login import current_user
 
 from dashapp import admin_audit, admin_status, admin_users, admin_views, auth, feeds, guard, tiles
 from dashapp.callbacks import dashboard as dashboard_callbacks
+from dashapp.callbacks import saved_views as saved_views_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
 from db import database_url as configured_database_url
 from db import get_engine, get_web_engine
@@ -104,6 +105,7 @@ def create_app(database_url: str | None = None) -> Flask:
     server.register_blueprint(admin_views.bp)
     server.register_blueprint(admin_audit.bp)
     server.register_blueprint(admin_users.bp)
+    server.register_blueprint(saved_views_callbacks.bp)   # /views/<id>: open a saved view
 
     @server.get("/static/<path:filename>", endpoint="public_asset")
     @guard.endpoint(guard.PUBLIC, audit=False)
@@ -156,6 +158,7 @@ def create_app(database_url: str | None = None) -> Flask:
     )
     app.layout = dashboard_layout.layout  # a function: built per request, for the logged-in user
     dashboard_callbacks.register_callbacks(app)
+    saved_views_callbacks.register_callbacks(app)
     content_security_policy.append(build_content_security_policy(app, settings.tile_url))
     server.extensions["safestats_dash"] = app
     return server

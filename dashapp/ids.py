@@ -75,3 +75,23 @@ HOUR_DAY = "chart-hour-day"
 HOUR_DAY_NOTE = "chart-hour-day-note"
 TOP_AREAS = "table-top-areas"
 TOP_AREAS_TITLE = "table-top-areas-title"
+
+# Saved views (dashapp/layouts/saved_views.py): the "Views" button and panel, its forms and lists
+VIEWS_OPEN = "views-open"  # the toolbar button opening the panel
+VIEWS_PANEL = "views-panel"  # dbc.Offcanvas
+VIEWS_DATA_AGE = "views-data-age"  # "as at <date> (data N days old)" / "following the latest data (...)"
+VIEWS_NOTE = "views-note"  # alert: the view just opened, and what was left out for this user
+VIEWS_NAME = "views-name"
+VIEWS_DESCRIPTION = "views-description"
+VIEWS_PIN = "views-pin"  # dbc.Switch: pin "as at" the newest drop, or follow the latest data
+VIEWS_SAVE = "views-save"
+VIEWS_MESSAGE = "views-message"  # what the last action did, or why it was refused
+VIEWS_MINE = "views-mine"
+VIEWS_SHARED = "views-shared"
+VIEWS_ACTION = "views-action"  # pattern-matching type: {"type": VIEWS_ACTION, "action": ..., "view": <id>}
+VIEWS_CHANGED = "views-changed"  # dcc.Store: the last action's result, which refreshes the lists
+VIEWS_SHARE_VIEW = "views-share-view"  # which of my views the sharing form edits
+VIEWS_SHARE_USERS = "views-share-users"
+VIEWS_SHARE_ORGS = "views-share-orgs"
+VIEWS_SHARE_TIERS = "views-share-tiers"
+VIEWS_SHARE_SAVE = "views-share-save"

@@ -1,7 +1,8 @@
 """The dashboard's filter state: one frozen dataclass, and its strict round trip through a URL query string.
 
 Everything an analyst has chosen — dates, suppliers, categories, themes, the selected area or drawn polygon,
-time of day, day of week, how well records must be located, a hotspot grid cell picked on the map, and how
+time of day, day of week, how well records must be located, a hotspot grid cell picked on the map, the data
+version a view is pinned to ("as at" a drop: ``asat``, see ``safestats.queries``), and how
 the map is drawn (level, measure, class breaks, layers, the hotspot layer and its settings, zoom and centre) —
 lives in one ``FilterState``. It is the only thing a shared link encodes: ``to_query_string`` writes it into
 the page URL, ``from_query_string`` reads it back, and the query layer takes it (never loose arguments).
@@ -52,7 +53,7 @@ MAX_POLYGON_VERTICES = 100
 _GB_LON, _GB_LAT = (-9.0, 2.5), (49.0, 61.5)
 
 _KEYS = ("from", "to", "supplier", "domain", "cat", "theme", "borough", "msoa", "lsoa", "poly", "cell", "hours",
-         "dow", "located", "level", "measure", "breaks", "layer", "hot", "conf", "fdr", "bw", "step", "cmpfrom",
+         "dow", "located", "asat", "level", "measure", "breaks", "layer", "hot", "conf", "fdr", "bw", "step", "cmpfrom",
          "cmpto", "z", "c")
 # "Located at least as well as": the location methods, best first (safestats/location_levels.py); the last
 # ("unlocated") would filter nothing, so it is not a choice.
@@ -84,6 +85,9 @@ class FilterState:
     hours: tuple[int, int] | None = None  # inclusive local hours; (22, 4) wraps past midnight
     days: tuple[int, ...] = ()  # ISO weekdays, 1 = Monday
     located_at_least: str | None = None  # only records located at least this well (LOCATED_CHOICES)
+    # "As at": the id of the newest drop when a saved view was pinned; every panel then counts, per supplier,
+    # only the months that supplier's drops up to this one covered (None: follow the latest data).
+    as_at: int | None = None
     map_level: str | None = None  # None: the level follows the zoom
     map_measure: str = "count"
     map_breaks: str = "quantile"
@@ -137,6 +141,9 @@ class FilterState:
         if self.located_at_least is not None and self.located_at_least not in LOCATED_CHOICES:
             raise ValueError(f"unknown location method {self.located_at_least!r} "
                              f"(known: {', '.join(LOCATED_CHOICES)})")
+        if self.as_at is not None and not (isinstance(self.as_at, int) and not isinstance(self.as_at, bool)
+                                           and 0 < self.as_at < 10 ** 12):
+            raise ValueError(f"'as at' must be a drop number, not {self.as_at!r}")
         if self.map_level is not None and self.map_level not in MAP_LEVELS:
             raise ValueError(f"unknown map level {self.map_level!r} (known: {', '.join(MAP_LEVELS)})")
         if self.map_measure not in MAP_MEASURES:
@@ -224,6 +231,8 @@ class FilterState:
             pairs.append(("dow", ",".join(str(d) for d in self.days)))
         if self.located_at_least is not None:
             pairs.append(("located", self.located_at_least))
+        if self.as_at is not None:
+            pairs.append(("asat", str(self.as_at)))
         if self.map_level is not None:
             pairs.append(("level", self.map_level))
         if self.map_measure != "count":
@@ -292,6 +301,7 @@ class FilterState:
                 hours=_parse_hours(values.get("hours")),
                 days=tuple(_parse_int("dow", v) for v in _parse_list(values.get("dow"))),
                 located_at_least=values.get("located"),
+                as_at=_parse_int("asat", values["asat"], digits=12) if "asat" in values else None,
                 map_level=values.get("level"),
                 map_measure=values.get("measure", "count"),
                 map_breaks=values.get("breaks", "quantile"),

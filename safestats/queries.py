@@ -254,6 +254,8 @@ def check_state(engine: Engine, state: FilterState) -> None:
         raise ValueError(f"MSOA {state.msoa_code} is not in borough {state.borough_code}")
     if state.lsoa_code and state.msoa_code and known[state.lsoa_code].parent_code != state.msoa_code:
         raise ValueError(f"LSOA {state.lsoa_code} is not in MSOA {state.msoa_code}")
+    if state.as_at is not None and as_at_watermark(engine, state.as_at) is None:
+        raise ValueError(f"unknown data version (drop {state.as_at}) for 'as at'")
 
 
 def population_years(engine: Engine) -> list[int]:
@@ -321,17 +323,25 @@ def _months_between(start: date, end: date) -> int:
     return (end.year - start.year) * 12 + end.month - start.month + 1
 
 
-def data_span(engine: Engine) -> tuple[date, date] | None:
-    """First day of the first month and last day of the last month holding any incident."""
+def data_span(engine: Engine, state: FilterState | None = None) -> tuple[date, date] | None:
+    """First day of the first month and last day of the last month holding any incident; for a state pinned
+    "as at" a drop, ending with the last month the drops up to it covered (so its default period holds)."""
     def compute():
         first, last = _rows(engine, "SELECT first_month, last_month FROM incident_months_span")[0]
         return None if first is None else (first, _month_end(last))
-    return _cached(engine, "span", (), compute)
+    span = _cached(engine, "span", (), compute)
+    if span is None or state is None or state.as_at is None:
+        return span
+    covered = as_at_coverage(engine, state.as_at)
+    last = max((end for ranges in covered.values() for _, end in ranges), default=None)
+    if last is None or last < span[0]:
+        return None
+    return span[0], min(span[1], last)
 
 
 def current_period(engine: Engine, state: FilterState) -> Period | None:
     """The state's dates, or the latest 12 months of data; None when nothing is loaded and no dates set."""
-    span = data_span(engine)
+    span = data_span(engine, state)
     if state.date_from and state.date_to:
         return Period(state.date_from, state.date_to)
     if span is None:
@@ -456,6 +466,8 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
     if state.located_at_least is not None:
         c.append("location_precision = ANY(:location_precisions)")
         p["location_precisions"] = list(precisions_at_least(state.located_at_least))
+    if state.as_at is not None:
+        _as_at_conditions(engine, plan, state.as_at)
     if state.hotspot_cell is not None and "area" not in ignore:
         size, ix, iy = state.hotspot_cell
         if source == "rollup_grid_month":  # the picked cell is whole 250 m rollup cells
@@ -495,6 +507,67 @@ def _check_records_cover(engine: Engine, state: FilterState, area: tuple[str, st
         if info is None or info.borough_code not in policy.record_boroughs:
             raise AccessRefused("This view counts individual records, which you may see only in your own "
                                 "boroughs: choose one of them first.")
+
+
+# ---- "as at": the data as it stood when a view was pinned --------------------------------------------------
+
+@dataclass(frozen=True)
+class Watermark:
+    drop_id: int
+    loaded_at: Any  # when that drop was loaded: the moment the pinned view's data stood as it shows
+
+
+def latest_watermark(engine: Engine) -> Watermark | None:
+    """The newest loaded (or since superseded) drop: what a view pinned now is pinned to."""
+    rows = _rows(engine, """SELECT id, loaded_at FROM drops WHERE status IN ('loaded', 'superseded')
+                            ORDER BY id DESC LIMIT 1""")
+    return Watermark(int(rows[0][0]), rows[0][1]) if rows else None
+
+
+def as_at_watermark(engine: Engine, drop_id: int) -> Watermark | None:
+    """The drop a state is pinned to, or None when there is no such loaded drop."""
+    def compute():
+        rows = _rows(engine, "SELECT id, loaded_at FROM drops WHERE id = :id AND status IN ('loaded', 'superseded')",
+                     {"id": int(drop_id)})
+        return Watermark(int(rows[0][0]), rows[0][1]) if rows else None
+    return _cached(engine, "as_at_watermark", (int(drop_id),), compute)
+
+
+def as_at_coverage(engine: Engine, drop_id: int) -> dict[str, list[tuple[date, date]]]:
+    """Per supplier, the months its drops up to ``drop_id`` covered, as merged (first day, last day) ranges.
+
+    Read from ``drops`` on the server (never from the browser): every drop loaded by then, including those a
+    re-issue has since superseded (their months are still covered, now by the re-issue's rows)."""
+    def compute():
+        rows = _rows(engine, """
+            SELECT supplier, date_trunc('month', period_start)::date, period_end FROM drops
+            WHERE id <= :id AND status IN ('loaded', 'superseded') AND period_start IS NOT NULL
+              AND period_end IS NOT NULL
+            ORDER BY supplier, 2, 3""", {"id": int(drop_id)})
+        merged: dict[str, list[tuple[date, date]]] = {}
+        for supplier, start, end in rows:
+            end = _month_end(end)
+            ranges = merged.setdefault(supplier, [])
+            if ranges and start <= ranges[-1][1] + timedelta(days=1):
+                ranges[-1] = (ranges[-1][0], max(ranges[-1][1], end))
+            else:
+                ranges.append((start, end))
+        return merged
+    return _cached(engine, "as_at_coverage", (int(drop_id),), compute)
+
+
+def _as_at_conditions(engine: Engine, plan: _Plan, drop_id: int) -> None:
+    """Restrict ``plan`` to, per supplier, the months covered at the watermark: data loaded later for new
+    months is left out, on the rollups (supplier x month) and the raw table alike, so the numbers hold."""
+    terms = []
+    for i, (supplier, ranges) in enumerate(sorted(as_at_coverage(engine, drop_id).items())):
+        plan.params[f"asat_supplier_{i}"] = supplier
+        months = []
+        for j, (start, end) in enumerate(ranges):
+            plan.params[f"asat_start_{i}_{j}"], plan.params[f"asat_end_{i}_{j}"] = start, end
+            months.append(_period_sql(plan, f"asat_start_{i}_{j}", f"asat_end_{i}_{j}"))
+        terms.append(f"(supplier = :asat_supplier_{i} AND ({' OR '.join(months)}))")
+    plan.conditions.append("(" + " OR ".join(terms) + ")" if terms else "FALSE")
 
 
 def _period_conditions(plan: _Plan, period: Period, suffix: str) -> None:
@@ -577,6 +650,17 @@ def _scoped(engine: Engine, state: FilterState, user) -> FilterState:
         return state  # this user may see every supplier
     chosen = [s for s in (state.suppliers or sorted(allowed)) if s in allowed]
     return replace(state, suppliers=tuple(chosen) or (NO_SUPPLIER,))
+
+
+@_for_user
+def records_refusal(engine: Engine, state: FilterState, user=None) -> str | None:
+    """Why the state's own plan would be refused to ``user`` (it counts records they may not see), or None."""
+    try:
+        scoped = _scoped(engine, state, user)
+        _plan(engine, scoped, current_period(engine, scoped))
+    except AccessRefused as exc:
+        return str(exc)
+    return None
 
 
 def _controlled(engine: Engine, state: FilterState, user, level: str = "borough") -> bool:
@@ -677,7 +761,7 @@ def monthly_series(engine: Engine, state: FilterState, user=None) -> MonthlySeri
         rows = _rows(engine, f"""
             SELECT {plan.month} AS month, category_id, {plan.count}
             FROM {plan.relation} {plan.where()} GROUP BY 1, 2""", plan.params)
-        span = data_span(engine)
+        span = data_span(engine, state)
         if span is None:
             return MonthlySeries([], {}, [], "domain")
         months, m = [], span[0]

@@ -119,3 +119,18 @@ def test_quick_picks(pick, today, expected):
     first, last = expected
     if pick == "last_28_days":
         assert (last - first).days + 1 == 28
+
+
+def test_as_at_round_trips_is_a_data_filter_and_is_parsed_strictly():
+    pinned = FilterState(borough_code=CAMDEN, as_at=1234, zoom=12.0)
+    qs = pinned.to_query_string()
+    assert qs == f"borough={CAMDEN}&asat=1234&z=12"
+    assert FilterState.from_query_string(qs) == pinned
+    assert pinned.data_filters() == FilterState(borough_code=CAMDEN, as_at=1234), "it changes the numbers"
+    assert pinned.map_view().as_at is None
+    for bad in ("asat=", "asat=-1", "asat=0", "asat=1.5", "asat=abc", "asat=1234567890123", "asat=1&asat=2"):
+        with pytest.raises(ValueError):
+            FilterState.from_query_string(bad)
+    for bad_value in (True, "12", 0, 10 ** 12):
+        with pytest.raises(ValueError):
+            FilterState(as_at=bad_value)

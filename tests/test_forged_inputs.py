@@ -194,7 +194,7 @@ def test_every_callback_x_every_tier_x_forged_inputs(forged_app, clean_data, cam
 
 def _endpoint_url(server, rule, qs: str) -> str:
     forged = {"supplier": "istv_ed", "drop_id": 1, "z": 14, "x": 8185, "y": 5447, "filename": "bootstrap.min.css",
-              "path": "forged", "package_name": "dash", "user_id": 1, "org_id": 1, "fingerprinted_path": "dash-renderer/build/dash_renderer.min.js"}
+              "path": "forged", "package_name": "dash", "user_id": 1, "view_id": 1, "org_id": 1, "fingerprinted_path": "dash-renderer/build/dash_renderer.min.js"}
     adapter = server.url_map.bind("localhost")
     url = adapter.build(rule.endpoint, {name: forged[name] for name in rule.arguments})
     return url + ("?" + qs if qs else "")

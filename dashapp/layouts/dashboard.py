@@ -20,6 +20,7 @@ from flask import has_request_context
 from flask_login import current_user
 
 from dashapp import ids
+from dashapp.layouts import saved_views
 from safestats import disclosure
 from safestats.classify import class_breaks
 from safestats import queries
@@ -587,8 +588,10 @@ def layout() -> html.Div:
             html.Aside(filter_panel(), className="ss-aside"),
             html.Main([
                 dbc.Alert(id=ids.STATE_ERROR, color="warning", is_open=False, dismissable=True, className="mb-2"),
+                saved_views.opened_view_note(),
                 html.Div([
                     html.Div(id=ids.FILTER_CHIPS, className="ss-chips", **{"aria-live": "polite"}),
+                    saved_views.toolbar(),
                     html.Div([
                         html.Label("Link to this view", htmlFor=ids.SHARE_URL, className="visually-hidden"),
                         dcc.Input(id=ids.SHARE_URL, type="text", readOnly=True, value="", className="ss-share"),
@@ -619,4 +622,5 @@ def layout() -> html.Div:
                             "right. Police data: Open Government Licence v3.0.", className="ss-footer"),
             ], className="ss-dashboard"),
         ], className="ss-body"),
+        saved_views.panel(),
     ], className="ss-page")
