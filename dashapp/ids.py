@@ -73,3 +73,12 @@ HOUR_DAY = "chart-hour-day"
 HOUR_DAY_NOTE = "chart-hour-day-note"
 TOP_AREAS = "table-top-areas"
 TOP_AREAS_TITLE = "table-top-areas-title"
+
+# Exports (dashapp/layouts/exports.py): download links for the current view, the printable summary, tokens
+EXPORT_BAR = "export-bar"
+EXPORT_AGGREGATES_CSV = "export-aggregates-csv"
+EXPORT_AGGREGATES_GEOJSON = "export-aggregates-geojson"
+EXPORT_RECORDS_CSV = "export-records-csv"
+EXPORT_RECORDS_GEOJSON = "export-records-geojson"
+EXPORT_SUMMARY = "export-summary"
+EXPORT_ACCOUNT = "export-account"

@@ -26,9 +26,8 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import json
-from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timezone
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -162,7 +161,9 @@ def metadata(engine: Engine, state: FilterState, user, title: str, controlled: b
     attribution = list(dict.fromkeys(attribution))  # police.uk's three feeds share one line
     if with_boundaries:
         attribution.append(BOUNDARY_ATTRIBUTION)
-    period = queries.current_period(engine, queries._scoped(engine, state, user)) if chosen else None
+    period = queries.current_period(engine, queries._scoped(engine, state, user))
+    if not chosen:
+        details = dict(details, suppliers="none: no supplier in this view is within your access level")
     rule = (f"NHS HES/ECDS rule: health counts 1-{disclosure.SUPPRESSED_MAX} shown as '{disclosure.SUPPRESSED_LABEL}', "
             f"others rounded to the nearest {disclosure.ROUND_TO}; totals rounded after summing") if controlled else None
     return Metadata(title=title, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -212,6 +213,7 @@ class Aggregates:
     period: queries.Period | None
     rows: list[AggregateRow]  # area x period x category
     areas: list[AreaTotal]  # per area, summed exactly over categories (and periods) before any control
+    periods: dict[str, int | None]  # per period over every area and category (summed exactly, then controlled)
     controlled: bool  # health counts under disclosure control
     total: int | None  # the dashboard headline's total for the same state and user (None: "*")
 
@@ -244,7 +246,7 @@ def aggregates(engine: Engine, state: FilterState, user=None, level: str | None 
     period = queries.current_period(engine, scoped)
     total = queries.headline(engine, state, user).total
     if period is None:
-        return Aggregates(level, grain, None, [], [], controlled, total)
+        return Aggregates(level, grain, None, [], [], {}, controlled, total)
     plan = queries._plan(engine, scoped, period, {level, "month"})
     bucket = plan.month if grain == "month" else f"date_trunc('year', {plan.month})::date"
     exact = [(area or "", f"{b:%Y-%m}" if grain == "month" else f"{b:%Y}", int(cid), int(n))
@@ -259,12 +261,15 @@ def aggregates(engine: Engine, state: FilterState, user=None, level: str | None 
     rows = [AggregateRow(area, name(area), bucket_label, cid, tax.categories[cid][1], tax.categories[cid][0],
                          shown(n)) for area, bucket_label, cid, n in exact]
     by_area: dict[str, dict[str, int]] = {}
+    by_period: dict[str, int] = {}
     for area, bucket_label, _, n in exact:
         periods = by_area.setdefault(area, {})
         periods[bucket_label] = periods.get(bucket_label, 0) + n
+        by_period[bucket_label] = by_period.get(bucket_label, 0) + n
     totals = [AreaTotal(area, name(area), shown(sum(periods.values())),
                         {label: shown(n) for label, n in periods.items()}) for area, periods in by_area.items()]
-    return Aggregates(level, grain, period, rows, totals, controlled, total)
+    return Aggregates(level, grain, period, rows, totals, {k: shown(n) for k, n in sorted(by_period.items())},
+                      controlled, total)
 
 
 # ---- records ------------------------------------------------------------------------------------------------
