@@ -80,9 +80,35 @@ def _errors(*statuses: int) -> dict:
     return out
 
 
+_CODE = r"[a-z][a-z0-9_]{0,39}"
+_DATE = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+# The format of each filter (what the parser checks first; whether a code exists, or dates are in order, is
+# checked against the data and answered with a 400 naming it).
+_FILTER_SCHEMAS = {
+    "from": _DATE, "to": _DATE, "cmpfrom": _DATE, "cmpto": _DATE,
+    "supplier": {"type": "string", "pattern": rf"^{_CODE}(,{_CODE})*$"},
+    "domain": {"type": "string", "pattern": rf"^{_CODE}(,{_CODE})*$"},
+    "cat": {"type": "string", "pattern": r"^\d{1,4}(,\d{1,4})*$"},
+    "dow": {"type": "string", "pattern": r"^[1-7](,[1-7])*$"},
+    "theme": {"type": "string", "pattern": r"^(weapon|dava|young_victim|night_time_economy|arson)"
+                                           r"(,(weapon|dava|young_victim|night_time_economy|arson))*$"},
+    "borough": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,39}$"},
+    "msoa": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,39}$"},
+    "lsoa": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,39}$"},
+    "hours": {"type": "string", "pattern": r"^\d{1,2}-\d{1,2}$"},
+    "located": {"enum": ["exact", "postcode", "gazetteer", "borough"]},
+    "level": {"enum": ["borough", "msoa", "lsoa"]},
+}
+
+
+_EXAMPLES = {"from": "2024-03-01", "to": "2024-03-31"}
+
+
 def _filter_parameters() -> list[dict]:
-    return [{"name": key, "in": "query", "required": False, "schema": {"type": "string"},
-             "description": _FILTER_HELP.get(key, "as in a dashboard link (map settings, ignored here)")}
+    return [{"name": key, "in": "query", "required": False,
+             "schema": _FILTER_SCHEMAS.get(key, {"type": "string", "minLength": 1}),
+             "description": _FILTER_HELP.get(key, "as in a dashboard link (map settings, ignored here)"),
+             **({"example": _EXAMPLES[key]} if key in _EXAMPLES else {})}
             for key in QUERY_KEYS]
 
 
