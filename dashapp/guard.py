@@ -7,6 +7,8 @@ without a check is open to everyone; so nothing is served unless it was declared
   of ``app.callback``), a browser-side one with ``guard.clientside_callback(app, js, ...)``;
 * a Flask route gets one more decorator under its route, ``@guard.endpoint(guard.ADMIN)``; Dash's own routes
   (``/_dash-layout``, ``/_dash-dependencies`` ...) are declared in ``DASH_ROUTES`` below.
+* a read-API route is ``@guard.endpoint(guard.API_TOKEN)``: its caller is the user of the request's personal
+  API token (found by the app's ``safestats_bearer_auth`` hook, ``dashapp.api``), never the session cookie.
 
 Each call is then checked server-side against the logged-in user's policy (``safestats.access.policy_for``;
 a ``Need`` is a question asked of that policy, never a tier name), and the audit row is written in the same

@@ -27,10 +27,11 @@ def chart_config(graph_id: str) -> dict:
                                      "filename": CHART_FILE_NAMES.get(graph_id, "safestats-chart")}}
 
 
-def _link(label: str, id_: str, title: str, visible: bool = True) -> html.A:
-    return html.A(label, id=id_, href="#", download="", title=title, target="_blank",
+def _link(label: str, id_: str, title: str, visible: bool = True, file: bool = True) -> html.A:
+    # Files download; the summary opens in a new tab, to print or save as PDF.
+    return html.A(label, id=id_, href="#", title=title, target="_blank",
                   className="btn btn-sm btn-outline-secondary ss-export",
-                  style={} if visible else {"display": "none"})
+                  style={} if visible else {"display": "none"}, **({"download": ""} if file else {}))
 
 
 def export_bar() -> html.Div:
@@ -42,6 +43,6 @@ def export_bar() -> html.Div:
         _link("GeoJSON", ids.EXPORT_AGGREGATES_GEOJSON, "Counts by area for this view, with the boundaries"),
         _link("Records CSV", ids.EXPORT_RECORDS_CSV, "The incidents of this view, one row each", records),
         _link("Records GeoJSON", ids.EXPORT_RECORDS_GEOJSON, "The incidents of this view as points", records),
-        _link("Printable summary", ids.EXPORT_SUMMARY, "One page to print or save as PDF"),
+        _link("Printable summary", ids.EXPORT_SUMMARY, "One page to print or save as PDF", file=False),
         html.A("API tokens", id=ids.EXPORT_ACCOUNT, href="/account", className="btn btn-sm btn-link ss-export"),
     ], id=ids.EXPORT_BAR, className="ss-export-bar d-flex flex-wrap align-items-center gap-1 mb-2")
