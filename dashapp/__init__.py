@@ -7,7 +7,9 @@ and asset routes — ``/_dash-layout``, ``/_dash-dependencies``, ``/_dash-update
 ``/_dash-component-suites/…``, ``/assets/…`` — answer 401), a route missing from the registry is refused,
 and each data view is audited. The only public routes are the login and logout pages and the two
 stylesheets the login page needs; the supplier feed API (``dashapp.feeds``) authenticates every request by
-its own bearer token instead. The admin pages (``dashapp.admin_status``, ``dashapp.admin_audit``) are plain
+its own bearer token instead, and the read API (``dashapp.api``) by the personal API token of the user it
+acts for. The dashboard's exports (``dashapp.exports``) and the user's account page with their tokens
+(``dashapp.account``) are plain Flask routes behind login. The admin pages (``dashapp.admin_status``, ``dashapp.admin_audit``) are plain
 Flask pages declared as needing the admin policy. Each page module registers its own callbacks on this app
 instance through ``dashapp.guard.callback`` (never the global ``dash.callback``).
 
@@ -32,9 +34,10 @@ import dash
 from flask import Flask, abort, g, request, send_from_directory
 from flask_login import current_user
 
-from dashapp import admin_audit, admin_status, admin_users, admin_views, auth, feeds, guard, tiles
+from dashapp import account, admin_audit, admin_status, admin_users, admin_views, api, auth, exports, feeds, guard, tiles
 from dashapp.callbacks import dashboard as dashboard_callbacks
 from dashapp.callbacks import saved_views as saved_views_callbacks
+from dashapp.callbacks import exports as exports_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
 from db import database_url as configured_database_url
 from db import get_engine, get_web_engine
@@ -91,6 +94,7 @@ def create_app(database_url: str | None = None) -> Flask:
         SAFESTATS_SESSION_MAX_HOURS=settings.session_max_hours,
         SAFESTATS_LOGIN_MAX_FAILURES=settings.login_max_failures,
         SAFESTATS_LOGIN_LOCKOUT_MINUTES=settings.login_lockout_minutes,
+        SAFESTATS_API_CALLS_PER_MINUTE=settings.api_calls_per_minute,
     )
     owner_url = database_url or configured_database_url()
     server.extensions["safestats_engine"] = get_web_engine(owner_url)
@@ -106,6 +110,9 @@ def create_app(database_url: str | None = None) -> Flask:
     server.register_blueprint(admin_audit.bp)
     server.register_blueprint(admin_users.bp)
     server.register_blueprint(saved_views_callbacks.bp)   # /views/<id>: open a saved view
+    server.register_blueprint(exports.bp)
+    server.register_blueprint(account.bp)
+    api.install(server)   # /api/v1/, its callers identified by their personal API tokens
 
     @server.get("/static/<path:filename>", endpoint="public_asset")
     @guard.endpoint(guard.PUBLIC, audit=False)
@@ -159,6 +166,7 @@ def create_app(database_url: str | None = None) -> Flask:
     app.layout = dashboard_layout.layout  # a function: built per request, for the logged-in user
     dashboard_callbacks.register_callbacks(app)
     saved_views_callbacks.register_callbacks(app)
+    exports_callbacks.register_callbacks(app)
     content_security_policy.append(build_content_security_policy(app, settings.tile_url))
     server.extensions["safestats_dash"] = app
     return server

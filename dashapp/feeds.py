@@ -32,11 +32,7 @@ UPLOAD_FOLDER = ".feed-uploads"    # inside the supplier's incoming folder; hidd
 
 
 def _error(status: int, message: str, **extra):
-    response = jsonify(error=message, **extra)
-    response.status_code = status
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="safestats-feeds"'
-    return response
+    return guard.json_error(status, message, realm="safestats-feeds", **extra)
 
 
 def _engine():

@@ -7,6 +7,8 @@ without a check is open to everyone; so nothing is served unless it was declared
   of ``app.callback``), a browser-side one with ``guard.clientside_callback(app, js, ...)``;
 * a Flask route gets one more decorator under its route, ``@guard.endpoint(guard.ADMIN)``; Dash's own routes
   (``/_dash-layout``, ``/_dash-dependencies`` ...) are declared in ``DASH_ROUTES`` below.
+* a read-API route is ``@guard.endpoint(guard.API_TOKEN)``: its caller is the user of the request's personal
+  API token (found by the app's ``safestats_bearer_auth`` hook, ``dashapp.api``), never the session cookie.
 
 Each call is then checked server-side against the logged-in user's policy (``safestats.access.policy_for``;
 a ``Need`` is a question asked of that policy, never a tier name), and the audit row is written in the same
@@ -25,6 +27,7 @@ from typing import Callable
 
 from dash.exceptions import PreventUpdate
 from flask import abort, current_app, g, has_request_context, jsonify, redirect, request, url_for
+from flask_login import AnonymousUserMixin
 from flask_login import current_user
 
 from safestats import audit
@@ -36,11 +39,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Need:
     """What a caller must be: ``allows(policy)`` answers for a logged-in user's policy. ``login`` False means
-    the route authenticates another way (a supplier token) or is public, and the login guard lets it through."""
+    the route authenticates another way (a supplier token) or is public, and the login guard lets it through.
+    ``bearer`` True means the caller is the user of the request's personal API token, never the session
+    cookie (the app's ``safestats_bearer_auth`` extension finds them; ``dashapp.api``)."""
 
     name: str
     allows: Callable[[TierPolicy], bool]
     login: bool = True
+    bearer: bool = False
 
 
 # Any identified user with a known tier (policy_for gives NO_ACCESS to everyone else: fail closed).
@@ -53,6 +59,8 @@ USER_ADMIN = Need("user admin", lambda policy: policy.admin or policy.org_admin)
 # Public (the login page and its stylesheets) and supplier-token routes (which check the token themselves).
 PUBLIC = Need("public", lambda policy: True, login=False)
 SUPPLIER_TOKEN = Need("supplier token", lambda policy: True, login=False)
+# The read API (/api/v1/): a user identified by their personal API token, with their tier at call time.
+API_TOKEN = Need("personal API token", lambda policy: policy is not NO_ACCESS, bearer=True)
 # A browser-side callback: runs in the browser on data it already has; no server code, nothing to check.
 BROWSER = Need("browser only", lambda policy: True, login=False)
 
@@ -232,6 +240,11 @@ def install(server) -> None:
             _write(Rule(request.endpoint, LOGIN), "endpoint", policy, False, "unregistered", None, None, False)
             log.error("refused unregistered endpoint %s (declare it with guard.endpoint)", request.endpoint)
             abort(403)
+        if rule.needs.bearer:
+            refusal = _authenticate_bearer(server, rule)
+            if refusal is not None:
+                return refusal
+            policy = policy_for(current_user)   # the token's user, not the session's
         if not rule.needs.login:
             return None
         if not current_user.is_authenticated:
@@ -258,6 +271,26 @@ def install(server) -> None:
                "ok" if allowed else f"http {response.status_code}", done.state,
                done.rows if allowed else 0, done.exported and allowed)
         return response
+
+
+def _authenticate_bearer(server, rule: Rule):
+    """Make the request's user the owner of its bearer token (the session cookie is ignored: a browser's
+    cookies never authorise an API call); a refusal (401, 429) is audited and returned."""
+    user, refusal = server.extensions["safestats_bearer_auth"]()
+    g._login_user = user if user is not None else AnonymousUserMixin()   # what Flask-Login's current_user reads
+    if refusal is not None and rule.audit:
+        _write(rule, "endpoint", policy_for(g._login_user), False, f"http {refusal.status_code}",
+               request.query_string.decode("ascii", "replace") or None, None, False)
+    return refusal
+
+
+def json_error(status: int, message: str, realm: str | None = None, **extra):
+    """A JSON error response ``{"error": message}`` (with the bearer challenge for a 401 when ``realm``)."""
+    response = jsonify(error=message, **extra)
+    response.status_code = status
+    if status == 401 and realm:
+        response.headers["WWW-Authenticate"] = f'Bearer realm="{realm}"'
+    return response
 
 
 def _refuse_unregistered_callback(server, policy: TierPolicy) -> None:

@@ -44,6 +44,8 @@ class Settings:
     session_max_hours: float = 12.0
     login_max_failures: int = 10
     login_lockout_minutes: float = 15.0
+    # The read API (/api/v1/): calls per personal token per minute, counted in PostgreSQL (every worker).
+    api_calls_per_minute: int = 120
     extra: dict = field(default_factory=dict)
 
     @property
@@ -100,4 +102,5 @@ def get_settings() -> Settings:
         session_max_hours=float(os.environ.get("SAFESTATS_SESSION_MAX_HOURS", "12")),
         login_max_failures=int(os.environ.get("SAFESTATS_LOGIN_MAX_FAILURES", "10")),
         login_lockout_minutes=float(os.environ.get("SAFESTATS_LOGIN_LOCKOUT_MINUTES", "15")),
+        api_calls_per_minute=int(os.environ.get("SAFESTATS_API_CALLS_PER_MINUTE", "120")),
     )

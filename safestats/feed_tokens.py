@@ -1,25 +1,22 @@
 """Bearer tokens for the supplier feed API: created once, stored hashed, scoped to one supplier, revocable.
 
-A token reads ``ssf_<id>_<secret>``: the id finds its row (so checking a token is one indexed lookup) and
-the secret is 32 random bytes (``secrets.token_urlsafe``). Only the sha256 of the whole token is stored
-(``supplier_tokens.token_hash``): with that much entropy a plain sha256 cannot be reversed, and a slow
-password hash would only slow every upload. The stored and presented hashes are compared with
-``hmac.compare_digest``. The token itself is shown once, by ``safestats tokens create``, and never again.
+A token reads ``ssf_<id>_<secret>`` (the scheme, hashing and constant-time check are
+``safestats.bearer_tokens``, shared with the personal API tokens); only its sha256 is stored
+(``supplier_tokens.token_hash``). The token itself is shown once, by ``safestats tokens create``, and never
+again.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from safestats import bearer_tokens
+from safestats.bearer_tokens import token_hash  # noqa: F401  (re-exported: tests hash tokens with it)
+
 TOKEN_PREFIX = "ssf"
-TOKEN_RE = re.compile(rf"^{TOKEN_PREFIX}_(\d{{1,18}})_([A-Za-z0-9_-]{{43}})$")
 
 
 @dataclass(frozen=True)
@@ -42,13 +39,9 @@ class TokenError(Exception):
     """A token-management request that cannot be done (unknown supplier or token id)."""
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def create_token(engine: Engine, supplier: str, label: str = "") -> tuple[SupplierToken, str]:
     """A new token for ``supplier``: its row and the token (shown once, stored only hashed)."""
-    secret = secrets.token_urlsafe(32)
+    secret = bearer_tokens.new_secret()
     with engine.begin() as conn:
         if conn.execute(text("SELECT 1 FROM suppliers WHERE code = :s"), {"s": supplier}).first() is None:
             known = ", ".join(r[0] for r in conn.execute(text("SELECT code FROM suppliers ORDER BY code")))
@@ -57,8 +50,8 @@ def create_token(engine: Engine, supplier: str, label: str = "") -> tuple[Suppli
         # given the real one in the same transaction.
         row = conn.execute(text("""INSERT INTO supplier_tokens (supplier, label, token_hash)
                                    VALUES (:s, :label, :placeholder) RETURNING id"""),
-                           {"s": supplier, "label": label or "", "placeholder": secrets.token_hex(32)}).one()
-        token = f"{TOKEN_PREFIX}_{row.id}_{secret}"
+                           {"s": supplier, "label": label or "", "placeholder": bearer_tokens.placeholder_hash()}).one()
+        token = bearer_tokens.compose(TOKEN_PREFIX, row.id, secret)
         saved = conn.execute(text(f"""UPDATE supplier_tokens SET token_hash = :h WHERE id = :id
                                       RETURNING {_COLUMNS}"""), {"h": token_hash(token), "id": row.id}).one()
     return _token(saved), token
@@ -94,15 +87,13 @@ def verify_token(engine: Engine, presented: str) -> SupplierToken | None:
 
     Marks it used. Which supplier it may act for is the caller's check (``SupplierToken.supplier``).
     """
-    match = TOKEN_RE.match(presented or "")
-    if not match:
+    token_id = bearer_tokens.token_id(TOKEN_PREFIX, presented)
+    if token_id is None:
         return None
     with engine.begin() as conn:
         row = conn.execute(text(f"SELECT {_COLUMNS}, token_hash FROM supplier_tokens WHERE id = :id"),
-                           {"id": int(match.group(1))}).one_or_none()
-        expected = row.token_hash if row is not None else "0" * 64
-        # Compared in constant time even when the id is unknown, so timing says nothing about the secret.
-        if not hmac.compare_digest(token_hash(presented).encode(), expected.encode()) or row is None:
+                           {"id": token_id}).one_or_none()
+        if not bearer_tokens.matches(presented, row.token_hash if row is not None else None):
             return None
         if row.revoked_at is not None:
             return None

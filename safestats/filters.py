@@ -55,6 +55,7 @@ _GB_LON, _GB_LAT = (-9.0, 2.5), (49.0, 61.5)
 _KEYS = ("from", "to", "supplier", "domain", "cat", "theme", "borough", "msoa", "lsoa", "poly", "cell", "hours",
          "dow", "located", "asat", "level", "measure", "breaks", "layer", "hot", "conf", "fdr", "bw", "step", "cmpfrom",
          "cmpto", "z", "c")
+QUERY_KEYS = _KEYS  # every key a link (or an API call's filters) may carry
 # "Located at least as well as": the location methods, best first (safestats/location_levels.py); the last
 # ("unlocated") would filter nothing, so it is not a choice.
 LOCATED_CHOICES = ("exact", "postcode", "gazetteer", "borough")

@@ -29,6 +29,7 @@ from dashapp import guard, ids
 from dashapp.layouts import dashboard as view
 from safestats import queries
 from safestats.access import may_see_points
+from safestats.dataout import filter_names
 from safestats.filters import DAY_NAMES, FilterState, quick_pick_range
 
 log = logging.getLogger(__name__)
@@ -434,11 +435,7 @@ def register_callbacks(app: Dash) -> None:
         prevent_initial_call=True)
     def show_chips(stored):
         state = _stored_state(stored)
-        engine = _engine()
-        tax = queries.taxonomy(engine)
-        names = {"suppliers": tax.suppliers, "domains": tax.domains,
-                 "categories": {cid: name for cid, (_, name) in tax.categories.items()},
-                 "areas": {code: a.name for code, a in queries.areas(engine).items()}}
+        names = filter_names(_engine())
         if state.selected_area:
             selection = names["areas"].get(state.selected_area[1], state.selected_area[1])
         elif state.polygon:

@@ -21,9 +21,11 @@ from flask_login import current_user
 
 from dashapp import ids
 from dashapp.layouts import saved_views
+from dashapp.layouts.exports import chart_config, export_bar
 from safestats import disclosure
 from safestats.classify import class_breaks
 from safestats import queries
+from safestats.dataout import filter_labels
 from safestats.filters import (DAY_NAMES, HOTSPOT_CONFIDENCES, HOTSPOT_STEP_MONTHS, LOCATED_CHOICES, QUICK_PICKS,
                                THEMES, FilterState)
 from safestats.location_levels import METHOD_LABELS
@@ -375,30 +377,8 @@ def filter_chips(state: FilterState, names: dict) -> list:
                                                    className="ss-chip-x", title=f"Remove: {label}",
                                                    **{"aria-label": f"Remove filter {label}"})],
                                className="ss-chip"))
-    if state.date_from or state.date_to:
-        chip("dates", f"{state.date_from or '…'} to {state.date_to or '…'}")
-    if state.suppliers:
-        chip("supplier", "Supplier: " + ", ".join(names["suppliers"].get(s, s).split("(")[0].strip()
-                                                  for s in state.suppliers))
-    if state.domains:
-        chip("domain", "Domain: " + ", ".join(names["domains"].get(d, d) for d in state.domains))
-    if state.categories:
-        chip("cat", "Category: " + ", ".join(names["categories"].get(c, str(c)) for c in state.categories))
-    if state.themes:
-        chip("theme", "Theme: " + ", ".join(THEMES[t][2] for t in state.themes))
-    area = state.selected_area
-    if area:
-        chip("area", f"{LEVEL_LABELS[area[0]]}: {names['areas'].get(area[1], area[1])}")
-    if state.polygon:
-        chip("poly", "Drawn area")
-    if state.hotspot_cell:
-        chip("cell", f"Hotspot cell ({state.hotspot_cell[0]} m)")
-    if state.hours:
-        chip("hours", f"Hours {state.hours[0]:02d}:00–{state.hours[1]:02d}:59")
-    if state.days:
-        chip("dow", "Days: " + ", ".join(DAY_NAMES[d - 1] for d in state.days))
-    if state.located_at_least:
-        chip("located", f"Located at least: {METHOD_LABELS[state.located_at_least]}")
+    for key, label in filter_labels(state, names):
+        chip(key, label)
     return chips
 
 
@@ -556,9 +536,7 @@ def _panel(title, body, title_id: str | None = None, sub=None) -> dbc.Card:
 
 def _graph(id_: str, height: int) -> dcc.Loading:
     return dcc.Loading(dcc.Graph(id=id_, figure=empty_figure("Loading…"), style={"height": f"{height}px"},
-                                 config={"displaylogo": False, "responsive": True,
-                                         "modeBarButtonsToRemove": ["lasso2d", "autoScale2d", "zoom2d", "pan2d"],
-                                         "toImageButtonOptions": {"format": "png", "scale": 2}}),
+                                 config=chart_config(id_)),
                        type="dot", delay_show=250)
 
 
@@ -599,6 +577,7 @@ def layout() -> html.Div:
                                     className="btn btn-sm btn-primary ss-copy"),
                     ], className="ss-share-wrap"),
                 ], className="ss-toolbar"),
+                export_bar(),
                 dcc.Loading(html.Div(id=ids.HEADLINE, className="ss-headline"), type="dot", delay_show=250),
                 dbc.Row([
                     dbc.Col(map_card(), xl=7, className="ss-col"),
