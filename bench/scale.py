@@ -415,12 +415,19 @@ def cmd_size(args) -> dict:
                         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'm')
                         ORDER BY 3 DESC LIMIT %s""", (args.top,))
+    groups = dict(_rows(url, """SELECT CASE WHEN c.relname LIKE 'incidents_y%%' THEN 'incidents'
+                                             WHEN c.relkind = 'm' THEN 'rollup views' ELSE 'other' END,
+                                        sum(pg_total_relation_size(c.oid))
+                                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'm') GROUP BY 1"""))
     print(f"database: {total / 2**30:.2f} GiB for {incidents:,} incidents ({total / max(incidents, 1):.0f} bytes "
-          f"an incident, views and indexes included)")
+          f"an incident, views and indexes included): " +
+          ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in sorted(groups.items())))
     print(f"  {'relation (with its indexes)':36} {'kind':>5} {'MiB':>10}")
     for name, kind, size in top:
         print(f"  {name:36} {'view' if kind == 'm' else 'table':>5} {size / 2**20:10.1f}")
     return {"database_bytes": total, "incidents": incidents,
+            "bytes_by_kind": {k: int(v) for k, v in groups.items()},
             "top_relations_mib": {name: round(size / 2**20, 1) for name, _kind, size in top}}
 
 
