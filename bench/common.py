@@ -31,6 +31,21 @@ def drop_bench_database(url: str) -> None:
     drop_database(url)
 
 
+def run_sql(url: str, sql: str, params=None) -> list[tuple]:
+    """Run one statement on a connection of its own and commit; the rows it returns (none for DELETE)."""
+    import psycopg2
+
+    from db import libpq_dsn
+
+    conn = psycopg2.connect(libpq_dsn(url))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
 def load_average() -> str:
     """How busy the machine was (the figures are only comparable on an otherwise idle machine)."""
     one, five, _ = os.getloadavg()

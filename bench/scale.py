@@ -44,11 +44,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-import psycopg2
-
 from bench.common import (bench_database, children_of, dashboard_callback_bodies, drop_bench_database,
-                          load_average, login_form_token, percentile, rss_kib)
-from db import libpq_dsn
+                          load_average, login_form_token, percentile, rss_kib, run_sql)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -63,16 +60,6 @@ MAP_ZOOM, MAP_BOUNDS = 11, ((51.28, -0.51), (51.69, 0.33))
 
 def size_label(rows: int) -> str:
     return f"{rows // 1_000_000}m" if rows >= 1_000_000 and rows % 1_000_000 == 0 else str(rows)
-
-
-def _rows(url: str, sql: str, params=None) -> list[tuple]:
-    conn = psycopg2.connect(libpq_dsn(url))
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def save(rows: int, section: str, figures: dict, argv: list[str]) -> None:
@@ -99,10 +86,10 @@ def ensure_generated(url: str, rows: int) -> dict:
     from safestats import rollups
 
     migrate.upgrade(url)
-    if not _rows(url, "SELECT count(*) FROM areas")[0][0]:
+    if not run_sql(url, "SELECT count(*) FROM areas")[0][0]:
         load_boundaries(url, regions=("london",), log=lambda *a: None)
     figures: dict = {}
-    if _rows(url, "SELECT count(*) FROM incidents")[0][0] == 0:
+    if run_sql(url, "SELECT count(*) FROM incidents")[0][0] == 0:
         print(f"generating {rows:,} incidents over {GENERATED_MONTHS[0]:%Y-%m} .. {GENERATED_MONTHS[-1]:%Y-%m} "
               f"({load_average()}) ...", flush=True)
         started = time.perf_counter()
@@ -111,7 +98,7 @@ def ensure_generated(url: str, rows: int) -> dict:
         print(f"generated {n:,} incidents in {elapsed:.0f} s ({n / elapsed:,.0f} rows/s, indexes and ANALYZE "
               f"included; {load_average()})", flush=True)
         figures.update(generated=n, generate_s=round(elapsed, 1), generate_rows_per_s=round(n / elapsed))
-    if not _rows(url, "SELECT count(*) FROM pg_matviews WHERE matviewname LIKE 'rollup_%%_y____'")[0][0]:
+    if not run_sql(url, "SELECT count(*) FROM pg_matviews WHERE matviewname LIKE 'rollup_%%_y____'")[0][0]:
         print(f"first build of every view ({load_average()}) ...", flush=True)
         started = time.perf_counter()
         built = rollups.refresh_rollups(url, trigger="bench/scale first build")
@@ -169,8 +156,8 @@ def cmd_ingest(args) -> dict:
         for name, seconds in per_rollup(touched).items():
             print(f"  {name:24} {seconds:8.1f} s")
     finally:
-        _rows(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
-        _rows(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
+        run_sql(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
+        run_sql(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
         rollups.refresh_rollups(url, trigger="bench/scale restore", years=[int(DROP_MONTH[:4])])
     return {"drop_rows_read": read, "drop_rows_loaded": loaded, "drop_files": len(files), "drop_wall_s": round(elapsed, 2),
             "ingest_rows_per_s": round(read / elapsed), "touched_refresh_s": round(refresh_s, 1),
@@ -304,7 +291,7 @@ def bump_data_version(url: str) -> None:
     """Make every worker's panel cache miss (its key holds the newest rollup refresh's id) without touching the
     reference data: a refresh row as a real refresh writes it. The workers look the version up at most once a
     second, hence the pause."""
-    _rows(url, """INSERT INTO rollup_refreshes (view_name, family, year, started_at, duration_ms, row_count, trigger)
+    run_sql(url, """INSERT INTO rollup_refreshes (view_name, family, year, started_at, duration_ms, row_count, trigger)
                   SELECT view_name, family, year, clock_timestamp(), 0, row_count, 'bench/scale: panel cache cold'
                   FROM rollup_refreshes ORDER BY id DESC LIMIT 1""")
     time.sleep(1.2)
@@ -409,13 +396,13 @@ def cmd_load(args) -> dict:
 def cmd_size(args) -> dict:
     url = database(args.rows)
     ensure_generated(url, args.rows)
-    (total,), = _rows(url, "SELECT pg_database_size(current_database())")
-    (incidents,), = _rows(url, "SELECT count(*) FROM incidents")
-    top = _rows(url, """SELECT c.relname, c.relkind, pg_total_relation_size(c.oid)
+    (total,), = run_sql(url, "SELECT pg_database_size(current_database())")
+    (incidents,), = run_sql(url, "SELECT count(*) FROM incidents")
+    top = run_sql(url, """SELECT c.relname, c.relkind, pg_total_relation_size(c.oid)
                         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'm')
                         ORDER BY 3 DESC LIMIT %s""", (args.top,))
-    groups = dict(_rows(url, """SELECT CASE WHEN c.relname LIKE 'incidents_y%%' THEN 'incidents'
+    groups = dict(run_sql(url, """SELECT CASE WHEN c.relname LIKE 'incidents_y%%' THEN 'incidents'
                                              WHEN c.relkind = 'm' THEN 'rollup views' ELSE 'other' END,
                                         sum(pg_total_relation_size(c.oid))
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -443,12 +430,13 @@ def cmd_plot(args) -> dict:
     if not results:
         raise SystemExit("no results yet: run bench/scale panels/http/load --rows N first")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for section, label, style in (("panels", "in-process", "o-"), ("http", "HTTP /_dash-update-component", "s-")):
+    for section, label, marker, colour in (("panels", "in-process", "o", "C0"),
+                                           ("http", "HTTP /_dash-update-component", "s", "C1")):
         points = [(r["rows"] / 1e6, r[section]) for r in results if section in r]
-        for stat, dash in (("p50_ms", ""), ("p95_ms", "--")):
+        for stat, line in (("p50_ms", "-"), ("p95_ms", "--")):
             if points:
-                left.plot([p[0] for p in points], [p[1][stat] for p in points], style[0] + (dash or "-"),
-                          label=f"{label} {stat[:3]}")
+                left.plot([p[0] for p in points], [p[1][stat] for p in points], marker=marker, linestyle=line,
+                          color=colour, label=f"{label} {stat[:3]}")
     left.axhline(300, color="grey", linewidth=0.8, linestyle=":")
     left.text(0.02, 300, " target p95 300 ms (30M)", color="grey", fontsize=8, va="bottom",
               transform=left.get_yaxis_transform())
@@ -462,6 +450,8 @@ def cmd_plot(args) -> dict:
             p95 = [load[str(u)]["kinds"].get("filter change", {}).get("p95_ms") or float("nan") for u in users]
             right.plot(users, p95, "o-", label=f"{r['rows'] / 1e6:g}M incidents")
     right.axhline(1000, color="grey", linewidth=0.8, linestyle=":")
+    right.text(0.02, 1000, " target p95 1 s (50 analysts)", color="grey", fontsize=8, va="bottom",
+               transform=right.get_yaxis_transform())
     right.set(yscale="log", xlabel="concurrent analysts", ylabel="p95 ms per filter change",
               title="Load test (gunicorn, loopback)")
     right.legend(fontsize=8)
