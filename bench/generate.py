@@ -192,6 +192,9 @@ def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int =
             if categories.get(supplier):
                 n = round(rows * SUPPLIER_SHARES[supplier] / share_total / len(months))
                 jobs.append((month, supplier, precision, level, n))
+    # Neighbouring jobs (run at the same time on the two connections) write different years' tables, so they
+    # do not queue for the same table's extension lock.
+    jobs.sort(key=lambda job: (job[0].month, job[1], job[0].year))
     done = [0, 0]
     lock = threading.Lock()
     started = time.monotonic()
