@@ -24,6 +24,7 @@ with the load average and appended to ``bench/results/scale-<size>.json`` (which
     bench/scale size     --rows N                  pg_database_size and the largest relations
     bench/scale all      --rows N                  generate (if needed), ingest, refresh, panels, http, load, size
     bench/scale plot                               bench/scale_latency.png: latency against size, every results file
+    bench/scale report                             the results files as the Markdown tables of bench/README.md
     bench/scale drop     --rows N                  drop the benchmark database
 """
 from __future__ import annotations
@@ -462,6 +463,67 @@ def cmd_plot(args) -> dict:
     return {}
 
 
+def _la(section: dict) -> str:
+    return f"{section['load_average'][0]:.1f}"
+
+
+def cmd_report(args) -> dict:
+    """Markdown tables of every results file, sizes side by side (what bench/README.md shows)."""
+    results = sorted((json.loads(p.read_text()) for p in RESULTS_DIR.glob("scale-*.json")), key=lambda r: r["rows"])
+    sizes = [f"{r['rows'] / 1e6:g}M" for r in results]
+    print("| figure | " + " | ".join(sizes) + " |\n|---|" + "---|" * len(results))
+
+    def row(label, section, render):
+        cells = [render(r[section]) + f" (load {_la(r[section])})" if section in r else "not measured"
+                 for r in results]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("generate (bench/generate.py, indexes and ANALYZE included)", "generate",
+        lambda g: f"{g['generate_s']:.0f} s, {g['generate_rows_per_s']:,} rows/s" if "generate_s" in g else "-")
+    row("first build of every view", "generate", lambda g: f"{g.get('first_build_s', float('nan')):.0f} s")
+    row("a month's police.uk drop through the pipeline", "ingest",
+        lambda i: f"{i['drop_rows_read']:,} rows in {i['drop_wall_s']:.1f} s = {i['ingest_rows_per_s']:,} rows/s")
+    row("views that drop touches, refreshed", "ingest",
+        lambda i: f"{i['touched_refresh_s']:.0f} s ({i['touched_views']} year views)")
+    row("full refresh of every view", "refresh", lambda f: f"{f['full_refresh_s']:.0f} s")
+    row("filter change, all panels, in-process, cold: p50 / p95", "panels",
+        lambda p: f"{p['p50_ms']:,.0f} / {p['p95_ms']:,.0f} ms")
+    row("the same through HTTP (gunicorn, signed in): p50 / p95", "http",
+        lambda h: f"{h['p50_ms']:,.0f} / {h['p95_ms']:,.0f} ms")
+    row("web worker RSS after the HTTP run", "http",
+        lambda h: f"{min(h['worker_rss_mib_end']):.0f}-{max(h['worker_rss_mib_end']):.0f} MiB")
+    for users in ("10", "50", "100"):
+        row(f"load test, {users} analysts: filter change p50 / p95, errors", "load",
+            lambda l, u=users: (lambda k: f"{k['p50_ms']:,.0f} / {k['p95_ms']:,.0f} ms, {k['errors']} of "
+                                          f"{k['n'] + k['errors']}")(l["by_users"][u]["kinds"]["filter change"])
+            if u in l.get("by_users", {}) else "-")
+    row("database size", "size", lambda z: f"{z['database_bytes'] / 2**30:.2f} GiB "
+                                            f"({z['database_bytes'] / z['incidents']:.0f} B an incident)")
+    row("of which incidents / rollup views", "size",
+        lambda z: f"{z['bytes_by_kind'].get('incidents', 0) / 2**30:.2f} / "
+                  f"{z['bytes_by_kind'].get('rollup views', 0) / 2**30:.2f} GiB")
+    print("\n| filter change (cold) | " + " | ".join(f"{s} in-process p50 / p95 | {s} HTTP p50 / p95" for s in sizes)
+          + " |\n|---|" + "---|---|" * len(results))
+    names = next((list(r["panels"]["by_change"]) for r in results if "panels" in r), [])
+    for name in names:
+        cells = []
+        for r in results:
+            for section in ("panels", "http"):
+                c = r.get(section, {}).get("by_change", {}).get(name)
+                cells.append(f"{c['p50_ms']:,.0f} / {c['p95_ms']:,.0f}" if c else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n| callback (HTTP) | " + " | ".join(f"{s} p50 ms | {s} bytes (median)" for s in sizes)
+          + " |\n|---|" + "---|---|" * len(results))
+    keys = next((list(r["http"]["bytes_per_callback"]) for r in results if "http" in r), [])
+    for key in keys:
+        cells = []
+        for r in results:
+            h = r.get("http", {})
+            cells += [f"{h['callback_p50_ms'][key]:,.0f}", f"{h['bytes_per_callback'][key]:,}"] if h else ["-", "-"]
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    return {}
+
+
 def cmd_drop(args) -> dict:
     drop_bench_database(database(args.rows))
     print(f"dropped safestats_bench_scale_{size_label(args.rows)}")
@@ -475,7 +537,7 @@ def cmd_all(args) -> dict:
 
 
 COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "refresh": cmd_refresh, "panels": cmd_panels,
-            "http": cmd_http, "load": cmd_load, "size": cmd_size, "plot": cmd_plot, "drop": cmd_drop, "all": cmd_all}
+            "http": cmd_http, "load": cmd_load, "size": cmd_size, "plot": cmd_plot, "report": cmd_report, "drop": cmd_drop, "all": cmd_all}
 SAVED = {"generate", "ingest", "refresh", "panels", "http", "load", "size"}
 
 
