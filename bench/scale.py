@@ -473,8 +473,8 @@ def cmd_report(args) -> dict:
     sizes = [f"{r['rows'] / 1e6:g}M" for r in results]
     print("| figure | " + " | ".join(sizes) + " |\n|---|" + "---|" * len(results))
 
-    def row(label, section, render):
-        cells = [render(r[section]) + f" (load {_la(r[section])})" if section in r else "not measured"
+    def row(label, section, render, where=lambda section: section):
+        cells = [render(r[section]) + f" (load {_la(where(r[section]))})" if section in r else "not measured"
                  for r in results]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
@@ -496,7 +496,8 @@ def cmd_report(args) -> dict:
         row(f"load test, {users} analysts: filter change p50 / p95, errors", "load",
             lambda l, u=users: (lambda k: f"{k['p50_ms']:,.0f} / {k['p95_ms']:,.0f} ms, {k['errors']} of "
                                           f"{k['n'] + k['errors']}")(l["by_users"][u]["kinds"]["filter change"])
-            if u in l.get("by_users", {}) else "-")
+            if u in l.get("by_users", {}) else "-",
+            where=lambda l, u=users: l["by_users"].get(u, l))
     row("database size", "size", lambda z: f"{z['database_bytes'] / 2**30:.2f} GiB "
                                             f"({z['database_bytes'] / z['incidents']:.0f} B an incident)")
     row("of which incidents / rollup views", "size",
