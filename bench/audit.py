@@ -17,13 +17,12 @@ migrations and London's boundaries. Then prints:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import threading
 import time
 
-from bench.common import bench_database
+from bench.common import bench_database, dashboard_callback_bodies, login_form_token
 
 
 def percentiles(samples_s: list[float]) -> str:
@@ -85,7 +84,7 @@ def concurrent(engine, rows: int, threads: int) -> None:
 
 
 def filter_changes(url: str, changes: int) -> None:
-    from dashapp import create_app, ids
+    from dashapp import create_app
     from dashapp.auth import upsert_user
     from db import get_engine
     from safestats import audit
@@ -95,33 +94,11 @@ def filter_changes(url: str, changes: int) -> None:
     server = create_app(url)
     dash_app = server.extensions["safestats_dash"]
     client = server.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    token = login_form_token(client.get("/login").get_data(as_text=True))
     client.post("/login", data={"email": "bench.partner@bench.example", "password": password, "csrf_token": token})
 
     qs = "borough=E09000007&from=2024-01-01&to=2024-12-31"
-    store = {"qs": qs, "error": None}
-    panels = [ids.STATE_ERROR, ids.HEADLINE, ids.TIMESERIES, ids.CATEGORIES, ids.HOUR_DAY, ids.TOP_AREAS,
-              ids.MAP_LEGEND, ids.MAP_POINTS]
-    bodies = []
-    for output in panels:
-        key = next(k for k in dash_app.callback_map if f"{output}." in k)
-        spec = dash_app.callback_map[key]
-        outputs = [dict(zip(("id", "property"), part.rsplit(".", 1))) for part in key.strip(".").split("...")]
-
-        def item(dep):
-            if isinstance(dep["id"], str) and dep["id"].startswith("{"):
-                return []
-            name = f"{dep['id']}.{dep['property']}"
-            value = store if dep["property"] == "data" and "state" in dep["id"] else \
-                "?" + qs if name == f"{ids.URL}.search" else 15 if dep["property"] == "zoom" else \
-                [[51.52, -0.16], [51.56, -0.12]] if dep["property"] == "bounds" else None
-            return {"id": dep["id"], "property": dep["property"], "value": value}
-        first = spec["inputs"][0]
-        bodies.append(json.dumps({"output": key, "outputs": outputs if len(outputs) > 1 else outputs[0],
-                                  "inputs": [item(d) for d in spec["inputs"]],
-                                  "state": [item(d) for d in spec["state"]],
-                                  "changedPropIds": [f"{first['id']}.{first['property']}"]}))
+    bodies = list(dashboard_callback_bodies(dash_app, qs).values())
 
     def one_change() -> float:
         t = time.perf_counter()

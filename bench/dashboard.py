@@ -214,10 +214,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def bench_panels(engine, repeats: int, user) -> None:
+def bench_panels(engine, repeats: int, user) -> dict:
+    """Print and return the figures: ``{"changes": {filter change: [ms, ...]}, "sizes": {panel: [bytes, ...]}}``."""
     from safestats import queries
 
     all_times: list[float] = []
+    by_change: dict[str, list[float]] = {}
     sizes: dict[str, list[int]] = {}
     print(f"{'filter change':34} {'p50 ms':>8} {'p95 ms':>8}  sources")
     for name, state in filter_changes(engine).items():
@@ -229,6 +231,7 @@ def bench_panels(engine, repeats: int, user) -> None:
             panels = all_panels(engine, state, user)
             times.append((time.perf_counter() - started) * 1000)
         all_times.extend(times)
+        by_change[name] = times
         for panel, payload in panels.items():
             sizes.setdefault(panel, []).append(len(json.dumps(payload, default=str)))
         source = queries.headline(engine, state, user).source.replace("rollup_", "")
@@ -241,6 +244,7 @@ def bench_panels(engine, repeats: int, user) -> None:
     for level in ("borough", "msoa", "lsoa"):
         once = len(json.dumps(queries.boundaries_geojson(engine, level)))
         print(f"{'boundaries ' + level:20} {once:15,} {'(sent once per page)':>12}")
+    return {"changes": by_change, "sizes": sizes}
 
 
 if __name__ == "__main__":

@@ -2,14 +2,19 @@
 
 The demo drops (``loaders.demo``) go through the real loader at about 100,000 rows a second; benchmarks of
 the views need tens of millions of rows, so this writes them server-side instead: one
-``INSERT ... SELECT`` from ``generate_series`` per supplier month, two connections at once (the 2 cores),
-about a minute per ten million rows on an idle machine. The rows look like the demo data where the views
-care: police.uk (month precision, anonymised snap points reused by many incidents) and the other suppliers
-in realistic shares (LFB, LAS, ISTV, TfL to the minute or month as their ``suppliers.time_precision`` says),
-each supplier's own categories with their theme flags from ``supplier_category_map``, spread over London's
-LSOAs with density falling away from central London and a few stable hotspots, over whole years. Each
-supplier month gets a ``drops`` row (period, rows), so staleness and "which drop" work as after real loads.
-Deterministic for a seed. Boundaries must be loaded first.
+``INSERT ... SELECT`` from ``generate_series`` per supplier month, two connections at once (the 2 cores).
+Every index present during a load cuts its rate several-fold (issue 9), so a year that has no partition yet
+is written into a new index-free table of the partition's name (with a CHECK of the year's bounds), its
+indexes are built once it is full (the parent's own definitions, read from the catalogue) and it is then
+ATTACHed as the year's partition, which finds the matching indexes and skips the validating scan; months
+of a year that already has a partition are inserted through ``incidents`` as before. The rows look like the
+demo data where the views care: police.uk (month precision, anonymised snap points reused by many
+incidents) and the other suppliers in realistic shares (LFB, LAS, ISTV, TfL to the minute or month as their
+``suppliers.time_precision`` says), each supplier's own categories with their theme flags from
+``supplier_category_map``, spread over London's LSOAs with density falling away from central London and a
+few stable hotspots, over whole years. Each supplier month gets a ``drops`` row (period, rows), so staleness
+and "which drop" work as after real loads. Deterministic for a seed. Boundaries must be loaded first.
+Progress (rows, rate, phase) is printed through ``log``.
 """
 from __future__ import annotations
 
@@ -66,11 +71,11 @@ WITH r AS (
            random() AS within_month, random() AS nte
     FROM generate_series(1, %(rows)s)
 )
-INSERT INTO incidents (supplier, drop_id, occurred_at, time_precision, category_id, supplier_category,
+INSERT INTO {table} (id, supplier, drop_id, occurred_at, time_precision, category_id, supplier_category,
                        theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy, theme_arson,
                        geom, longitude, latitude, location_precision, lsoa_code, msoa_code, borough_code,
                        access_level)
-SELECT %(supplier)s, %(drop_id)s,
+SELECT nextval(%(id_sequence)s), %(supplier)s, %(drop_id)s,
        CASE %(precision)s
            WHEN 'month' THEN %(month_start)s::timestamptz
            WHEN 'day' THEN (date_trunc('day', (%(month_start)s::timestamptz + r.within_month
@@ -93,12 +98,73 @@ def _months(first_year: int, years: int) -> list[date]:
     return [date(y, m, 1) for y in range(first_year, first_year + years) for m in range(1, 13)]
 
 
+def _year_bounds(year: int) -> tuple[str, str]:
+    """The year's partition bounds, as ``safestats_ensure_incident_partitions`` sets them (Europe/London)."""
+    return f"{year}-01-01 00:00 Europe/London", f"{year + 1}-01-01 00:00 Europe/London"
+
+
+def _new_year_tables(cur, years: list[int]) -> list[int]:
+    """Create an index-free table ``incidents_y<year>`` shaped like ``incidents`` for every year that has no
+    partition yet, with a CHECK of the partition's bounds (so ATTACH need not scan it); the years made."""
+    made = []
+    for year in years:
+        cur.execute("SELECT to_regclass(%s)", (f"incidents_y{year}",))
+        if cur.fetchone()[0] is not None:
+            continue
+        low, high = _year_bounds(year)
+        cur.execute(f"CREATE TABLE incidents_y{year} (LIKE incidents INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
+                    f"CONSTRAINT generate_bounds CHECK (occurred_at >= %s::timestamptz AND occurred_at < %s::timestamptz))",
+                    (low, high))
+        made.append(year)
+    return made
+
+
+def _partition_index_statements(cur, year: int) -> list[str]:
+    """The statements that give ``incidents_y<year>`` every index the partitioned ``incidents`` has, so ATTACH
+    adopts them instead of building them under the parent's lock (the primary key as a constraint, since
+    PostgreSQL attaches a constraint's index only to a constraint's)."""
+    cur.execute("""SELECT pg_get_indexdef(i.indexrelid), c.contype, pg_get_constraintdef(c.oid)
+                   FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+                   WHERE i.indrelid = 'incidents'::regclass ORDER BY i.indisprimary DESC, i.indexrelid""")
+    statements = []
+    for definition, constraint_type, constraint in cur.fetchall():
+        if constraint_type in ("p", "u"):
+            statements.append(f"ALTER TABLE incidents_y{year} ADD {constraint}")
+        else:
+            # "CREATE INDEX name ON ONLY public.incidents USING ..." -> an unnamed index on the year's table.
+            using = definition.split(" USING ", 1)[1]
+            statements.append(f"CREATE INDEX ON incidents_y{year} USING {using}")
+    return statements
+
+
+def _attach_year(url: str, year: int, log: Callable[[str], None]) -> None:
+    """Index the filled year's table, attach it as the year's partition and protect it as the migrations do."""
+    low, high = _year_bounds(year)
+    conn = psycopg2.connect(libpq_dsn(url))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            started = time.monotonic()
+            for statement in _partition_index_statements(cur, year):
+                cur.execute(statement)
+            indexed = time.monotonic() - started
+            cur.execute(f"ALTER TABLE incidents ATTACH PARTITION incidents_y{year} FOR VALUES FROM (%s) TO (%s)",
+                        (low, high))
+            cur.execute(f"ALTER TABLE incidents_y{year} DROP CONSTRAINT generate_bounds")
+            cur.execute("SELECT safestats_protect_incident_partition(%s::regclass)", (f"incidents_y{year}",))
+            cur.execute(f"ANALYZE incidents_y{year}")
+            log(f"  indexed incidents_y{year} in {indexed:.0f} s, attached and analysed in "
+                f"{time.monotonic() - started - indexed:.0f} s")
+    finally:
+        conn.close()
+
+
 def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int = 4, seed: int = 7,
                        workers: int = 2, months: list[date] | None = None,
                        log: Callable[[str], None] = print) -> int:
     """Write about ``rows`` incidents spread over ``years`` whole years from ``first_year`` (or over the given
     ``months``), one drop per supplier month; returns the number written. Safe to call again for more
-    months (each call makes its own drops)."""
+    months (each call makes its own drops; years already partitioned are inserted through ``incidents``)."""
     months = months or _months(first_year, years)
     conn = psycopg2.connect(libpq_dsn(url))
     conn.autocommit = True
@@ -114,10 +180,11 @@ def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int =
         categories = dict(cur.fetchall())
         if not points:
             raise RuntimeError("no LSOAs in the areas table: load boundaries first (safestats boundaries)")
-        first, last = months[0], months[-1]
-        cur.execute("SELECT safestats_ensure_incident_partitions(make_timestamptz(%s, %s, 1, 0, 0, 0, 'Europe/London'),"
-                    " make_timestamptz(%s, %s, 28, 0, 0, 0, 'Europe/London'))",
-                    (first.year, first.month, last.year, last.month))
+        cur.execute("SELECT pg_get_serial_sequence('incidents', 'id')")
+        (id_sequence,) = cur.fetchone()
+        new_years = _new_year_tables(cur, sorted({m.year for m in months}))
+    if new_years:
+        log(f"  years {', '.join(map(str, new_years))}: written index-free, indexed and attached afterwards")
     share_total = sum(SUPPLIER_SHARES[s] for s in suppliers)
     jobs = []
     for month in months:
@@ -125,6 +192,9 @@ def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int =
             if categories.get(supplier):
                 n = round(rows * SUPPLIER_SHARES[supplier] / share_total / len(months))
                 jobs.append((month, supplier, precision, level, n))
+    # Neighbouring jobs (run at the same time on the two connections) write different years' tables, so they
+    # do not queue for the same table's extension lock.
+    jobs.sort(key=lambda job: (job[0].month, job[1], job[0].year))
     done = [0, 0]
     lock = threading.Lock()
     started = time.monotonic()
@@ -139,9 +209,11 @@ def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int =
             connections.append(local.conn)
         conn = local.conn
         month_end = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        table = f"incidents_y{month.year}" if month.year in new_years else "incidents"
         with conn.cursor() as c:
-            # Seeded per supplier month, so the rows do not depend on which connection wrote them.
-            c.execute("SET jit = off; SELECT setseed(%s)",
+            # Seeded per supplier month, so the rows do not depend on which connection wrote them; the commit
+            # need not wait for the WAL flush (a crash loses a benchmark's rows, not anyone's data).
+            c.execute("SET jit = off; SET synchronous_commit = off; SELECT setseed(%s)",
                       ((zlib.crc32(f"{seed}|{month}|{supplier}".encode()) % 2000 - 1000) / 1000.0,))
             c.execute("""INSERT INTO drops (supplier, file_name, sha256, size_bytes, received_at, loaded_at, status,
                                             replace_key, rows_read, rows_loaded, period_start, period_end)
@@ -151,12 +223,14 @@ def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int =
                        f"{seed}{month}{supplier}{time.time()}", f"generated|{month:%Y-%m}|{time.time()}", n, n,
                        month, month_end))
             drop_id = c.fetchone()[0]
-            c.execute(_INSERT, {"points": points, "categories": categories[supplier], "rows": n,
-                                "supplier": supplier, "drop_id": drop_id, "precision": precision,
-                                "month_start": f"{month} 00:00 Europe/London",
-                                "month_end": f"{month_end} 00:00 Europe/London",
-                                "location_precision": "snap_point" if supplier.startswith("police_uk") else "exact",
-                                "access_level": level})
+            c.execute(_INSERT.replace("{table}", table),
+                      {"points": points, "categories": categories[supplier], "rows": n,
+                       "supplier": supplier, "drop_id": drop_id, "precision": precision,
+                       "id_sequence": id_sequence,
+                       "month_start": f"{month} 00:00 Europe/London",
+                       "month_end": f"{month_end} 00:00 Europe/London",
+                       "location_precision": "snap_point" if supplier.startswith("police_uk") else "exact",
+                       "access_level": level})
         conn.commit()
         with lock:
             done[0] += 1
@@ -166,12 +240,27 @@ def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int =
                 log(f"  generated {done[1]:,} of ~{rows:,} incidents ({done[0]}/{len(jobs)} supplier months) "
                     f"in {elapsed:.0f} s, {done[1] / max(elapsed, 1e-9):,.0f} rows/s")
 
+    attached: list[int] = []
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run, jobs))
+        if new_years:
+            index_started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for year in pool.map(lambda y: (_attach_year(url, y, log), y)[1], new_years):
+                    attached.append(year)
+            log(f"  indexes and partitions: {time.monotonic() - index_started:.0f} s; "
+                f"{done[1]:,} incidents in {time.monotonic() - started:.0f} s in all, "
+                f"{done[1] / max(time.monotonic() - started, 1e-9):,.0f} rows/s")
     finally:
         for c in connections:
             c.close()
+        with conn.cursor() as cur:
+            # A year table left unattached by a failure would stop the loaders making that partition.
+            for year in set(new_years) - set(attached):
+                cur.execute("SELECT relispartition FROM pg_class WHERE oid = to_regclass(%s)", (f"incidents_y{year}",))
+                if cur.fetchone() == (False,):
+                    cur.execute(f"DROP TABLE incidents_y{year}")
     with conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS gen_points, gen_point_urn, gen_category_urn")
         cur.execute("ANALYZE incidents")

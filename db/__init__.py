@@ -47,8 +47,11 @@ def libpq_dsn(url: str) -> str:
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     from safestats import db_scope
+    from safestats.config import get_settings
 
-    return db_scope.install(create_engine(sqlalchemy_url(url or database_url()), pool_pre_ping=True, future=True))
+    settings = get_settings()
+    return db_scope.install(create_engine(sqlalchemy_url(url or database_url()), pool_pre_ping=True, future=True,
+                                          pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow))
 
 
 def get_web_engine(owner_url: str | None = None) -> Engine:

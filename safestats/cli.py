@@ -16,7 +16,7 @@ Subcommands (``safestats --help`` lists them with their options):
   orgs add|set|list|disable|enable                      organisations and the highest tier of their members
   scheduler [--interval S]     watch the suppliers' incoming folders and load new drops (its own process)
   tokens create|revoke|list    bearer tokens for the supplier feed API
-  serve                        run the web portal
+  serve [--workers [N]]        run the web portal (with --workers: gunicorn, N processes, sized DB pools)
 """
 from __future__ import annotations
 
@@ -377,7 +377,17 @@ def cmd_serve(args) -> int:
     from safestats.config import get_settings
 
     settings = get_settings()
-    _database_url()  # start the embedded database first if it is the one in use
+    url = _database_url()  # start the embedded database first if it is the one in use
+    if args.workers is not None:
+        from safestats.serving import default_workers, serve
+
+        args.workers = default_workers() if args.workers == -1 else args.workers
+
+        try:
+            serve(args.host or settings.host, args.port or settings.port, args.workers, args.threads, url)
+        except ValueError as exc:
+            print(f"safestats serve: {exc}", file=sys.stderr)
+            return 2
     server = create_app()
     server.run(host=args.host or settings.host, port=args.port or settings.port, threaded=True, debug=False)
     return 0
@@ -527,9 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     a = asub.add_parser("verify", help="recompute the hash chain; exit 1 naming every row edited, removed or inserted")
     a.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("serve", help="run the web portal")
+    p = sub.add_parser("serve", help="run the web portal (--workers: production, gunicorn)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, nargs="?", const=-1, default=None,
+                   help="serve with gunicorn and this many worker processes (production); without a number, "
+                        "2 x cores + 1. Without --workers: Flask's own one-process server (development, demo)")
+    p.add_argument("--threads", type=int, default=4, help="with --workers: threads per worker (default 4)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -3,7 +3,7 @@
 Everything a deployment may change is an environment variable (documented in the README): where the
 database is (``DATABASE_URL``; unset means the embedded cluster under ``SAFESTATS_HOME``), which boundary
 areas are in scope, the base-map tiles, the Flask secret, the suppliers' incoming drop folders, and the
-log-in settings (Secure cookies, session timeouts, the failed-sign-in limit). Code asks ``get_settings()``; nothing else reads
+log-in settings (Secure cookies, session timeouts, the failed-sign-in limit) and the connection pool's size. Code asks ``get_settings()``; nothing else reads
 ``os.environ`` for these names.
 """
 from __future__ import annotations
@@ -46,6 +46,10 @@ class Settings:
     login_lockout_minutes: float = 15.0
     # The read API (/api/v1/): calls per personal token per minute, counted in PostgreSQL (every worker).
     api_calls_per_minute: int = 120
+    # Each SQLAlchemy engine's connection pool (per process): SQLAlchemy's defaults unless set;
+    # ``safestats serve --workers`` sets them from safestats.serving.pool_plan for every gunicorn worker.
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
     extra: dict = field(default_factory=dict)
 
     @property
@@ -103,4 +107,6 @@ def get_settings() -> Settings:
         login_max_failures=int(os.environ.get("SAFESTATS_LOGIN_MAX_FAILURES", "10")),
         login_lockout_minutes=float(os.environ.get("SAFESTATS_LOGIN_LOCKOUT_MINUTES", "15")),
         api_calls_per_minute=int(os.environ.get("SAFESTATS_API_CALLS_PER_MINUTE", "120")),
+        db_pool_size=int(os.environ.get("SAFESTATS_DB_POOL_SIZE", "5")),
+        db_max_overflow=int(os.environ.get("SAFESTATS_DB_MAX_OVERFLOW", "10")),
     )
