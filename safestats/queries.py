@@ -1049,7 +1049,8 @@ def _grid_plan(engine: Engine, state: FilterState, period: Period, cell_m: int,
     rest, raw points when a filter needs them."""
     plan = _plan(engine, state, period, {"borough"} | needs)
     if plan.source == "rollup_borough_month":
-        grid_m = 500 if cell_m % 500 == 0 else 250
+        # The 500 m grid has no borough: a borough's cells come from the 250 m one.
+        grid_m = 500 if cell_m % 500 == 0 and state.selected_area is None else 250
         plan.source = f"rollup_grid{'500' if grid_m == 500 else ''}_month"
         per = cell_m // grid_m  # float8, not numeric, division: several times faster over ~10^5 rollup rows
         return plan, f"floor(cell_x::float8 / {per})::int", f"floor(cell_y::float8 / {per})::int"
