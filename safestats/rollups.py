@@ -248,8 +248,6 @@ def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trig
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_YEAR_LOCK, since.year))
-            if "rollup_h3_month" in chosen:
-                fill_h3_points(cur, since.year, since, until)
             for rollup in ROLLUPS:
                 if rollup.name not in chosen:
                     continue
@@ -285,8 +283,13 @@ def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,
         with conn.cursor() as cur:
             full = months is None
             runs = month_runs(_every_month(cur) if full else months)
+            # The new points' H3 cells first, from this one connection: runs share points, and two
+            # connections inserting the same points in different orders would deadlock.
             if "rollup_h3_month" in chosen and full:
-                fill_h3_points(cur)  # once, from one connection, rather than a year's scan per connection
+                fill_h3_points(cur)
+            elif "rollup_h3_month" in chosen:
+                for since, until in runs:
+                    fill_h3_points(cur, since.year, since, until)
         conn.commit()
         timings: dict[str, float] = {}
         with ThreadPoolExecutor(max_workers=REFRESH_CONNECTIONS) as pool:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from datetime import date
+from datetime import date, timedelta
 from types import SimpleNamespace
 
+import numpy as np
 import psycopg2
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from bench.generate import generate_incidents
 from db import get_engine, libpq_dsn, migrate
 from safestats import queries, rollups
-from safestats.filters import FilterState
+from safestats.filters import THEMES, FilterState
 from tests.conftest import TEST_DB_NAME, make_database, query, truncate_data
 
 YEARS = (2022, 2023)
@@ -166,6 +167,73 @@ def test_view_counts_equal_direct_counts(generated, f):
         got_h3 = dict(query(url, f"SELECT h3_r8, sum(incidents) FROM rollup_h3_month WHERE {view_where} GROUP BY 1",
                             view_params))
         assert got_h3 == expected_h3, f
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(f=filters(), cell_m=st.sampled_from([500, 250, 1000]))
+def test_hotspot_counts_from_grid_months_in_memory_equal_direct_counts(generated, f, cell_m):
+    """The hotspot layers' counts per month and study cell (numpy over the grid months a worker keeps)
+    equal a direct count of the raw points, for random suppliers, categories, themes and months."""
+    url = generated
+    engine = get_engine(url)
+    themes = tuple(name for name, (_, bit, _) in THEMES.items() if f["theme_mask"] & bit)
+    first, last = f["months"]
+    state = FilterState(date_from=first, date_to=date(last.year + last.month // 12, last.month % 12 + 1, 1)
+                        - timedelta(days=1), suppliers=tuple(f["suppliers"]), categories=tuple(f["categories"]),
+                        themes=themes)
+    queries.clear_caches(keep_reference=True)  # the grid months stay: some are read, some come from memory
+    months, counts = queries.study_counts_by_month(engine, state, cell_m, user=rollups.OPERATOR)
+    assert months[0] == first and months[-1] == last
+    raw_where, raw_params = _conditions(dict(f, area=None), url, raw=True)
+    xs, ys = queries.study_area_cells(engine, cell_m)
+    index = {cell: k for k, cell in enumerate(zip(xs, ys))}
+    expected = np.zeros(counts.shape)
+    for month, x, y, n in query(url, f"""
+            SELECT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date,
+                   floor(ST_X(geom) / {cell_m})::int, floor(ST_Y(geom) / {cell_m})::int, count(*)
+            FROM incidents WHERE geom IS NOT NULL AND {raw_where} GROUP BY 1, 2, 3""", raw_params):
+        if (x, y) in index:
+            expected[months.index(month), index[(x, y)]] += n
+    assert np.array_equal(counts, expected), f
+
+
+def test_a_load_rereads_only_the_grid_months_it_refreshed(generated):
+    """A worker's grid months outlive a load that does not touch them; the month a load refreshes is read
+    again, so the layer counts the new incidents."""
+    url = generated
+    engine = get_engine(url)
+    state = FilterState(date_from=date(2023, 2, 1), date_to=date(2024, 1, 31))
+    new_month = date(2024, 1, 1)  # after the generated data: nothing there yet
+    queries.clear_caches()
+    months, before = queries.study_counts_by_month(engine, state, 500, user=rollups.OPERATOR)
+    kept = {key[4]: arrays for key, arrays in queries._grid_months.items()}
+    assert len(kept) == 12 and months[-1] == new_month and before[-1].sum() == 0
+
+    [(last_drop,)] = query(url, "SELECT max(id) FROM drops")
+    generate_incidents(url, 1_200, months=[new_month], seed=13, log=lambda *a: None)
+    drop_ids = _values(url, f"SELECT id FROM drops WHERE id > {last_drop} ORDER BY id")
+    try:
+        rollups.refresh_after_load(url, drop_ids, trigger="test grid months")
+        queries.clear_caches(keep_reference=True)  # what a new data version does to the panel cache
+        _, after = queries.study_counts_by_month(engine, state, 500, user=rollups.OPERATOR)
+        newest = {}
+        for key, arrays in queries._grid_months.items():  # oldest first: the newest read of a month wins
+            newest[key[4]] = arrays
+        assert all(newest[m] is kept[m] for m in kept if m != new_month), "untouched months are not read again"
+        assert newest[new_month] is not kept[new_month]
+        study = set(zip(*queries.study_area_cells(engine, 500)))
+        added_in_study = sum(n for x, y, n in query(url, """
+            SELECT floor(ST_X(geom) / 500)::int, floor(ST_Y(geom) / 500)::int, count(*) FROM incidents
+            WHERE drop_id = ANY(%s) AND geom IS NOT NULL GROUP BY 1, 2""", (drop_ids,)) if (x, y) in study)
+        assert after[-1].sum() == added_in_study > 0
+        assert np.array_equal(after[:-1], before[:-1])
+    finally:
+        conn = psycopg2.connect(libpq_dsn(url))
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
+            cur.execute("DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
+        conn.close()
+        rollups.refresh_rollups(url, trigger="test grid months restore", months=[new_month])
 
 
 def test_theme_mask_is_one_function_used_by_every_rollup(generated):
