@@ -1119,7 +1119,7 @@ def grid_counts_by_month(engine: Engine, state: FilterState, cell_m: int, period
 # count), keyed by the refresh that last rewrote that month (rollup_refreshes) and by what the rollup's
 # visible view lets the asker's tier see. A filter change is then a mask and a bincount over arrays in
 # memory, and after a load only the months it refreshed are read again.
-GRID_MONTH_CACHE_ROWS = 8_000_000  # about 16 bytes a row: ~130 MB per worker at most
+GRID_MONTH_CACHE_ROWS = 8_000_000  # 14 bytes a row: ~110 MB per worker at most
 _grid_months: "OrderedDict[tuple, _GridMonth]" = OrderedDict()
 _grid_months_lock = threading.Lock()
 
@@ -1167,9 +1167,11 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
     codes = sorted(supplier_levels(engine))
     x = "cell_x" if per == 1 else f"floor(cell_x::float8 / {per})::int"
     y = "cell_y" if per == 1 else f"floor(cell_y::float8 / {per})::int"
+    # The 500 m rollup's own cells are already one row per key; anything else is summed to the key.
+    exact = family == "rollup_grid500_month" and per == 1
     sql = (f"SELECT month, array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id, theme_mask, "
-           f"{x}, {y}, sum(incidents)::int4 FROM {visible_view(family)} WHERE month = ANY(%(months)s) "
-           f"GROUP BY 1, 2, 3, 4, 5, 6")
+           f"{x}, {y}, {'incidents' if exact else 'sum(incidents)::int4'} FROM {visible_view(family)} "
+           f"WHERE month = ANY(%(months)s){'' if exact else ' GROUP BY 1, 2, 3, 4, 5, 6'}")
     buffer = io.BytesIO()
     with engine.connect() as conn, conn.begin():  # begun: it carries the user's scope (db_scope)
         cursor = conn.connection.dbapi_connection.cursor()
@@ -1195,7 +1197,7 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
         this = rows["month"] == month.toordinal() - _PG_EPOCH
         out[month] = _GridMonth(rows["supplier"][this].astype(np.int16) - 1, rows["category_id"][this].astype(np.int16),
                                 rows["theme_mask"][this].astype(np.int16), cell[this],
-                                rows["n"][this].astype(np.int64))
+                                rows["n"][this].astype(np.int32))
     return out
 
 
@@ -1220,6 +1222,8 @@ def _grid_months_in_memory(engine: Engine, cell_m: int, months: list[date]) -> d
         found.update(read)
         with _grid_months_lock:
             for month, arrays in read.items():
+                for older in [k for k in _grid_months if k[:5] == keys[month][:5]]:
+                    del _grid_months[older]  # the month as an earlier refresh left it: never asked for again
                 _grid_months[keys[month]] = arrays
             total = sum(len(a) for a in _grid_months.values())
             while total > GRID_MONTH_CACHE_ROWS and len(_grid_months) > len(months):
