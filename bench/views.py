@@ -1,20 +1,21 @@
-"""Views benchmark: full and incremental refresh of the rollup views, and panel latency from the views
-against the raw table, at 1 or 10 million generated incidents.
+"""Views benchmark: full and incremental refresh of the rollups, and panel latency from the rollups against
+the raw table, at 1, 10 or 30 million generated incidents.
 
 Builds (or, with ``--keep``, reuses) a database of its own, ``safestats_bench_views_<rows>`` in the embedded
 cluster: migrations, London's boundaries, then ``--rows`` incidents written by ``bench/generate.py`` over
 ``--years`` years less their last month (every supplier, spread over the LSOAs; not timed beyond the
 rate it prints). Then it reports:
 
-1. the first build of every year's views (``safestats_ensure_rollup_year``, plain refresh) and a full
-   CONCURRENT refresh of every view of every year, per rollup (summed over its years) and wall time;
+1. a full refresh of every rollup over every month (``refresh_rollups``: a year per connection, two at a
+   time), per rollup (summed over its years) and wall time;
 2. the incremental refresh after one month's drop: the last month is generated (one drop per supplier) and
-   ``refresh_after_load`` refreshes only the views of its year, as after a real load; the month is then
+   ``refresh_after_load`` refreshes only that month of every rollup, as after a real load; the month is then
    deleted again so a reused database stays the same;
 3. panel latency, cold (panel cache cleared, per-process reference data warm), for the dashboard's filter
    changes (``bench/dashboard``'s set): each panel from the views as the query layer plans it, and from the
    raw ``incidents`` table (the planner denied every rollup), p50 and p95. The hotspot layer is Gi* on 500 m
-   cells.
+   cells, cold (its grid months read from the database) and as a running worker answers a filter change
+   (the grid months in memory, ``queries.study_counts_by_month``).
 
     bench/views [--rows 1000000] [--years 4] [--repeats 5] [--raw-repeats 1] [--keep] [--drop]
                 [--skip-refresh | --skip-full-refresh]
@@ -77,10 +78,10 @@ def prepare(url: str, rows: int, months: list[date]) -> None:
 
 
 def per_rollup(timings: dict[str, float]) -> dict[str, float]:
-    """Seconds per rollup, summed over its years' views."""
+    """Seconds per rollup, summed over its runs of months ("<rollup> <months>" keys)."""
     from safestats.rollups import ROLLUP_VIEWS
 
-    return {name: sum(s for view, s in timings.items() if view.rsplit("_y", 1)[0] == name) for name in ROLLUP_VIEWS}
+    return {name: sum(s for run, s in timings.items() if run.split(" ", 1)[0] == name) for name in ROLLUP_VIEWS}
 
 
 def time_refreshes(url: str, rows_per_month: int, incremental_month: date, full_refresh: bool = True) -> None:
@@ -88,19 +89,19 @@ def time_refreshes(url: str, rows_per_month: int, incremental_month: date, full_
     from safestats import rollups
 
     print(f"\n== refresh ({load_average()})")
-    if not _scalar(url, "SELECT count(*) FROM pg_matviews WHERE matviewname LIKE 'rollup_%%_y____'"):
+    if not _scalar(url, "SELECT count(*) FROM rollup_months"):
         started = time.perf_counter()
-        first = rollups.refresh_rollups(url, trigger="bench/views first build")
-        print(f"first build of every view: {time.perf_counter() - started:.1f} s wall ({len(first)} year views)")
-
+        rollups.refresh_rollups(url, trigger="bench/views first build")
+        print(f"first build of every rollup (empty tables): {time.perf_counter() - started:.1f} s wall "
+              f"({load_average()})", flush=True)
     if full_refresh:
         started = time.perf_counter()
         full = rollups.refresh_rollups(url, trigger="bench/views full refresh")
         wall = time.perf_counter() - started
         rows = {r.name: _scalar(url, f"SELECT count(*) FROM {r.name}") for r in rollups.ROLLUPS}
-        print(f"full CONCURRENT refresh of every view: {wall:.1f} s wall, "
+        print(f"full refresh of every rollup, every month: {wall:.1f} s wall, "
               f"{rollups.REFRESH_CONNECTIONS} connections ({load_average()})")
-        print(f"  {'view':24} {'rows':>12} {'refresh s (sum of years)':>26}")
+        print(f"  {'rollup':24} {'rows':>12} {'refresh s (sum of years)':>26}")
         for name, seconds in per_rollup(full).items():
             print(f"  {name:24} {rows[name]:>12,} {seconds:>26.1f}")
 
@@ -111,14 +112,14 @@ def time_refreshes(url: str, rows_per_month: int, incremental_month: date, full_
     incremental = rollups.refresh_after_load(url, drop_ids, trigger="bench/views one month's drop")
     wall = time.perf_counter() - started
     print(f"incremental refresh after one month's drop ({incremental_month:%Y-%m}, {rows_per_month:,} incidents, "
-          f"{len(drop_ids)} drops): {wall:.1f} s wall, {len(incremental)} year views "
-          f"({', '.join(sorted({v.rsplit('_y', 1)[1] for v in incremental}))}) ({load_average()})")
+          f"{len(drop_ids)} drops): {wall:.1f} s wall, {len(incremental)} rollup refreshes "
+          f"({', '.join(sorted({v.split(' ', 1)[1] for v in incremental}))}) ({load_average()})")
     for name, seconds in per_rollup(incremental).items():
         print(f"  {name:24} {seconds:>8.1f} s")
     # Take the month out again, so a reused database is the same next time.
     _rows(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
     _rows(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
-    rollups.refresh_rollups(url, trigger="bench/views restore", years=[incremental_month.year])
+    rollups.refresh_rollups(url, trigger="bench/views restore", months=[incremental_month])
 
 
 class _NoRollup:
@@ -157,14 +158,20 @@ def panels(engine) -> dict:
         "top areas": lambda s: queries.top_areas(engine, s, user=ADMIN),
         "map (choropleth)": lambda s: queries.area_values(engine, s, s.map_level or "borough", user=ADMIN),
         "hotspots (Gi* 500 m)": lambda s: queries.hotspot_layer(engine, s, cell_m=500, user=ADMIN),
+        "hotspots, months in mem": lambda s: queries.hotspot_layer(engine, s, cell_m=500, user=ADMIN),
     }
 
 
-def _warm_reference(engine) -> None:
-    """What a running web worker already holds: areas, taxonomy, the hotspot study area."""
+# Panels timed as a running worker answers a filter change: their grid months already in memory.
+MONTHS_IN_MEMORY = {"hotspots, months in mem"}
+
+
+def _warm_reference(engine, keep_grid_months: bool = False) -> None:
+    """What a running web worker already holds: areas, taxonomy, the hotspot study area (and, when
+    ``keep_grid_months``, the grid months earlier runs read)."""
     from safestats import queries
 
-    queries.clear_caches()
+    queries.clear_caches(keep_reference=keep_grid_months)
     queries.areas(engine), queries.taxonomy(engine), queries.study_area_cells(engine, 500)
 
 
@@ -181,21 +188,23 @@ def time_panels(engine, repeats: int, raw_repeats: int) -> None:
         for raw, n in ((False, repeats), (True, raw_repeats)):
             times = []
             for name, state in changes.items():
+                if panel in MONTHS_IN_MEMORY and not raw:
+                    run(state)  # the months this filter reads, as a worker that has answered before holds them
                 for _ in range(n):
-                    _warm_reference(engine)
+                    _warm_reference(engine, keep_grid_months=panel in MONTHS_IN_MEMORY)
                     with raw_table_only() if raw else contextlib.nullcontext():
                         started = time.perf_counter()
                         run(state)
                         times.append((time.perf_counter() - started) * 1000)
                     if panel.startswith("hotspots") and not raw:
-                        hotspot_by_filter.setdefault(name, []).append(times[-1])
+                        hotspot_by_filter.setdefault((panel, name), []).append(times[-1])
             figures += [statistics.median(times), percentile(times, 0.95)] if times else [float("nan")] * 2
         print(f"  {panel:22} {figures[0]:>10.0f} {figures[1]:>10.0f} {figures[2]:>10.0f} {figures[3]:>10.0f}",
               flush=True)
     queries.clear_caches()
-    print("\n  hotspot layer from the views, per filter change (ms): p50 / p95")
-    for name, times in hotspot_by_filter.items():
-        print(f"    {name:34} {statistics.median(times):7.0f} / {percentile(times, 0.95):7.0f}")
+    print("\n  hotspot layer from the rollups, per filter change (ms): p50 / p95")
+    for (panel, name), times in hotspot_by_filter.items():
+        print(f"    {panel:24} {name:34} {statistics.median(times):7.0f} / {percentile(times, 0.95):7.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:

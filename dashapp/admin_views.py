@@ -3,7 +3,7 @@
 A plain server-rendered Flask page in the admin shell (``dashapp.admin_status.render_admin_page``):
 ``GET /admin/views`` lists every rollup (``safestats.rollups.ROLLUPS``) with its rows, size on disk, last
 refresh (when, how long, what triggered it), staleness against the newest drop, the years it holds and what
-it reads; ``POST /admin/views/<name>/refresh`` refreshes that view and its dependants CONCURRENTLY (analysts
+it reads; ``POST /admin/views/<name>/refresh`` refreshes that view and its dependants over every month (analysts
 keep querying meanwhile) and comes back to the list. Both are declared ``guard.ADMIN`` (checked and audited
 by the registry); the refresh form carries the session's CSRF token. The rollups belong to the database
 owner and are closed to the web role, so this page reads and refreshes them through the owner's engine
@@ -30,9 +30,9 @@ BODY = """
     {% macro when(t) %}{{ t.astimezone(london).strftime('%Y-%m-%d %H:%M:%S') if t else 'never' }}{% endmacro %}
     <h1 class="h4">Rollup views</h1>
     {% if message %}<div class="alert alert-success" id="views-message">{{ message }}</div>{% endif %}
-    <p class="text-muted small">Newest drop loaded {{ when(newest_drop) }}. Each view is one materialised view per year
-      under a UNION ALL view; a load refreshes only the years its drops touch. Refreshing runs CONCURRENTLY: dashboards
-      keep answering meanwhile. Times are London time.</p>
+    <p class="text-muted small">Newest drop loaded {{ when(newest_drop) }}. Each view is a table refreshed by month; a load
+      refreshes only the months its drops touch, in one transaction: dashboards keep answering meanwhile and see the new
+      counts at its commit. Times are London time.</p>
     <table class="table table-sm align-middle" id="views-status">
       <thead><tr><th>View</th><th class="text-end">Rows</th><th class="text-end">Size</th><th>Last refresh</th>
         <th class="text-end">Took</th><th>Triggered by</th><th>State</th><th>Years</th><th>Reads</th><th></th></tr></thead>
@@ -81,5 +81,6 @@ def refresh(name: str):
 
     queries.clear_caches()  # this worker's panels; others see the new refresh id within a second
     # In the session, not the link: a link cannot put words on an admin page.
-    flash(f"Refreshed {name} and its dependants: {len(timings)} year view(s) in {sum(timings.values()):.1f} s.")
+    flash(f"Refreshed {name} and its dependants: {len(timings)} refresh(es) of a run of months in "
+          f"{sum(timings.values()):.1f} s.")
     return redirect(url_for("admin_views.index"))

@@ -103,21 +103,21 @@ def cmd_views(args) -> int:
         for v in status:
             when = v["refreshed_at"].strftime("%Y-%m-%d %H:%M:%S") if v["refreshed_at"] else "never"
             took = f"{v['duration_ms'] / 1000:.1f} s" if v["duration_ms"] is not None else "-"
-            state = ("STALE " + ",".join(map(str, v["stale_years"]))) if v["stale"] else "fresh"
+            state = ("STALE " + ",".join(f"{m:%Y-%m}" for m in v["stale_months"][:3])
+                     + ("..." if len(v["stale_months"]) > 3 else "")) if v["stale"] else "fresh"
             print(f"{v['view']:24} {v['rows']:>11,} {v['size_bytes'] / 2**20:>7.1f}MB  {when:19} {took:>8}  "
                   f"{state:12} {', '.join(v['depends_on'])}")
-            for y in v["years"]:
+            for y in v["years"]:  # per year of its months: rows, the newest month's refresh
                 when = y["refreshed_at"].strftime("%Y-%m-%d %H:%M:%S") if y["refreshed_at"] else "never"
-                took = f"{y['duration_ms'] / 1000:.1f} s" if y["duration_ms"] is not None else "-"
-                print(f"  {y['year']:<22} {y['rows']:>11,} {y['size_bytes'] / 2**20:>7.1f}MB  {when:19} {took:>8}  "
-                      f"{'STALE' if y['stale'] else 'fresh':12} {y['trigger'] or ''}")
+                print(f"  {y['year']:<22} {y['rows']:>11,} {'':>9}  {when:19} {'':>8}  "
+                      f"{'STALE' if y['stale'] else 'fresh':12}")
         return 0
     if args.action == "refresh":
         views = tuple(args.names) or rollups.ROLLUP_VIEWS
         try:
             timings = rollups.refresh_rollups(url, trigger="safestats views refresh", views=views, log=print)
-            print(f"{len(timings)} year view(s) refreshed in {sum(timings.values()):.1f} s (with dependants, in "
-                  "dependency order)")
+            print(f"{len(timings)} rollup refresh(es) (a family over a run of months) in "
+                  f"{sum(timings.values()):.1f} s (with dependants, in dependency order)")
         except ValueError as exc:
             print(f"safestats views: {exc}", file=sys.stderr)
             return 2

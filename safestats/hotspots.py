@@ -46,44 +46,49 @@ def neighbour_sums_points(points: np.ndarray, values: np.ndarray, band_m: float,
 
 def neighbour_sums_grid(ix: np.ndarray, iy: np.ndarray, values: np.ndarray, cell_m: float,
                         band_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """The same sums for cells of a regular grid (integer cell indices), by shifting a dense lattice."""
+    """The same sums for cells of a regular grid (integer cell indices), by shifting a dense lattice.
+    ``values`` is one count per cell, or a 2-D array of several time steps' counts (steps x cells): every
+    step is shifted at once."""
     ix, iy = np.asarray(ix, dtype=int), np.asarray(iy, dtype=int)
+    values = np.asarray(values, dtype=float)
+    steps = values.reshape(-1, values.shape[-1])
     x0, y0 = ix.min(), iy.min()
     r = int(band_m // cell_m)
     shape = (ix.max() - x0 + 1 + 2 * r, iy.max() - y0 + 1 + 2 * r)
-    value_grid = np.zeros(shape)
+    value_grid = np.zeros((len(steps),) + shape)
     member_grid = np.zeros(shape)
     gx, gy = ix - x0 + r, iy - y0 + r
-    value_grid[gx, gy] = values
+    value_grid[:, gx, gy] = steps
     member_grid[gx, gy] = 1.0
-    sums = np.zeros(len(values))
-    counts = np.zeros(len(values))
+    sums = np.zeros(steps.shape)
+    counts = np.zeros(values.shape[-1])
     for dx in range(-r, r + 1):
         for dy in range(-r, r + 1):
             if (dx * cell_m) ** 2 + (dy * cell_m) ** 2 <= band_m * band_m + 1e-9:
-                sums += value_grid[gx + dx, gy + dy]
+                sums += value_grid[:, gx + dx, gy + dy]
                 counts += member_grid[gx + dx, gy + dy]
-    return sums, counts
+    return sums.reshape(values.shape), counts
 
 
 def gi_star_from_sums(values: np.ndarray, neighbour_sum: np.ndarray, cardinality: np.ndarray) -> np.ndarray:
-    """Gi* z-scores from each area's neighbour sum and neighbour count (binary weights, self included)."""
+    """Gi* z-scores from each area's neighbour sum and neighbour count (binary weights, self included).
+    ``values`` and ``neighbour_sum`` may be 2-D (steps x areas): each step is its own Gi*."""
     y = np.asarray(values, dtype=float)
-    n = len(y)
-    total = y.sum()
-    if n < 2 or total <= 0:
-        return np.zeros(n)
-    statistic = neighbour_sum / total
+    n = y.shape[-1]
+    if n < 2:
+        return np.zeros(y.shape)
+    total = y.sum(axis=-1, keepdims=True)
     mean = total / n
-    variance = (y * y).sum() / n - mean * mean
-    if variance <= 0:
-        return np.zeros(n)
+    variance = (y * y).sum(axis=-1, keepdims=True) / n - mean * mean
+    usable = (total > 0) & (variance > 0)  # an empty or uniform step: nothing is hot or cold
+    total, mean, variance = (np.where(usable, v, 1.0) for v in (total, mean, variance))
+    statistic = neighbour_sum / total
     expected = cardinality / n
     expected_variance = cardinality * (n - cardinality) / (n - 1) / n ** 2 * variance / mean ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (statistic - expected) / np.sqrt(expected_variance)
     # An area whose band holds every area has no variance: it is neither hot nor cold.
-    return np.where(expected_variance > 0, z, 0.0)
+    return np.where(usable & (expected_variance > 0), z, 0.0)
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -128,6 +133,13 @@ class GridHotspots:
     counts: np.ndarray
     z: np.ndarray
     classes: np.ndarray
+
+
+def grid_gi_star_steps(ix, iy, counts, cell_m: int, band_m: float | None = None) -> np.ndarray:
+    """Gi* z-scores of several time steps at once: ``counts`` is steps x cells; returns steps x cells."""
+    band = default_band_m(cell_m) if band_m is None else band_m
+    sums, cardinality = neighbour_sums_grid(ix, iy, counts, cell_m, band)
+    return gi_star_from_sums(counts, sums, cardinality)
 
 
 def grid_gi_star(ix, iy, counts, cell_m: int, band_m: float | None = None, fdr: bool = False) -> GridHotspots:

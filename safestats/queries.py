@@ -57,10 +57,13 @@ _data_version: dict[str, tuple[float, int]] = {}
 _DATA_VERSION_TTL_S = 1.0
 
 
-def clear_caches(keep_reference: bool = False) -> None:
+def clear_caches(keep_reference: bool = False, keep_grid_months: bool | None = None) -> None:
     """Forget every cached result (after boundaries are reloaded, and between tests); ``keep_reference``
     keeps what does not depend on the loaded incidents (areas, study cells, neighbours: built once per
-    process in a running portal), as the benchmarks do to time cold filter changes."""
+    process in a running portal) and, unless ``keep_grid_months`` is False, the grid months in memory (each
+    keyed by its own month's refresh, so they outlive loads that do not touch them), as the benchmarks do
+    to time cold filter changes."""
+    keep_grid_months = keep_reference if keep_grid_months is None else keep_grid_months
     with _cache_lock:
         if keep_reference:
             for key in [k for k in _cache if k[1] != 0]:  # (engine, data version or 0 if unversioned, ...)
@@ -68,6 +71,9 @@ def clear_caches(keep_reference: bool = False) -> None:
         else:
             _cache.clear()
         _data_version.clear()
+    if not keep_grid_months:
+        with _grid_months_lock:
+            _grid_months.clear()
 
 
 def _engine_key(engine: Engine) -> str:
@@ -1133,7 +1139,8 @@ def _grid_plan(engine: Engine, state: FilterState, period: Period, cell_m: int,
     rest, raw points when a filter needs them."""
     plan = _plan(engine, state, period, {"borough"} | needs)
     if plan.source == "rollup_borough_month":
-        grid_m = 500 if cell_m % 500 == 0 else 250
+        # The 500 m grid has no borough: a borough's cells come from the 250 m one.
+        grid_m = 500 if cell_m % 500 == 0 and state.selected_area is None else 250
         plan.source = f"rollup_grid{'500' if grid_m == 500 else ''}_month"
         per = cell_m // grid_m  # float8, not numeric, division: several times faster over ~10^5 rollup rows
         return plan, f"floor(cell_x::float8 / {per})::int", f"floor(cell_y::float8 / {per})::int"
@@ -1187,6 +1194,183 @@ def grid_counts_by_month(engine: Engine, state: FilterState, cell_m: int, period
             out.setdefault(month, {})[(int(i), int(j))] = int(n)
         return out
     return _cached(engine, "grid_counts_by_month", _key(state, cell_m, period), compute)
+
+
+# ---- grid months in memory: what the hotspot layers count from -------------------------------------------
+# A hotspot layer sums a period of grid rollup rows for every filter change (about a million at 10 million
+# incidents for 12 months of the 500 m grid). Months never change between loads unless a drop touches them,
+# so each worker keeps each month's rows as numpy columns (supplier, category, themes, study-area cell,
+# count), keyed by the refresh that last rewrote that month (rollup_refreshes) and by what the rollup's
+# visible view lets the asker's tier see. A filter change is then a mask and a bincount over arrays in
+# memory, and after a load only the months it refreshed are read again.
+GRID_MONTH_CACHE_ROWS = 8_000_000  # 14 bytes a row: ~110 MB per worker at most
+_grid_months: "OrderedDict[tuple, _GridMonth]" = OrderedDict()
+_grid_months_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _GridMonth:
+    supplier: np.ndarray     # index into the sorted supplier codes (supplier_levels)
+    category_id: np.ndarray
+    theme_mask: np.ndarray
+    cell: np.ndarray         # index into study_area_cells(cell_m)
+    incidents: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cell)
+
+
+def _grid_family(cell_m: int) -> tuple[str, int]:
+    """The grid rollup ``cell_m`` cells are sums of, and how many of its cells a side one holds."""
+    return ("rollup_grid500_month", cell_m // 500) if cell_m % 500 == 0 else ("rollup_grid_month", cell_m // 250)
+
+
+def _month_versions(engine: Engine, family: str, months: list[date]) -> dict[date, tuple]:
+    """Per month, the newest refresh that rewrote ``family`` for it (id and start; None if none)."""
+    rows = _rows(engine, """
+        SELECT DISTINCT ON (m) m, r.id, r.started_at
+        FROM unnest(CAST(:months AS date[])) AS m
+        LEFT JOIN rollup_refreshes r ON r.family = :family AND m BETWEEN r.month_from AND r.month_to
+        ORDER BY m, r.id DESC""", {"months": months, "family": family})
+    return {m: (i, at) for m, i, at in rows}
+
+
+_COPY_ROW = np.dtype([("fields", ">i2"), ("l0", ">i4"), ("month", ">i4"), ("l1", ">i4"), ("supplier", ">i2"),
+                      ("l2", ">i4"), ("category_id", ">i2"), ("l3", ">i4"), ("theme_mask", ">i2"),
+                      ("l4", ">i4"), ("x", ">i4"), ("l5", ">i4"), ("y", ">i4"), ("l6", ">i4"), ("n", ">i4")])
+_COPY_HEADER = 19  # PGCOPY signature, flags, header extension length
+_PG_EPOCH = date(2000, 1, 1).toordinal()
+
+
+def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months: list[date]
+                      ) -> dict[date, _GridMonth]:
+    """``months`` of ``family`` through its visible view (as the current user), summed to ``cell_m`` cells
+    of the study area, by binary COPY straight into numpy (a million rows in a fraction of a second)."""
+    import io
+
+    codes = sorted(supplier_levels(engine))
+    x = "cell_x" if per == 1 else f"floor(cell_x::float8 / {per})::int"
+    y = "cell_y" if per == 1 else f"floor(cell_y::float8 / {per})::int"
+    # The 500 m rollup's own cells are already one row per key; anything else is summed to the key.
+    exact = family == "rollup_grid500_month" and per == 1
+    sql = (f"SELECT month, array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id, theme_mask, "
+           f"{x}, {y}, {'incidents' if exact else 'sum(incidents)::int4'} FROM {visible_view(family)} "
+           f"WHERE month = ANY(%(months)s){'' if exact else ' GROUP BY 1, 2, 3, 4, 5, 6'}")
+    buffer = io.BytesIO()
+    with engine.connect() as conn, conn.begin():  # begun: it carries the user's scope (db_scope)
+        cursor = conn.connection.dbapi_connection.cursor()
+        copy = cursor.mogrify(sql, {"codes": codes, "months": months}).decode()
+        recording = getattr(_capture, "statements", None)
+        if recording is not None:
+            recording.append((sql.replace("%(codes)s", ":codes").replace("%(months)s", ":months"),
+                              {"codes": codes, "months": months}))
+        cursor.copy_expert(f"COPY ({copy}) TO STDOUT WITH (FORMAT binary)", buffer)
+        cursor.close()
+    rows = np.frombuffer(buffer.getbuffer()[_COPY_HEADER:-2], dtype=_COPY_ROW)
+    xs, ys = (np.asarray(v, dtype=np.int64) for v in study_area_cells(engine, cell_m))
+    lattice = np.full((xs.max() - xs.min() + 1, ys.max() - ys.min() + 1), -1, dtype=np.int32)
+    lattice[xs - xs.min(), ys - ys.min()] = np.arange(len(xs), dtype=np.int32)
+    gx, gy = rows["x"].astype(np.int64) - xs.min(), rows["y"].astype(np.int64) - ys.min()
+    inside = (gx >= 0) & (gx < lattice.shape[0]) & (gy >= 0) & (gy < lattice.shape[1])
+    cell = np.full(len(rows), -1, dtype=np.int32)
+    cell[inside] = lattice[gx[inside], gy[inside]]
+    keep = cell >= 0  # counts outside the study area are in no statistic
+    rows, cell = rows[keep], cell[keep]
+    out = {}
+    for month in months:
+        this = rows["month"] == month.toordinal() - _PG_EPOCH
+        out[month] = _GridMonth(rows["supplier"][this].astype(np.int16) - 1, rows["category_id"][this].astype(np.int16),
+                                rows["theme_mask"][this].astype(np.int16), cell[this],
+                                rows["n"][this].astype(np.int32))
+    return out
+
+
+def _grid_months_in_memory(engine: Engine, cell_m: int, months: list[date]) -> dict[date, _GridMonth]:
+    """``months`` of the grid rollup for ``cell_m`` cells, from this worker's memory, reading the ones it
+    lacks (or that a refresh has rewritten since) in one query."""
+    family, per = _grid_family(cell_m)
+    scope = db_scope.current_scope()
+    # What the visible view filters on: the tier (finest area level) and the aggregate level.
+    seen_as = tuple(scope[1:3]) if scope is not None else None
+    versions = _month_versions(engine, family, months)  # first: a refresh after this is re-read next time
+    keys = {m: (_engine_key(engine), family, cell_m, seen_as, m, versions.get(m)) for m in months}
+    found: dict[date, _GridMonth] = {}
+    with _grid_months_lock:
+        for month, key in keys.items():
+            if key in _grid_months:
+                _grid_months.move_to_end(key)
+                found[month] = _grid_months[key]
+    missing = [m for m in months if m not in found]
+    if missing:
+        read = _read_grid_months(engine, family, per, cell_m, missing)
+        found.update(read)
+        with _grid_months_lock:
+            for month, arrays in read.items():
+                for older in [k for k in _grid_months if k[:5] == keys[month][:5]]:
+                    del _grid_months[older]  # the month as an earlier refresh left it: never asked for again
+                _grid_months[keys[month]] = arrays
+            total = sum(len(a) for a in _grid_months.values())
+            while total > GRID_MONTH_CACHE_ROWS and len(_grid_months) > len(months):
+                total -= len(_grid_months.popitem(last=False)[1])
+    return {m: found[m] for m in months}  # in the order asked
+
+
+def _months_of(period: Period) -> list[date]:
+    months, m = [], period.start.replace(day=1)
+    while m <= period.end:
+        months.append(m)
+        m = _add_months(m, 1)
+    return months
+
+
+@_for_user
+def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, period: Period | None = None,
+                          user=None) -> tuple[list[date], np.ndarray]:
+    """(London months of ``period``, default the current period; counts per month x study-area cell, in
+    ``study_area_cells`` order) under the state's filters. From the grid months in memory when the rollup
+    answers the filter (no area, whole months, no time of day); otherwise as ``grid_counts_by_month`` does
+    (raw points). Health data under disclosure control has no cells: zeros. Refused below the tier's
+    finest level."""
+    state = _scoped(engine, state, user)
+    _check_level("lsoa", user)
+    controlled = _controlled(engine, state, user)
+    if cell_m % 250:
+        raise ValueError("cell size must be a multiple of 250 m")
+    period = period or current_period(engine, state)
+
+    def compute():
+        cells = len(study_area_cells(engine, cell_m)[0])
+        if period is None:
+            return [], np.zeros((0, cells))
+        months = _months_of(period)
+        counts = np.zeros((len(months), cells))
+        if controlled:
+            return months, counts
+        if state.selected_area is None and _plan(engine, state, period, {"borough"}).source == "rollup_borough_month":
+            # The plan says the rollup answers it: the only conditions are the months (whole), suppliers,
+            # categories and themes, applied here to the arrays exactly as the SQL would.
+            codes = sorted(supplier_levels(engine))
+            suppliers = np.array([codes.index(s) for s in state.suppliers if s in codes] if state.suppliers
+                                 else range(len(codes)), dtype=np.int16)
+            category_ids = taxonomy(engine).category_ids(state)
+            in_memory = _grid_months_in_memory(engine, cell_m, months)
+            for k, month in enumerate(months):
+                g = in_memory[month]
+                keep = np.isin(g.supplier, suppliers)
+                if category_ids is not None:
+                    keep &= np.isin(g.category_id, np.array(category_ids, dtype=np.int16))
+                if state.themes:
+                    keep &= (g.theme_mask & state.theme_mask) != 0
+                counts[k] = np.bincount(g.cell[keep], weights=g.incidents[keep], minlength=cells)
+            return months, counts
+        index = {cell: k for k, cell in enumerate(zip(*study_area_cells(engine, cell_m)))}
+        position = {m: k for k, m in enumerate(months)}
+        for month, by_cell in grid_counts_by_month(engine, state, cell_m, period, user).items():
+            for cell, n in by_cell.items():
+                if cell in index and month in position:
+                    counts[position[month], index[cell]] += n
+        return months, counts
+    return _cached(engine, "study_counts_by_month", _key(state, cell_m, period), compute)
 
 
 # The map's hotspot layers: Gi*, emerging hot spots and period comparison on 500 m cells (about 6,300 in
@@ -1279,10 +1463,10 @@ def _cell_features(engine: Engine, cell_m: int, cells: np.ndarray, properties: l
 
 
 def _study_counts(engine, state, cell_m, period, user) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The study area's cells (x, y indices) and each one's count in ``period`` (default: the current one)."""
     xs, ys = study_area_cells(engine, cell_m)
-    by_cell = grid_counts(engine, state, cell_m, period, user=user)
-    return np.array(xs, dtype=int), np.array(ys, dtype=int), \
-        np.array([by_cell.get((i, j), 0) for i, j in zip(xs, ys)], dtype=float)
+    _, by_month = study_counts_by_month(engine, state, cell_m, period, user=user)
+    return np.array(xs, dtype=int), np.array(ys, dtype=int), by_month.sum(axis=0)
 
 
 @_for_user
@@ -1419,15 +1603,10 @@ def emerging_hotspot_layer(engine: Engine, state: FilterState, step_months: int 
             return HotspotLayer("emerging", cell_m, band, False, confidence, len(xs), 0, dict(_EMPTY_FEATURES),
                                 "Emerging hot spots need at least two time steps: choose a longer period or "
                                 "shorter steps.")
-        by_month = grid_counts_by_month(engine, state, cell_m, period, user)
-        index = {(i, j): k for k, (i, j) in enumerate(zip(xs, ys))}
-        counts = np.zeros((len(steps), len(xs)))
-        for s, months in enumerate(steps):
-            for month in months:
-                for cell, n in by_month.get(month, {}).items():
-                    if cell in index:
-                        counts[s, index[cell]] += n
-        z = np.array([hotspots.grid_gi_star(xs, ys, step, cell_m, band).z for step in counts])
+        months, by_month = study_counts_by_month(engine, state, cell_m, period, user)
+        position = {m: k for k, m in enumerate(months)}
+        counts = np.array([by_month[[position[m] for m in step]].sum(axis=0) for step in steps])
+        z = hotspots.grid_gi_star_steps(xs, ys, counts, cell_m, band)  # every step at once
         hot = z >= dict(hotspots.CONFIDENCE_Z)[confidence]
         drawn = np.nonzero(hot.any(axis=0))[0]
         p_latest = hotspots.normal_two_sided_p(z[-1])

@@ -1,17 +1,19 @@
-"""Keeping the dashboard's rollups (materialised views, ``db/sql/rollups_v2.sql``) up to date.
+"""Keeping the dashboard's rollups (summary tables, ``db/sql/rollups_v3.sql``) up to date.
 
-Every rollup is one materialised view per calendar year (``rollup_area_month_y2024``) under a plain
-UNION ALL view with the rollup's name, which is what the query layer reads. ``ROLLUPS`` below is the one
-list of them in Python, in refresh order, with what each reads (another engineer's security wrappers are
-generated from it; a test checks it against the ``rollup_families`` table the SQL builds from).
+Every rollup is one table (``rollup_area_month``) with the rollup's name, which is what the query layer
+reads, refreshed by month: ``safestats_refresh_rollup(family, since, until)`` deletes the rows of those
+months and writes them again from the source in the caller's transaction. ``ROLLUPS`` below is the one list
+of them in Python, in refresh order, with what each reads (the web role's security wrappers are generated
+from it; a test checks it against the ``rollup_tables`` table the SQL builds from).
 
-After a load, ``refresh_after_load`` refreshes only the views the new drops touch: the years their periods
-cover, nothing for an update drop (police.uk outcomes change no count). Each view is refreshed
-CONCURRENTLY in dependency order (analysts' queries keep reading the old contents until the new ones are
-swapped in), a year seen for the first time gets its views created (``safestats_ensure_rollup_year``),
-and every refresh is recorded in ``rollup_refreshes`` (view, family, year, started, duration, rows, the
-trigger and the drops that caused it). The newest refresh id is the data version: the query layer keys its
-panel cache on it, so a web worker never serves numbers from before a load it has not seen.
+After a load, ``refresh_after_load`` refreshes only the months the new drops touch (their periods; nothing
+for an update drop: police.uk outcomes change no count), every family in dependency order in one
+transaction per run of months, so analysts' queries never wait (a DELETE and an INSERT block no reader;
+until the commit they read the old rows, then the new ones, every family at once). A full refresh is the
+same over every month, a year per connection, two at a time. Every refresh is recorded in
+``rollup_refreshes`` (view, family, months, started, duration, rows, the trigger and the drops that caused
+it) and each month's in ``rollup_months`` (staleness). The newest refresh id is the data version: the query
+layer keys its panel cache on it, so a web worker never serves numbers from before a load it has not seen.
 ``safestats views status|refresh|explain`` and the admin views page sit on top of this module.
 
 The rollups are never granted to the web role: it reads each through ``<rollup>_visible``, a
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import date
 from types import SimpleNamespace
 from typing import Callable, Iterable
 
@@ -34,8 +37,8 @@ H3_RESOLUTION = 8  # see h3_points in db/sql/rollups_v2.sql for why
 
 @dataclass(frozen=True)
 class Rollup:
-    name: str                 # the UNION ALL view the query layer reads; years are <name>_y<YYYY>
-    reads: tuple[str, ...]    # 'incidents', 'h3_points' or earlier rollups (the same year's view)
+    name: str                 # the table the query layer reads (through its visible view)
+    reads: tuple[str, ...]    # 'incidents', 'h3_points' or earlier rollups (the same months)
     dimensions: tuple[str, ...]
     # The finest area level it breaks data down to: a tier whose TierPolicy.min_area_level is coarser gets no
     # rows from its visible view (grid squares and hexagons count as finer than borough).
@@ -54,8 +57,10 @@ ROLLUPS = (
            ("day", "hour", "isodow", "supplier", "category_id", "theme_mask", "borough_code"), "borough"),
     Rollup("rollup_grid_month", ("incidents",),
            ("month", "supplier", "category_id", "theme_mask", "borough_code", "cell_x", "cell_y")),
+    # No borough (version 3): the hotspot layers that read it never filter by area, and a boundary cell
+    # is one row, not one per borough.
     Rollup("rollup_grid500_month", ("rollup_grid_month",),
-           ("month", "supplier", "category_id", "theme_mask", "borough_code", "cell_x", "cell_y")),
+           ("month", "supplier", "category_id", "theme_mask", "cell_x", "cell_y")),
     Rollup("rollup_h3_month", ("incidents", "h3_points"),
            ("month", "supplier", "category_id", "theme_mask", "borough_code", "h3_r8")),
 )
@@ -82,7 +87,7 @@ def visible_view_sql(view: str) -> str:
 
 
 def drop_web_doors(bind) -> None:
-    """Drop the views the web role reads the rollups through (before the UNION ALL views are dropped)."""
+    """Drop the views the web role reads the rollups through (before the rollups themselves are dropped)."""
     bind.exec_driver_sql("DROP VIEW IF EXISTS incident_months_span")
     for view in ROLLUP_VIEWS:
         bind.exec_driver_sql(f"DROP VIEW IF EXISTS {visible_view(view)}")
@@ -98,8 +103,9 @@ def create_web_doors(bind) -> None:
 
 
 def recreate_rollups(bind) -> None:
-    """Build every rollup again after a migration changed what one reads (``rollup_families``): the web role's
-    doors to them are dropped first and made again after; the H3 points are filled before. Migration use."""
+    """Version 2's rebuild (migrations 0008-0013 only): every year's materialised views again after a migration
+    changed ``rollup_families``; the web role's doors are dropped first and made again after, the H3 points
+    filled before. Version 3's tables are built by ``build_rollup_tables``."""
     doors = bind.exec_driver_sql("SELECT to_regclass('incident_months_span')").scalar() is not None
     if doors:
         drop_web_doors(bind)
@@ -108,6 +114,20 @@ def recreate_rollups(bind) -> None:
     bind.exec_driver_sql("SELECT safestats_recreate_rollups()")
     if doors:
         create_web_doors(bind)
+
+
+def build_rollup_tables(bind) -> None:
+    """Fill every rollup table from the data in place (migration use, in the migration's transaction): the
+    H3 points first, then each family over every month, in refresh order."""
+    with bind.connection.cursor() as cur:
+        fill_h3_points(cur)
+        cur.execute("SELECT since, until FROM safestats_rollup_source_span()")
+        since, until = cur.fetchone()
+        if since is not None:
+            for rollup in ROLLUPS:
+                cur.execute("SELECT safestats_refresh_rollup(%s, %s, %s)", (rollup.name, since, until))
+        for rollup in ROLLUPS:
+            cur.execute(f"ANALYZE {rollup.name}")
 
 
 def dependants_of(names: Iterable[str]) -> tuple[str, ...]:
@@ -129,19 +149,25 @@ def _update_suppliers() -> list[str]:
 
 # ---- H3 --------------------------------------------------------------------------------------------------
 
-def fill_h3_points(cur, year: int | None = None) -> int:
-    """Add the H3 cell of every point of ``year``'s incidents (all years when None) that ``h3_points`` lacks;
-    returns how many were added. Runs in the caller's transaction."""
+def fill_h3_points(cur, year: int | None = None, since: date | None = None, until: date | None = None) -> int:
+    """Add the H3 cell of every point of ``year``'s incidents (all years when None; only the London months
+    [``since``, ``until``) when given) that ``h3_points`` lacks; returns how many were added. Runs in the
+    caller's transaction."""
     from h3.api import basic_int as h3
 
     source = "incidents" if year is None else f"incidents_y{int(year)}"
     cur.execute("SELECT to_regclass(%s)", (source,))
     if cur.fetchone()[0] is None:
         return 0
+    in_months = ""
+    if since is not None:
+        in_months = ("AND i.occurred_at >= (%(since)s::timestamp AT TIME ZONE 'Europe/London') "
+                     "AND i.occurred_at < (%(until)s::timestamp AT TIME ZONE 'Europe/London')")
     cur.execute(f"""SELECT DISTINCT i.longitude, i.latitude FROM {source} i
-                    WHERE i.longitude IS NOT NULL AND i.latitude IS NOT NULL
+                    WHERE i.longitude IS NOT NULL AND i.latitude IS NOT NULL {in_months}
                       AND NOT EXISTS (SELECT 1 FROM h3_points p
-                                      WHERE p.longitude = i.longitude AND p.latitude = i.latitude)""")
+                                      WHERE p.longitude = i.longitude AND p.latitude = i.latitude)""",
+                {"since": since, "until": until})
     points = cur.fetchall()
     if not points:
         return 0
@@ -155,79 +181,96 @@ def fill_h3_points(cur, year: int | None = None) -> int:
 
 # ---- refreshing ------------------------------------------------------------------------------------------
 
-def incident_years(cur) -> list[int]:
-    """Years with an incidents partition (each has, or gets, its own rollup views)."""
-    cur.execute("""SELECT substring(c.relname FROM '^incidents_y(\\d{4})$')::int FROM pg_inherits i
-                   JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'incidents'::regclass ORDER BY 1""")
-    return [y for (y,) in cur.fetchall() if y is not None]
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
-def _record(cur, view: str, family: str, year: int, seconds: float, rows: int, trigger: str,
+def month_runs(months: Iterable[date]) -> list[tuple[date, date]]:
+    """Months (any day of them) as runs [since, until) of consecutive months, none crossing a year: a year
+    is one unit of work for one connection."""
+    runs: list[tuple[date, date]] = []
+    for month in sorted({m.replace(day=1) for m in months}):
+        if runs and runs[-1][1] == month and month.month != 1:
+            runs[-1] = (runs[-1][0], _next_month(month))
+        else:
+            runs.append((month, _next_month(month)))
+    return runs
+
+
+def _every_month(cur) -> list[date]:
+    """Every month any rollup source holds (incidents, retained counts) or any rollup was refreshed for."""
+    cur.execute("SELECT since, until FROM safestats_rollup_source_span()")
+    since, until = cur.fetchone()
+    months = []
+    while since is not None and since < until:
+        months.append(since)
+        since = _next_month(since)
+    return months
+
+
+def _record(cur, family: str, since: date, until: date, seconds: float, rows: int, trigger: str,
             drop_ids: list[int] | None) -> None:
     # Started = now less the duration, by the clock: now() is the transaction's start, which may be earlier.
-    cur.execute("""INSERT INTO rollup_refreshes (view_name, family, year, started_at, duration_ms, row_count,
-                                                 trigger, drop_ids)
-                   VALUES (%s, %s, %s, clock_timestamp() - make_interval(secs => %s), %s, %s, %s, %s)""",
-                (view, family, year, seconds, round(seconds * 1000), rows, trigger, drop_ids))
+    last = date.fromordinal(until.toordinal() - 1).replace(day=1)
+    cur.execute("""INSERT INTO rollup_refreshes (view_name, family, year, month_from, month_to, started_at,
+                                                 duration_ms, row_count, trigger, drop_ids)
+                   VALUES (%s, %s, %s, %s, %s, clock_timestamp() - make_interval(secs => %s), %s, %s, %s, %s)""",
+                (family, family, since.year, since, last, seconds, round(seconds * 1000), rows, trigger, drop_ids))
 
 
 def _session(url: str):
     conn = psycopg2.connect(libpq_dsn(url))
     with conn.cursor() as cur:
-        # JIT compiles each refresh's aggregate for seconds of no gain; hash aggregates and the concurrent
-        # refresh's diff join spill to disk below a few hundred MB at 10 million incidents; and the years are
-        # already refreshed on one connection per core, so parallel workers would only contend with them.
+        # JIT compiles each refresh's aggregate for seconds of no gain; hash aggregates spill to disk below a
+        # few hundred MB at 10 million incidents; and the years are already refreshed on one connection per
+        # core, so parallel workers would only contend with them.
         cur.execute("SET jit = off; SET work_mem = '256MB'; SET maintenance_work_mem = '256MB'; "
                     "SET max_parallel_workers_per_gather = 0")
     conn.commit()
     return conn
 
 
-# Years are refreshed on this many connections at once (a year's views in dependency order on one): each
-# refresh is one backend on one core, and the machine has two.
+# Runs of months (at most a year each) are refreshed on this many connections at once: each refresh is
+# one backend on one core, and the machine has two.
 REFRESH_CONNECTIONS = 2
+# Two refreshes of the same year (the scheduler's and the admin page's) queue up rather than collide.
+_YEAR_LOCK = 0x5afe5747
 
 
-def _refresh_year(url: str, year: int, chosen: tuple[str, ...], trigger: str, drop_ids: list[int] | None,
-                  log: Callable[[str], None] | None) -> tuple[dict[str, float], bool]:
-    """Create ``year``'s missing views and refresh its ``chosen`` ones, each in its own transaction, in
-    dependency order; returns (seconds per view, whether any view was created)."""
+def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trigger: str,
+                 drop_ids: list[int] | None, log: Callable[[str], None] | None) -> dict[str, float]:
+    """Refresh the ``chosen`` families for the months ``run`` in dependency order, in ONE transaction (readers
+    see every family change at once, at the commit); returns seconds per family and run."""
+    since, until = run
+    label = f"{since:%Y-%m}" + (f"..{date.fromordinal(until.toordinal() - 1):%Y-%m}" if _next_month(since) < until else "")
     timings: dict[str, float] = {}
-    created_any = False
     conn = _session(url)
     try:
-        for rollup in ROLLUPS:
-            view = f"{rollup.name}_y{year}"
-            started = time.monotonic()
-            with conn.cursor() as cur:
-                cur.execute("SELECT safestats_create_rollup_view(%s, %s)", (rollup.name, year))
-                created = cur.fetchone()[0]
-                if not created and rollup.name not in chosen:
-                    conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_YEAR_LOCK, since.year))
+            for rollup in ROLLUPS:
+                if rollup.name not in chosen:
                     continue
-                if not created:
-                    cur.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
-                cur.execute(f"SELECT count(*) FROM {view}")
+                started = time.monotonic()
+                cur.execute("SELECT safestats_refresh_rollup(%s, %s, %s)", (rollup.name, since, until))
                 rows = cur.fetchone()[0]
                 seconds = time.monotonic() - started
-                _record(cur, view, rollup.name, year, seconds, rows,
-                        trigger + (" (new year: created)" if created else ""), drop_ids)
-            conn.commit()
-            created_any |= created
-            timings[view] = seconds
-            if log:
-                log(f"{'created' if created else 'refreshed'} {view}: {rows:,} rows in {seconds:.2f} s")
+                _record(cur, rollup.name, since, until, seconds, rows, trigger, drop_ids)
+                timings[f"{rollup.name} {label}"] = seconds
+                if log:
+                    log(f"refreshed {rollup.name} {label}: {rows:,} rows in {seconds:.2f} s")
+        conn.commit()
     finally:
         conn.close()
-    return timings, created_any
+    return timings
 
 
 def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,
-                    years: Iterable[int] | None = None, drop_ids: list[int] | None = None,
+                    months: Iterable[date] | None = None, drop_ids: list[int] | None = None,
                     log: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Refresh ``views`` (rollup names; their dependants come along) for ``years`` (default: every year
-    with incidents), each year's view CONCURRENTLY in its own transaction, in dependency order, two years
-    at a time; create the views of a year seen for the first time. Returns seconds per year's view."""
+    """Refresh ``views`` (rollup names; their dependants come along) for ``months`` (default: every month
+    with data), each run of consecutive months of a year in one transaction, two at a time. Returns seconds
+    per family and run of months (``"rollup_area_month 2024-01..2024-12"``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     views = tuple(views)
@@ -238,27 +281,25 @@ def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,
     conn = _session(url)
     try:
         with conn.cursor() as cur:
-            existing = incident_years(cur)
-        wanted = existing if years is None else sorted(set(years) & set(existing))
-        with conn.cursor() as cur:
-            # The new points' H3 cells first, from this one connection: years share points, and two
+            full = months is None
+            runs = month_runs(_every_month(cur) if full else months)
+            # The new points' H3 cells first, from this one connection: runs share points, and two
             # connections inserting the same points in different orders would deadlock.
-            for year in wanted:
-                cur.execute("SELECT to_regclass(%s)", (f"rollup_h3_month_y{year}",))
-                if "rollup_h3_month" in chosen or cur.fetchone()[0] is None:
-                    fill_h3_points(cur, year)
+            if "rollup_h3_month" in chosen and full:
+                fill_h3_points(cur)
+            elif "rollup_h3_month" in chosen:
+                for since, until in runs:
+                    fill_h3_points(cur, since.year, since, until)
         conn.commit()
         timings: dict[str, float] = {}
-        created_any = False
         with ThreadPoolExecutor(max_workers=REFRESH_CONNECTIONS) as pool:
-            for year_timings, created in pool.map(
-                    lambda year: _refresh_year(url, year, chosen, trigger, drop_ids, log), wanted):
-                timings.update(year_timings)
-                created_any |= created
+            for run_timings in pool.map(lambda run: _refresh_run(url, run, chosen, trigger, drop_ids, log), runs):
+                timings.update(run_timings)
         with conn.cursor() as cur:
-            if created_any:  # name the new years' views in the UNION ALL views, once, from one connection
-                cur.execute("SELECT safestats_rebuild_rollup_views()")
-            if not wanted:
+            if full:  # a whole table rewritten: fresh statistics for the planner (ANALYZE blocks no reader)
+                for name in chosen:
+                    cur.execute(f"ANALYZE {name}")
+            if not runs:
                 # Nothing to refresh (no incidents at all, e.g. after emptying the tables): still a new data
                 # version, so caches keyed on it forget what they held.
                 cur.execute("""INSERT INTO rollup_refreshes (view_name, started_at, duration_ms, row_count, trigger,
@@ -270,127 +311,104 @@ def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,
     return timings
 
 
-def years_touched(url: str, drop_ids: Iterable[int]) -> list[int]:
-    """The years whose rollups these drops change: the years their periods cover (every year with incidents
+_DROP_MONTHS_SQL = """
+    SELECT d.id, m::date FROM drops d, safestats_rollup_source_span() span,
+           generate_series(date_trunc('month', coalesce(d.period_start, span.since)::timestamp),
+                           coalesce(d.period_end, span.until - 1)::timestamp, interval '1 month') m
+    WHERE d.status IN ('loaded', 'superseded') AND d.supplier <> ALL(%(update_suppliers)s)"""
+
+
+def months_touched(url: str, drop_ids: Iterable[int]) -> list[date]:
+    """The months whose rollups these drops change: the months their periods cover (every month with data
     for a drop without a period); none for update drops, which change no count."""
     conn = psycopg2.connect(libpq_dsn(url))
     try:
         with conn.cursor() as cur:
-            cur.execute("""SELECT period_start, period_end FROM drops
-                           WHERE id = ANY(%s) AND status IN ('loaded', 'superseded') AND supplier <> ALL(%s)""",
-                        (list(drop_ids), _update_suppliers()))
-            periods = cur.fetchall()
-            years: set[int] = set()
-            for start, end in periods:
-                if start is None or end is None:
-                    return incident_years(cur)
-                years.update(range(start.year, end.year + 1))
-            return sorted(years)
+            cur.execute(f"SELECT DISTINCT m FROM ({_DROP_MONTHS_SQL} AND d.id = ANY(%(ids)s)) t(id, m) ORDER BY 1",
+                        {"ids": list(drop_ids), "update_suppliers": _update_suppliers()})
+            return [m for (m,) in cur.fetchall()]
     finally:
         conn.close()
 
 
 def refresh_after_load(url: str, drop_ids: list[int], trigger: str,
                        log: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Refresh the views the loaded drops touch (every rollup of the years they cover), recording the drops."""
-    years = years_touched(url, drop_ids)
-    if not years:
+    """Refresh the months the loaded drops touch (every rollup), recording the drops."""
+    months = months_touched(url, drop_ids)
+    if not months:
         if log:
             log("no rollup refresh needed: these drops change no counts")
         return {}
-    return refresh_rollups(url, trigger=trigger, years=years, drop_ids=sorted(drop_ids), log=log)
+    return refresh_rollups(url, trigger=trigger, months=months, drop_ids=sorted(drop_ids), log=log)
 
 
 # ---- staleness and status --------------------------------------------------------------------------------
 
 def _stale_sql() -> str:
-    """(family, year, newest drop loaded since its last refresh) for every view older than a drop that
-    touches its year, and for every year with incidents but no view yet."""
-    return """
-        WITH views AS (SELECT f.name AS family, y.year
-                       FROM rollup_families f, safestats_rollup_years(f.name) AS y(year)),
-        missing AS (SELECT f.name AS family, y.year FROM rollup_families f,
-                           unnest(%(years)s::int[]) AS y(year)
-                    WHERE NOT EXISTS (SELECT 1 FROM views v WHERE v.family = f.name AND v.year = y.year)),
-        last AS (SELECT family, year, max(started_at) AS at FROM rollup_refreshes
-                 WHERE family IS NOT NULL GROUP BY 1, 2),
-        newest AS (SELECT y AS year, max(d.loaded_at) AS at FROM drops d,
-                          generate_series(coalesce(extract(year FROM d.period_start)::int, 1900),
-                                          coalesce(extract(year FROM d.period_end)::int, 2100)) AS y
-                   WHERE d.status IN ('loaded', 'superseded') AND d.supplier <> ALL(%(update_suppliers)s)
-                   GROUP BY 1)
-        SELECT v.family, v.year, n.at FROM views v
-        JOIN newest n ON n.year = v.year
-        LEFT JOIN last l ON l.family = v.family AND l.year = v.year
-        WHERE l.at IS NULL OR l.at < n.at
-        UNION ALL
-        SELECT family, year, NULL FROM missing"""
+    """(family, month, newest drop loaded since its last refresh) for every rollup month older than a drop
+    that touches it, or never refreshed."""
+    return f"""
+        WITH newest AS (SELECT m AS month, max(d.loaded_at) AS at
+                        FROM ({_DROP_MONTHS_SQL}) t(id, m) JOIN drops d ON d.id = t.id GROUP BY 1)
+        SELECT t.name, n.month, n.at FROM rollup_tables t CROSS JOIN newest n
+        LEFT JOIN rollup_months r ON r.family = t.name AND r.month = n.month
+        WHERE r.refreshed_at IS NULL OR r.refreshed_at < n.at"""
 
 
-def stale_views(url: str) -> list[tuple[str, int]]:
-    """(rollup, year) pairs a drop has changed since their last refresh, or not yet created."""
+def _stale(cur) -> list[tuple[str, date]]:
+    cur.execute(_stale_sql(), {"update_suppliers": _update_suppliers()})
+    return sorted((family, month) for family, month, _ in cur.fetchall())
+
+
+def stale_views(url: str) -> list[tuple[str, date]]:
+    """(rollup, month) pairs a drop has changed since their last refresh, or never refreshed."""
     conn = psycopg2.connect(libpq_dsn(url))
     try:
         with conn.cursor() as cur:
-            years = incident_years(cur)
-            cur.execute(_stale_sql(), {"years": years, "update_suppliers": _update_suppliers()})
-            return sorted((family, year) for family, year, _ in cur.fetchall())
+            return _stale(cur)
     finally:
         conn.close()
 
 
 def refresh_stale(url: str, trigger: str, log: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Refresh every stale view (with its dependants): what a scheduler run does after an interrupted one."""
+    """Refresh every stale month (with its dependants): what a scheduler run does after an interrupted one."""
     stale = stale_views(url)
     if not stale:
         return {}
     return refresh_rollups(url, trigger=trigger, views=sorted({f for f, _ in stale}),
-                           years=sorted({y for _, y in stale}), log=log)
+                           months=sorted({m for _, m in stale}), log=log)
 
 
 def views_status(url: str) -> list[dict]:
-    """Per rollup: rows, size on disk, last refresh (when, how long, why), the years it holds, which of
-    them a drop loaded since has made stale, and what it reads."""
+    """Per rollup: rows, size on disk, last refresh (when, how long, why), the years it holds (rows and last
+    refresh per year, from its months), which of them a drop loaded since has made stale, and what it reads."""
     conn = psycopg2.connect(libpq_dsn(url))
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT max(loaded_at) FROM drops WHERE status = 'loaded'")
             newest_drop = cur.fetchone()[0]
-            years_with_incidents = incident_years(cur)
-            cur.execute(_stale_sql(), {"years": years_with_incidents, "update_suppliers": _update_suppliers()})
-            stale: dict[str, list[int]] = {}
-            for family, year, _ in cur.fetchall():
-                stale.setdefault(family, []).append(year)
+            stale: dict[str, set[date]] = {}
+            for family, month in _stale(cur):
+                stale.setdefault(family, set()).add(month)
             out = []
             for rollup in ROLLUPS:
-                cur.execute("SELECT safestats_rollup_years(%s)", (rollup.name,))
-                years = [y for (y,) in cur.fetchall()]
-                rows = size = 0
-                per_year = []
-                for year in years:
-                    view = f"{rollup.name}_y{year}"
-                    cur.execute("""SELECT started_at, duration_ms, row_count, trigger FROM rollup_refreshes
-                                   WHERE view_name = %s ORDER BY id DESC LIMIT 1""", (view,))
-                    last = cur.fetchone()
-                    if last is None:  # built by a migration, never refreshed since: count it
-                        cur.execute(f"SELECT count(*) FROM {view}")
-                        last = (None, None, cur.fetchone()[0], None)
-                    cur.execute("SELECT pg_total_relation_size(%s::regclass)", (view,))
-                    view_size = cur.fetchone()[0]
-                    rows += last[2]
-                    size += view_size
-                    per_year.append({"view": view, "year": year, "rows": last[2], "size_bytes": view_size,
-                                     "refreshed_at": last[0], "duration_ms": last[1], "trigger": last[3],
-                                     "stale": year in stale.get(rollup.name, ())})
-                refreshed = [p for p in per_year if p["refreshed_at"] is not None]
-                latest = max(refreshed, key=lambda p: p["refreshed_at"]) if refreshed else None
-                out.append({"view": rollup.name, "rows": rows, "size_bytes": size,
-                            "refreshed_at": latest["refreshed_at"] if latest else None,
-                            "duration_ms": latest["duration_ms"] if latest else None,
-                            "trigger": latest["trigger"] if latest else None,
+                cur.execute("""SELECT extract(year FROM month)::int, sum(rows)::bigint, max(refreshed_at)
+                               FROM rollup_months WHERE family = %s GROUP BY 1 ORDER BY 1""", (rollup.name,))
+                stale_months = sorted(stale.get(rollup.name, ()))
+                per_year = [{"year": year, "rows": rows, "refreshed_at": at,
+                             "stale": any(m.year == year for m in stale_months)}
+                            for year, rows, at in cur.fetchall()]
+                cur.execute("""SELECT started_at, duration_ms, trigger FROM rollup_refreshes WHERE family = %s
+                               ORDER BY id DESC LIMIT 1""", (rollup.name,))
+                last = cur.fetchone() or (None, None, None)
+                cur.execute("SELECT pg_total_relation_size(%s::regclass)", (rollup.name,))
+                size = cur.fetchone()[0]
+                out.append({"view": rollup.name, "rows": sum(y["rows"] for y in per_year), "size_bytes": size,
+                            "refreshed_at": last[0], "duration_ms": last[1], "trigger": last[2],
                             "newest_drop_at": newest_drop,
-                            "stale": bool(stale.get(rollup.name)),
-                            "stale_years": sorted(stale.get(rollup.name, ())),
+                            "stale": bool(stale_months),
+                            "stale_months": stale_months,
+                            "stale_years": sorted({m.year for m in stale_months}),
                             "years": per_year, "depends_on": rollup.reads})
             return out
     finally:

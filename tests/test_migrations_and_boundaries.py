@@ -25,6 +25,10 @@ API_TOKEN_TABLES = {"api_tokens", "api_rate_limit"}   # 0015, above 0013
 LOCATING_TABLES = {"postcodes", "gazetteer_streets", "gazetteer_refreshes", "drop_location_quality"}
 RETENTION_TABLES = {"retained_area_month", "retained_borough_day_hour", "retained_grid_month", "retained_h3_month",
                     "retention_runs"}
+# Rollups version 3 (0016): each rollup is a table, with the registry and the months' refreshes.
+ROLLUP_TABLES = {"rollup_tables", "rollup_months", "rollup_area_month", "rollup_msoa_month", "rollup_borough_month",
+                 "rollup_borough_day_hour", "rollup_grid_month", "rollup_grid500_month", "rollup_h3_month"}
+TABLES |= ROLLUP_TABLES
 
 
 def public_tables(url):
@@ -49,10 +53,10 @@ def test_migrations_up_down_up(shared_data):
     assert result.status == "loaded"
     assert query(url, "SELECT count(*) FROM pg_tables WHERE tablename = 'incidents_y2023'") == [(1,)]
 
-    # The rollups are in place: one materialised view per rollup for 2023, under the UNION ALL views.
+    # The rollups are in place: tables (version 3), no materialised view left.
     from safestats.rollups import ROLLUP_VIEWS
 
-    assert rollup_matviews(url) == {f"{v}_y2023" for v in ROLLUP_VIEWS}
+    assert rollup_matviews(url) == set() and set(ROLLUP_VIEWS) <= ROLLUP_TABLES
     assert query(url, "SELECT sum(incidents) FROM rollup_borough_month") == [(result.rows_loaded,)]
     assert query(url, "SELECT sum(incidents) FROM rollup_h3_month") == [(result.rows_loaded,)]
 
@@ -60,7 +64,8 @@ def test_migrations_up_down_up(shared_data):
     # confidence are backfilled.
     migrate.downgrade(url, "0011")
     assert public_tables(url) == (TABLES - LOCATING_TABLES - RETENTION_TABLES - SAVED_VIEW_TABLES
-                                  - API_TOKEN_TABLES) | {"alembic_version"}
+                                  - API_TOKEN_TABLES - ROLLUP_TABLES) | {"alembic_version"}
+    assert rollup_matviews(url) == {f"{v}_y2023" for v in ROLLUP_VIEWS}  # version 2's year views again
     assert query(url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'location_confidence'"
                       " AND table_name = 'incidents'") == [(0,)]
     migrate.upgrade(url)
