@@ -915,22 +915,45 @@ def commit_drop(conn, prepared: PreparedDrop, partitions_known: set | None = Non
     return result
 
 
-def _years(first_at: datetime, last_at: datetime) -> set[int]:
-    return set(range(first_at.astimezone(LONDON).year, last_at.astimezone(LONDON).year + 1))
+def _partition_keys(first_at: datetime, last_at: datetime) -> tuple[set[str], set[str]]:
+    """The incident partitions a drop's rows fall in: its years ("2024") and its months ("2024-03"), London time."""
+    first, last = first_at.astimezone(LONDON), last_at.astimezone(LONDON)
+    years = {str(y) for y in range(first.year, last.year + 1)}
+    months = {f"{n // 12}-{n % 12 + 1:02d}" for n in range(first.year * 12 + first.month - 1,
+                                                          last.year * 12 + last.month)}
+    return years, months
+
+
+# A drop of at least this many rows that is the first to reach its month (all its rows in one month) is COPYed
+# into a fresh table without indexes, attached as the month's partition when its rows are in (the indexes are
+# then built in bulk): PostgreSQL's time per row about halves (bench/README.md, "Ingest speed"). Below it the
+# fixed cost of making, indexing and attaching a table (tens of ms) outweighs that.
+FRESH_MONTH_MIN_ROWS = 20_000
+
+
+def fresh_month_candidate(located: "LocatedDrop", fmt: SupplierFormat) -> bool:
+    """Whether a drop may open its month in a fresh table (decided in the transaction: its month is new)."""
+    if located.first_at is None or located.staged_rows < FRESH_MONTH_MIN_ROWS or is_update_format(fmt):
+        return False
+    return len(_partition_keys(located.first_at, located.last_at)[1]) == 1
 
 
 def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_known: set | None,
                 began: Callable[[], None] | None) -> None:
     fmt, parsed, located, quarantined = prepared.fmt, prepared.parsed, prepared.located, prepared.quarantined
     path, digest = prepared.path, prepared.digest
+    fresh_candidate = fresh_month_candidate(located, fmt)
     if located.first_at is not None:
-        years = _years(located.first_at, located.last_at)
-        if partitions_known is None or not years <= partitions_known:
+        years, months = _partition_keys(located.first_at, located.last_at)
+        # A candidate for a fresh month table needs only its year's partition; the month's is its own to make.
+        needed = years if fresh_candidate else years | months
+        if partitions_known is None or not needed <= partitions_known:
             # Partitions are made in their own statement, committed at once (autocommit): creating one locks
-            # the parent table, and an empty partition left behind by a killed load is harmless.
-            cur.execute("SELECT safestats_ensure_incident_partitions(%s, %s)", (located.first_at, located.last_at))
+            # its parent, and an empty partition left behind by a killed load is harmless.
+            cur.execute("SELECT safestats_ensure_incident_partitions(%s, %s, %s)",
+                        (located.first_at, located.last_at, not fresh_candidate))
             if partitions_known is not None:
-                partitions_known |= years
+                partitions_known |= needed
     _pause_for_tests("partitions")
 
     replace_key = fmt.replace_key()
@@ -979,6 +1002,7 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
     _pause_for_tests("replaced")
 
     rows_unmatched = 0
+    fresh_table = None
     if is_update_format(fmt):
         # An update drop (police.uk outcomes) changes records already loaded; the format writes its rows.
         kept = pa.array(located.placed)
@@ -988,11 +1012,17 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
         rows_unmatched = fmt.apply_update(cur, drop_id, columns, replaced)
         rows_loaded = located.staged_rows - rows_unmatched
     else:
-        # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now.
+        # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now. A large
+        # drop that opens its month goes into a fresh table (NULL: the month has its partition already).
+        if fresh_candidate:
+            cur.execute("SELECT safestats_new_incident_month(%s)", (located.first_at,))
+            fresh_table = cur.fetchone()[0]
         located.copy_rows.patch_int8(DROP_ID_OFFSET, drop_id)
-        cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)",
-                        BytesChunkReader(located.copy_rows.payload), size=1 << 20)
+        cur.copy_expert(f"COPY {fresh_table or 'incidents'} ({', '.join(INCIDENT_COPY_COLUMNS)}) "
+                        "FROM STDIN WITH (FORMAT binary)", BytesChunkReader(located.copy_rows.payload), size=1 << 20)
         rows_loaded = cur.rowcount
+        if fresh_table:
+            cur.execute("SELECT safestats_attach_incident_month(%s)", (located.first_at,))
     _pause_for_tests("inserted")
 
     # Checked before anything else is written, so a drop whose rows do not add up rolls back instead of landing.
@@ -1023,6 +1053,8 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
     _pause_for_tests("before_commit")
     cur.execute("COMMIT")
     # Everything above landed together or not at all.
+    if fresh_candidate and partitions_known is not None:
+        partitions_known |= _partition_keys(located.first_at, located.last_at)[1]   # the month has its partition
     result.status, result.drop_id = "loaded", drop_id
     result.rows_read, result.rows_loaded, result.rows_quarantined = parsed.rows_read, rows_loaded, len(quarantined)
     result.rows_unmatched = rows_unmatched
