@@ -105,8 +105,9 @@ def time_loads(url: str, files: list[Path], repeats: int, label: str, loaded_fir
         rows = sum(r.rows_loaded for r in results)
         read = sum(r.rows_read for r in results)
         largest = max(results, key=lambda r: r.rows_read)
-        largest_text = (f"; largest drop ({largest.path.name}, {largest.rows_read:,} rows) read to committed in "
-                        f"{largest.seconds:.2f} s" if len(results) > 1 else "")
+        largest_text = (f"; largest drop ({largest.path.name}, {largest.rows_read:,} rows): read to committed "
+                        f"{largest.seconds:.2f} s, of which writing {getattr(largest, 'write_seconds', 0):.2f} s"
+                        if len(results) > 1 else "")
         rates.append(read / elapsed)
         seconds.append(elapsed)
         loader_us.append(cpu / read * 1e6)

@@ -14,7 +14,10 @@ it was, and running it again completes. (A separate staging table was measured a
 assigned before the COPY it only added a second copy of every row, about 6 us a row.) Plain files are read
 column-wise (pyarrow, loaders/columnar.py) and written with a binary COPY built from arrays; anything the
 column path cannot reproduce exactly goes through the row path, line by line or, for the rare file with
-quoted line breaks or odd line separators, whole. bench/README.md has the measurements.
+quoted line breaks or odd line separators, whole. Incidents are partitioned by year and then by month
+(db/sql/incident_partitions_v3.sql): a large drop that is the first to reach its month is COPYed into a fresh
+table without indexes, attached as the month's partition in the same transaction (its indexes built in bulk),
+instead of paying for every index entry row by row. bench/README.md has the measurements.
 """
 from __future__ import annotations
 
@@ -191,7 +194,8 @@ class DropResult:
     replaced_drop_ids: list[int] = field(default_factory=list)
     location_quality: dict[str, tuple[int, float]] = field(default_factory=dict)  # method -> (rows, mean confidence)
     message: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0            # from starting to read the file to the commit
+    write_seconds: float = 0.0      # the writing alone: the drop's transaction and its partitions
 
     @property
     def ok(self) -> bool:
@@ -901,10 +905,12 @@ def commit_drop(conn, prepared: PreparedDrop, partitions_known: set | None = Non
     if not was_autocommit:
         conn.commit()       # (what the caller left open; nothing, normally) autocommit needs no open transaction
         conn.autocommit = True
+    writing_from = time.monotonic()
     try:
         with conn.cursor() as cur:
             try:
                 _write_drop(cur, prepared, result, partitions_known, began)
+                result.write_seconds = time.monotonic() - writing_from
             except BaseException:
                 if not conn.closed and conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                     cur.execute("ROLLBACK")
@@ -929,6 +935,16 @@ def _partition_keys(first_at: datetime, last_at: datetime) -> tuple[set[str], se
 # then built in bulk): PostgreSQL's time per row about halves (bench/README.md, "Ingest speed"). Below it the
 # fixed cost of making, indexing and attaching a table (tens of ms) outweighs that.
 FRESH_MONTH_MIN_ROWS = 20_000
+
+
+def likely_fresh_month(path: Path, batch: list[Path]) -> bool:
+    """Whether a file of a batch looks large enough for fresh_month_candidate (by its size: rows of a few dozen
+    bytes at least, gzip about 8:1) and no earlier file of the batch has its name (its order must stay)."""
+    try:
+        size = path.stat().st_size * (8 if path.suffix == ".gz" else 1)
+    except OSError:
+        return False
+    return size >= FRESH_MONTH_MIN_ROWS * 60 and not any(p.name == path.name for p in batch[:batch.index(path)])
 
 
 def fresh_month_candidate(located: "LocatedDrop", fmt: SupplierFormat) -> bool:
@@ -1118,7 +1134,8 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     releases the GIL while PostgreSQL works through a COPY, so preparing and writing overlap. Drops still
     start in file order: a drop begins (takes its advisory locks and inserts its drops row) only once the
     drop before it has done so, so drop ids follow the files, and a re-issue of a month later in the batch
-    waits on the key lock of the earlier one and replaces it, as when loading one file after another.
+    waits on the key lock of the earlier one and replaces it, as when loading one file after another. (File
+    order: as given, but update drops last, gazetteer-located ones before them and large files first; see below.)
     """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -1131,7 +1148,11 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     # (stable: otherwise the given order) and each waits until every drop before it has committed. Drops
     # whose rows are located through the gazetteer (ambulance, ED) come just before them: once the drops
     # before them have committed, the gazetteer is refreshed from any police.uk drops the batch loaded.
+    # Among the rest, files large enough to open a month in a fresh table (fresh_month_candidate) go first,
+    # so a small file of the same month (a City of London month beside the Met's) does not make the month's
+    # partition before them; a file never moves ahead of an earlier one of the same name (a re-issue).
     files = sorted(expand_paths(paths), key=lambda p: (claims_update(p), claims_locator(p)))
+    files = sorted(files, key=lambda p: (claims_update(p), claims_locator(p), not likely_fresh_month(p, files)))
     started = time.monotonic()
     results: list[DropResult] = []
     writers = [psycopg2.connect(libpq_dsn(url)) for _ in range(max(1, min(WRITER_CONNECTIONS, len(files))))]
