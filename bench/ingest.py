@@ -11,6 +11,11 @@ months), and, with ``--demo-months``, generated demo drops (police.uk about 9,00
 LFB about 900 a month, TfL about 500 a month in quarterly files). ``--suppliers`` picks some of them.
 
     bench/ingest [--repeats 3] [--demo-months 24] [--shared-data PATH] [--suppliers police_uk,lfb,tfl_bus]
+                 [--month-drop 300000 [--month-drop-history 1]]
+
+``--month-drop`` times issue 9's case: one month of about that many generated police.uk rows (the Met's file
+and the City's) loaded on top of earlier months; each run also prints how long its largest drop took from
+reading the file to its commit.
 """
 from __future__ import annotations
 
@@ -99,6 +104,10 @@ def time_loads(url: str, files: list[Path], repeats: int, label: str, loaded_fir
             sys.exit("bench/ingest: a drop did not load:\n" + "\n".join(bad))
         rows = sum(r.rows_loaded for r in results)
         read = sum(r.rows_read for r in results)
+        largest = max(results, key=lambda r: r.rows_read)
+        largest_text = (f"; largest drop ({largest.path.name}, {largest.rows_read:,} rows): read to committed "
+                        f"{largest.seconds:.2f} s, of which writing {getattr(largest, 'write_seconds', 0):.2f} s"
+                        if len(results) > 1 else "")
         rates.append(read / elapsed)
         seconds.append(elapsed)
         loader_us.append(cpu / read * 1e6)
@@ -106,8 +115,8 @@ def time_loads(url: str, files: list[Path], repeats: int, label: str, loaded_fir
         server_us.append(server)
         server_text = f" + PostgreSQL {server:.2f}" if server is not None else ""
         print(f"  run {n + 1}/{repeats}: {len(files)} files, {read:,} rows read, {rows:,} loaded in {elapsed:.2f} s "
-              f"= {read / elapsed:,.0f} rows/s; CPU per row: loader {cpu / read * 1e6:.2f}{server_text} us",
-              flush=True)
+              f"= {read / elapsed:,.0f} rows/s; CPU per row: loader {cpu / read * 1e6:.2f}{server_text} us"
+              f"{largest_text}", flush=True)
     cpu_text = f"loader {statistics.median(loader_us):.2f} us"
     if None not in server_us:
         totals = [a + b for a, b in zip(loader_us, server_us)]
@@ -139,6 +148,25 @@ def time_police_health_suppliers(url: str, args) -> None:
                        loaded_first=by_supplier["police_uk"] if supplier == "police_uk_outcomes" else ())
 
 
+def time_month_drop(url: str, args) -> None:
+    """Issue 9's month: a generated police.uk month of about ``--month-drop`` rows (Met and City files), loaded
+    on top of ``--month-drop-history`` earlier months of the same size (loaded untimed before each repeat)."""
+    from loaders.demo import generate_demo_drops
+    from loaders.pipeline import format_for
+
+    months = 1 + args.month_drop_history
+    with tempfile.TemporaryDirectory() as tmp:
+        files = generate_demo_drops(Path(tmp), months=months, rows_per_month=args.month_drop,
+                                    fire_and_transport=False)
+        street = [f for f in files if format_for(f).supplier == "police_uk"]
+        latest = max(f.name[:7] for f in street)
+        print(f"Generated police.uk month {latest} (about {args.month_drop:,} rows) after "
+              f"{args.month_drop_history} earlier month(s):")
+        time_loads(url, [f for f in street if f.name.startswith(latest)], args.repeats,
+                   f"police_uk month drop of about {args.month_drop:,} rows",
+                   loaded_first=[f for f in street if not f.name.startswith(latest)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/ingest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated suppliers to time (default: all of %(default)s)")
     parser.add_argument("--no-other-formats", action="store_true",
                         help="skip the stop-and-search, outcomes, LAS and ISTV corpora (time only --suppliers)")
+    parser.add_argument("--month-drop", type=int, default=0, metavar="ROWS",
+                        help="also time one generated police.uk month of about ROWS rows (issue 9: 300000)")
+    parser.add_argument("--month-drop-history", type=int, default=1, metavar="MONTHS",
+                        help="earlier months of the same size loaded (untimed) before that month (default 1)")
     args = parser.parse_args(argv)
     suppliers = [s.strip() for s in args.suppliers.split(",") if s.strip()]
     unknown = [s for s in suppliers if s not in REAL_CORPORA]
@@ -177,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_other_formats:
         time_police_health_suppliers(url, args)
+
+    if args.month_drop:
+        time_month_drop(url, args)
 
     if args.demo_months:
         from loaders.demo import generate_demo_drops

@@ -14,7 +14,10 @@ it was, and running it again completes. (A separate staging table was measured a
 assigned before the COPY it only added a second copy of every row, about 6 us a row.) Plain files are read
 column-wise (pyarrow, loaders/columnar.py) and written with a binary COPY built from arrays; anything the
 column path cannot reproduce exactly goes through the row path, line by line or, for the rare file with
-quoted line breaks or odd line separators, whole. bench/README.md has the measurements.
+quoted line breaks or odd line separators, whole. Incidents are partitioned by year and then by month
+(db/sql/incident_partitions_v3.sql): a large drop that is the first to reach its month is COPYed into a fresh
+table without indexes, attached as the month's partition in the same transaction (its indexes built in bulk),
+instead of paying for every index entry row by row. bench/README.md has the measurements.
 """
 from __future__ import annotations
 
@@ -191,7 +194,8 @@ class DropResult:
     replaced_drop_ids: list[int] = field(default_factory=list)
     location_quality: dict[str, tuple[int, float]] = field(default_factory=dict)  # method -> (rows, mean confidence)
     message: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0            # from starting to read the file to the commit
+    write_seconds: float = 0.0      # the writing alone: the drop's transaction and its partitions
 
     @property
     def ok(self) -> bool:
@@ -901,10 +905,12 @@ def commit_drop(conn, prepared: PreparedDrop, partitions_known: set | None = Non
     if not was_autocommit:
         conn.commit()       # (what the caller left open; nothing, normally) autocommit needs no open transaction
         conn.autocommit = True
+    writing_from = time.monotonic()
     try:
         with conn.cursor() as cur:
             try:
                 _write_drop(cur, prepared, result, partitions_known, began)
+                result.write_seconds = time.monotonic() - writing_from
             except BaseException:
                 if not conn.closed and conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                     cur.execute("ROLLBACK")
@@ -915,22 +921,57 @@ def commit_drop(conn, prepared: PreparedDrop, partitions_known: set | None = Non
     return result
 
 
-def _years(first_at: datetime, last_at: datetime) -> set[int]:
-    return set(range(first_at.astimezone(LONDON).year, last_at.astimezone(LONDON).year + 1))
+def _partition_keys(first_at: datetime, last_at: datetime) -> tuple[set[str], set[str]]:
+    """The incident partitions a drop's rows fall in: its years ("2024") and its months ("2024-03"), London time."""
+    first, last = first_at.astimezone(LONDON), last_at.astimezone(LONDON)
+    years = {str(y) for y in range(first.year, last.year + 1)}
+    months = {f"{n // 12}-{n % 12 + 1:02d}" for n in range(first.year * 12 + first.month - 1,
+                                                          last.year * 12 + last.month)}
+    return years, months
+
+
+# A drop of at least this many rows that is the first to reach its month (all its rows in one month) is COPYed
+# into a fresh table without indexes, attached as the month's partition when its rows are in (the indexes are
+# then built in bulk): PostgreSQL's time per row about halves, 10.7 -> 5.9 us (bench/README.md, "Ingest speed").
+# Below it the fixed cost outweighs that: making, filling and attaching a fresh table of 700 rows took 170 ms
+# against 50 ms for making an empty month partition (load average 14), i.e. the 4.8 us a row saved repays the
+# difference from about 24,000 rows.
+FRESH_MONTH_MIN_ROWS = 20_000
+
+
+def likely_fresh_month(path: Path, batch: list[Path]) -> bool:
+    """Whether a file of a batch looks large enough for fresh_month_candidate (by its size: rows of a few dozen
+    bytes at least, gzip about 8:1) and no earlier file of the batch has its name (its order must stay)."""
+    try:
+        size = path.stat().st_size * (8 if path.suffix == ".gz" else 1)
+    except OSError:
+        return False
+    return size >= FRESH_MONTH_MIN_ROWS * 60 and not any(p.name == path.name for p in batch[:batch.index(path)])
+
+
+def fresh_month_candidate(located: "LocatedDrop", fmt: SupplierFormat) -> bool:
+    """Whether a drop may open its month in a fresh table (decided in the transaction: its month is new)."""
+    if located.first_at is None or located.staged_rows < FRESH_MONTH_MIN_ROWS or is_update_format(fmt):
+        return False
+    return len(_partition_keys(located.first_at, located.last_at)[1]) == 1
 
 
 def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_known: set | None,
                 began: Callable[[], None] | None) -> None:
     fmt, parsed, located, quarantined = prepared.fmt, prepared.parsed, prepared.located, prepared.quarantined
     path, digest = prepared.path, prepared.digest
+    fresh_candidate = fresh_month_candidate(located, fmt)
     if located.first_at is not None:
-        years = _years(located.first_at, located.last_at)
-        if partitions_known is None or not years <= partitions_known:
+        years, months = _partition_keys(located.first_at, located.last_at)
+        # A candidate for a fresh month table needs only its year's partition; the month's is its own to make.
+        needed = years if fresh_candidate else years | months
+        if partitions_known is None or not needed <= partitions_known:
             # Partitions are made in their own statement, committed at once (autocommit): creating one locks
-            # the parent table, and an empty partition left behind by a killed load is harmless.
-            cur.execute("SELECT safestats_ensure_incident_partitions(%s, %s)", (located.first_at, located.last_at))
+            # its parent, and an empty partition left behind by a killed load is harmless.
+            cur.execute("SELECT safestats_ensure_incident_partitions(%s, %s, %s)",
+                        (located.first_at, located.last_at, not fresh_candidate))
             if partitions_known is not None:
-                partitions_known |= years
+                partitions_known |= needed
     _pause_for_tests("partitions")
 
     replace_key = fmt.replace_key()
@@ -979,6 +1020,7 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
     _pause_for_tests("replaced")
 
     rows_unmatched = 0
+    fresh_table = None
     if is_update_format(fmt):
         # An update drop (police.uk outcomes) changes records already loaded; the format writes its rows.
         kept = pa.array(located.placed)
@@ -988,11 +1030,17 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
         rows_unmatched = fmt.apply_update(cur, drop_id, columns, replaced)
         rows_loaded = located.staged_rows - rows_unmatched
     else:
-        # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now.
+        # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now. A large
+        # drop that opens its month goes into a fresh table (NULL: the month has its partition already).
+        if fresh_candidate:
+            cur.execute("SELECT safestats_new_incident_month(%s)", (located.first_at,))
+            fresh_table = cur.fetchone()[0]
         located.copy_rows.patch_int8(DROP_ID_OFFSET, drop_id)
-        cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)",
-                        BytesChunkReader(located.copy_rows.payload), size=1 << 20)
+        cur.copy_expert(f"COPY {fresh_table or 'incidents'} ({', '.join(INCIDENT_COPY_COLUMNS)}) "
+                        "FROM STDIN WITH (FORMAT binary)", BytesChunkReader(located.copy_rows.payload), size=1 << 20)
         rows_loaded = cur.rowcount
+        if fresh_table:
+            cur.execute("SELECT safestats_attach_incident_month(%s)", (located.first_at,))
     _pause_for_tests("inserted")
 
     # Checked before anything else is written, so a drop whose rows do not add up rolls back instead of landing.
@@ -1023,6 +1071,8 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
     _pause_for_tests("before_commit")
     cur.execute("COMMIT")
     # Everything above landed together or not at all.
+    if fresh_candidate and partitions_known is not None:
+        partitions_known |= _partition_keys(located.first_at, located.last_at)[1]   # the month has its partition
     result.status, result.drop_id = "loaded", drop_id
     result.rows_read, result.rows_loaded, result.rows_quarantined = parsed.rows_read, rows_loaded, len(quarantined)
     result.rows_unmatched = rows_unmatched
@@ -1086,7 +1136,8 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     releases the GIL while PostgreSQL works through a COPY, so preparing and writing overlap. Drops still
     start in file order: a drop begins (takes its advisory locks and inserts its drops row) only once the
     drop before it has done so, so drop ids follow the files, and a re-issue of a month later in the batch
-    waits on the key lock of the earlier one and replaces it, as when loading one file after another.
+    waits on the key lock of the earlier one and replaces it, as when loading one file after another. (File
+    order: as given, but update drops last, gazetteer-located ones before them and large files first; see below.)
     """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -1099,7 +1150,11 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     # (stable: otherwise the given order) and each waits until every drop before it has committed. Drops
     # whose rows are located through the gazetteer (ambulance, ED) come just before them: once the drops
     # before them have committed, the gazetteer is refreshed from any police.uk drops the batch loaded.
+    # Among the rest, files large enough to open a month in a fresh table (fresh_month_candidate) go first,
+    # so a small file of the same month (a City of London month beside the Met's) does not make the month's
+    # partition before them; a file never moves ahead of an earlier one of the same name (a re-issue).
     files = sorted(expand_paths(paths), key=lambda p: (claims_update(p), claims_locator(p)))
+    files = sorted(files, key=lambda p: (claims_update(p), claims_locator(p), not likely_fresh_month(p, files)))
     started = time.monotonic()
     results: list[DropResult] = []
     writers = [psycopg2.connect(libpq_dsn(url)) for _ in range(max(1, min(WRITER_CONNECTIONS, len(files))))]

@@ -140,8 +140,9 @@ def test_the_web_app_connects_as_the_web_role(db_url):
 
 
 def _incident_partitions(url):
-    return [r[0] for r in query(url, """SELECT inhrelid::regclass::text FROM pg_inherits
-                                        WHERE inhparent = 'incidents'::regclass""")]
+    """Every partition of incidents at every level: the years and, under them, the months (migration 0017)."""
+    return [r[0] for r in query(url, """SELECT relid::regclass::text FROM pg_partition_tree('incidents')
+                                        WHERE level > 0""")]
 
 
 def test_row_level_security_is_enabled_and_forced_on_every_sensitive_table(mixed):
@@ -154,6 +155,7 @@ def test_row_level_security_is_enabled_and_forced_on_every_sensitive_table(mixed
           AND NOT a.attisdropped""")}
     tables = set(SENSITIVE_TABLES) | set(_incident_partitions(mixed)) | holding_records
     assert any(t.startswith("incidents_y") for t in tables), "the seed made a partition"
+    assert "incidents_y2024m01" in tables, "month partitions are checked too"
     flags = dict((r[0], r[1:]) for r in query(mixed, """SELECT relname, relrowsecurity, relforcerowsecurity
                                                         FROM pg_class WHERE relname = ANY(%s)""", (list(tables),)))
     assert {t: flags[t] for t in tables} == {t: (True, True) for t in tables}

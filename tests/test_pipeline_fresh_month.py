@@ -1,0 +1,137 @@
+"""A large drop that opens its month is written into a fresh month partition, with every guarantee kept.
+
+The pipeline COPYs such a drop (FRESH_MONTH_MIN_ROWS rows or more, all in one month whose partition does not
+exist yet) into a new table without indexes and attaches it as the month's partition (migration 0017). These
+tests load generated police.uk months big enough for that path (in months no other test uses) and check that
+the result is exactly what the COPY through the existing indexes gives, that the new partition carries the
+parent's indexes and forced row-level security and nothing is left unattached, that the same file twice
+changes nothing and a re-issue replaces it, and that kill -9 at each stage of the path leaves the database
+as it was.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from loaders import pipeline
+from loaders.demo import generate_demo_drops
+from loaders.pipeline import load_paths
+from tests.conftest import query
+from tests.test_loader_kill9 import snapshot, start_loader, wait_for_pause
+
+ROWS_PER_MONTH = 30_000     # the Met's file of the month is then well over FRESH_MONTH_MIN_ROWS
+
+
+def street_files(folder: Path, month: str) -> list[Path]:
+    files = generate_demo_drops(folder, months=1, end_month=month, rows_per_month=ROWS_PER_MONTH,
+                                fire_and_transport=False)
+    street = sorted(f for f in files if f.name.endswith("-street.csv"))
+    met = next(f for f in street if "metropolitan" in f.name)
+    assert sum(1 for _ in met.open()) - 1 >= pipeline.FRESH_MONTH_MIN_ROWS, "the Met file must take the fresh path"
+    return street
+
+
+def unattached_incident_tables(url: str) -> list[str]:
+    return [r[0] for r in query(url, """
+        SELECT relname FROM pg_class WHERE relname LIKE 'incidents\\_y%%' AND relkind IN ('r', 'p')
+          AND oid NOT IN (SELECT relid FROM pg_partition_tree('incidents'))""")]
+
+
+def month_partition(url: str, name: str) -> list[tuple]:
+    return query(url, """SELECT c.relkind, p.relname, c.relrowsecurity, c.relforcerowsecurity
+                         FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid
+                         JOIN pg_class p ON p.oid = i.inhparent WHERE c.relname = %s""", (name,))
+
+
+def made_fresh(url: str, name: str) -> bool:
+    """Whether the month partition was made by the fresh path (its table carries the month's bounds CHECK)."""
+    return query(url, "SELECT count(*) FROM pg_constraint WHERE conname = %s", (f"{name}_bounds",)) == [(1,)]
+
+
+def contents(url: str) -> list[tuple]:
+    """Every loaded incident without its generated ids, in a stable order."""
+    return query(url, """SELECT supplier, supplier_record_id, occurred_at, category_id, supplier_category,
+                                ST_AsEWKT(geom), longitude, latitude, lsoa_code, msoa_code, borough_code,
+                                access_level, location_confidence, attributes::text
+                         FROM incidents ORDER BY 2, 6, 14, 5""")
+
+
+def test_a_large_month_in_a_fresh_partition_equals_the_copy_through_the_indexes(clean_data, tmp_path):
+    from tests.conftest import truncate_data
+
+    url = clean_data
+    files = street_files(tmp_path, "2016-05")
+    assert month_partition(url, "incidents_y2016m05") == []
+    first = load_paths(url, files, progress=False, refresh_rollups=False)
+    assert [r.status for r in first] == ["loaded", "loaded"]
+    # The month's partition was made by the fresh path: a plain table under its year, indexed as its parent,
+    # with row-level security enabled and forced; nothing else was left unattached.
+    assert month_partition(url, "incidents_y2016m05") == [("r", "incidents_y2016", True, True)]
+    assert made_fresh(url, "incidents_y2016m05")
+    assert unattached_incident_tables(url) == []
+    parent_indexes = query(url, """SELECT regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', '')
+                                   FROM pg_index WHERE indrelid = 'incidents'::regclass ORDER BY 1""")
+    leaf_indexes = query(url, """SELECT regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', '')
+                                 FROM pg_index WHERE indrelid = 'incidents_y2016m05'::regclass ORDER BY 1""")
+    assert leaf_indexes == parent_indexes and len(parent_indexes) == 4
+    # ... and each of them is attached to the incidents table's own index (the primary key's included).
+    assert query(url, """SELECT count(*) FROM pg_index x WHERE x.indrelid = 'incidents_y2016m05'::regclass
+                           AND EXISTS (SELECT 1 FROM pg_partition_ancestors(x.indexrelid) a
+                                       JOIN pg_index p ON p.indexrelid = a.relid
+                                       WHERE p.indrelid = 'incidents'::regclass)""") == [(4,)]
+    loaded = sum(r.rows_loaded for r in first)
+    assert query(url, "SELECT count(*), count(DISTINCT id) FROM incidents") == [(loaded, loaded)]
+    assert loaded + sum(r.rows_quarantined for r in first) == sum(r.rows_read for r in first)
+    fresh = contents(url)
+
+    # The same files again change nothing.
+    assert [r.status for r in load_paths(url, files, progress=False, refresh_rollups=False)] == ["skipped"] * 2
+    assert contents(url) == fresh
+
+    # Emptied, the month's partition stays: the same files now go through its indexes, with the same result.
+    truncate_data(url)
+    again = load_paths(url, files, progress=False, refresh_rollups=False)
+    assert [r.rows_loaded for r in again] == [r.rows_loaded for r in first]
+    assert contents(url) == fresh
+
+    # A re-issue of the Met's month replaces it.
+    met = next(f for f in files if "metropolitan" in f.name)
+    lines = met.read_text().splitlines(keepends=True)
+    reissue = tmp_path / "reissue" / met.name
+    reissue.parent.mkdir()
+    reissue.write_text("".join(lines[:-100]))
+    [result] = load_paths(url, [reissue], progress=False, refresh_rollups=False)
+    [met_drop] = [r.drop_id for r in again if r.path == met]
+    assert result.status == "loaded" and result.replaced_drop_ids == [met_drop]
+    assert query(url, "SELECT count(*) FROM incidents")[0][0] == (
+        result.rows_loaded + sum(r.rows_loaded for r in again if r.path != met))
+
+
+@pytest.mark.parametrize("stages", [("partitions", "inserted", "before_commit")])
+def test_kill_during_a_fresh_month_leaves_the_database_as_it_was(clean_data, tmp_path, stages):
+    url = clean_data
+    met = next(f for f in street_files(tmp_path, "2016-02") if "metropolitan" in f.name)
+    before = snapshot(url)
+    for stage in stages:
+        proc = start_loader(url, met, pause_at=stage)
+        wait_for_pause(proc, stage)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while query(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND state = 'idle in transaction'")[0][0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert snapshot(url) == before, stage
+        # The fresh table was rolled back with the transaction: no month partition, nothing unattached.
+        assert month_partition(url, "incidents_y2016m02") == [], stage
+        assert query(url, "SELECT to_regclass('incidents_y2016m02')") == [(None,)], stage
+    [result] = load_paths(url, [met], progress=False, refresh_rollups=False)
+    assert result.status == "loaded"
+    assert month_partition(url, "incidents_y2016m02") == [("r", "incidents_y2016", True, True)]
+    assert made_fresh(url, "incidents_y2016m02")
+    assert query(url, "SELECT count(*) FROM incidents")[0][0] == result.rows_loaded
+    assert unattached_incident_tables(url) == []
