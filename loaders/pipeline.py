@@ -940,13 +940,19 @@ FRESH_MONTH_MIN_ROWS = 20_000
 
 
 def likely_fresh_month(path: Path, batch: list[Path]) -> bool:
-    """Whether a file of a batch looks large enough for fresh_month_candidate (by its size: rows of a few dozen
-    bytes at least, gzip about 8:1) and no earlier file of the batch has its name (its order must stay)."""
+    """Whether a file of a batch looks large enough for fresh_month_candidate and no earlier file of the batch
+    has its name (its order must stay). By its size (a gzip file's read from its trailer): 250 bytes a row, a
+    police.uk street row's size, so smaller batches (stop and search, LFB, TfL files) keep their order."""
     try:
-        size = path.stat().st_size * (8 if path.suffix == ".gz" else 1)
+        with path.open("rb") as fh:
+            if path.suffix == ".gz":
+                fh.seek(-4, os.SEEK_END)
+                size = int.from_bytes(fh.read(4), "little")     # ISIZE: the uncompressed size (mod 2^32)
+            else:
+                size = os.fstat(fh.fileno()).st_size
     except OSError:
         return False
-    return size >= FRESH_MONTH_MIN_ROWS * 60 and not any(p.name == path.name for p in batch[:batch.index(path)])
+    return size >= FRESH_MONTH_MIN_ROWS * 250 and not any(p.name == path.name for p in batch[:batch.index(path)])
 
 
 def fresh_month_candidate(located: "LocatedDrop", fmt: SupplierFormat) -> bool:
