@@ -255,6 +255,17 @@ def test_reduce_state_keeps_health_alone_and_coarse_for_tiers_under_disclosure_c
     assert "whole months" in reduced.note and "time of day" in reduced.note
 
 
+def test_reduce_state_removes_the_health_domain_where_health_is_not_shown(web, people):
+    state = FilterState(domains=("health", "crime"), borough_code=CAMDEN)
+    for user, why in ((people.viewer, "not available"), (people.owner, "only on its own")):
+        reduced = saved_views.reduce_state(web, state, user)
+        assert reduced.state == FilterState(domains=("crime",), borough_code=CAMDEN)
+        assert "health domain" in reduced.note and why in reduced.note
+    health_only = FilterState(domains=("health",), borough_code=CAMDEN)
+    assert saved_views.reduce_state(web, health_only, people.owner).removed == (), "health alone, by borough"
+    assert saved_views.reduce_state(web, health_only, people.istv).removed == ()
+
+
 def test_reduce_state_drops_record_level_filters_outside_a_borough_analysts_boroughs(web, people, areas_loaded):
     lsoa, msoa = _lsoa(areas_loaded, WESTMINSTER)
     state = FilterState(suppliers=("police_uk",), borough_code=WESTMINSTER, msoa_code=msoa, lsoa_code=lsoa,
