@@ -57,6 +57,9 @@ def people(areas_loaded):
 
 @pytest.fixture
 def web(areas_loaded, people):
+    # Reference data (areas, taxonomy) is cached per process: start from this database's own, whatever
+    # earlier test modules loaded and cached.
+    queries.clear_caches()
     engine = get_web_engine(areas_loaded)
     yield engine
     conn = psycopg2.connect(libpq_dsn(areas_loaded))
