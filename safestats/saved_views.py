@@ -350,14 +350,16 @@ def _reduce_access(engine: Engine, state: FilterState, user, removed: list[str])
             state = replace(state, suppliers=tuple(s for s in state.suppliers if s in allowed))
             removed.append(f"Supplier{'s' if len(gone) > 1 else ''} {_names(engine, gone)} ({why}).")
     effective = queries.visible_suppliers(engine, user, state)
+    no_health = ("health data is shown at your access level only on its own" if policy.health == "suppressed"
+                 else "health data is not available at your access level")
     if HEALTH_DOMAIN in state.domains and not effective & health_suppliers:
         state = replace(state, domains=tuple(d for d in state.domains if d != HEALTH_DOMAIN))
-        removed.append("The health domain (health data is not available at your access level).")
+        removed.append(f"The health domain ({no_health}).")
     tax = queries.taxonomy(engine)
     health_categories = [c for c in state.categories if tax.categories.get(c, ("",))[0] == HEALTH_DOMAIN]
     if health_categories and not effective & health_suppliers:
         state = replace(state, categories=tuple(c for c in state.categories if c not in health_categories))
-        removed.append("Health categories (health data is not available at your access level).")
+        removed.append(f"Health categories ({no_health}).")
 
     # Areas and map detail finer than the tier breaks data down to.
     finest = policy.min_area_level

@@ -131,9 +131,15 @@ def test_share_a_pinned_view_with_a_viewer_who_sees_it_reduced_and_its_numbers_h
         item.wait_for()
         assert "as at a fixed drop" in item.inner_text()
         item.get_by_role("button", name="Share").click()
-        page.get_by_label("Vera Viewer (viewer)").check()
+        page.locator(f"#{ids.VIEWS_SHARE_VIEW}", has_text="Camden police and ambulance").wait_for()
+        # Choosing the view loads its current shares into the form: let that answer land before ticking.
+        page.wait_for_load_state("networkidle")
+        colleague = page.get_by_label("Vera Viewer (viewer)")
+        colleague.check()
+        assert colleague.is_checked()
         page.click(f"#{ids.VIEWS_SHARE_SAVE}")
-        page.locator(f"#{ids.VIEWS_MESSAGE}", has_text="is shared with Vera Viewer").wait_for()
+        page.locator(f"#{ids.VIEWS_MESSAGE}", has_text="is shared with").wait_for()
+        assert "is shared with Vera Viewer" in page.locator(f"#{ids.VIEWS_MESSAGE}").inner_text()
         view_path = item.locator("a.ss-views-name").get_attribute("href")
         page.screenshot(path=str(ARTIFACTS / "saved-views-owner.png"), full_page=True)
         assert owner.js_errors == []

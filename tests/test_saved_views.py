@@ -57,6 +57,9 @@ def people(areas_loaded):
 
 @pytest.fixture
 def web(areas_loaded, people):
+    # Reference data (areas, taxonomy) is cached per process: start from this database's own, whatever
+    # earlier test modules loaded and cached.
+    queries.clear_caches()
     engine = get_web_engine(areas_loaded)
     yield engine
     conn = psycopg2.connect(libpq_dsn(areas_loaded))
@@ -253,6 +256,17 @@ def test_reduce_state_keeps_health_alone_and_coarse_for_tiers_under_disclosure_c
     assert reduced.state == FilterState(suppliers=("istv_ed", "las"), borough_code=CAMDEN, map_level="borough",
                                         date_from=date(2024, 1, 1), date_to=date(2024, 3, 31))
     assert "whole months" in reduced.note and "time of day" in reduced.note
+
+
+def test_reduce_state_removes_the_health_domain_where_health_is_not_shown(web, people):
+    state = FilterState(domains=("health", "crime"), borough_code=CAMDEN)
+    for user, why in ((people.viewer, "not available"), (people.owner, "only on its own")):
+        reduced = saved_views.reduce_state(web, state, user)
+        assert reduced.state == FilterState(domains=("crime",), borough_code=CAMDEN)
+        assert "health domain" in reduced.note and why in reduced.note
+    health_only = FilterState(domains=("health",), borough_code=CAMDEN)
+    assert saved_views.reduce_state(web, health_only, people.owner).removed == (), "health alone, by borough"
+    assert saved_views.reduce_state(web, health_only, people.istv).removed == ()
 
 
 def test_reduce_state_drops_record_level_filters_outside_a_borough_analysts_boroughs(web, people, areas_loaded):
