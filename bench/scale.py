@@ -2,7 +2,7 @@
 
 Every figure goes through the real code, on a database of its own that is kept between commands
 (``safestats_bench_scale_<size>`` in the embedded cluster, or SAFESTATS_BENCH_DATABASE_URL), and is printed
-with the load average and appended to ``bench/results/scale-<size>.json`` (which ``plot`` reads):
+with the load average and appended to ``bench/scale-results/scale-<size>.json`` (which ``plot`` reads):
 
     bench/scale generate --rows 10000000 [--fresh]  migrations, boundaries, --rows incidents (bench/generate.py,
                                                    2021-01 .. 2024-11), then the first build of every view
@@ -49,7 +49,7 @@ from bench.common import (bench_database, children_of, dashboard_callback_bodies
                           load_average, login_form_token, percentile, rss_kib, run_sql)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
+RESULTS_DIR = REPO_ROOT / "bench" / "scale-results"  # kept in git: the plot and bench/README.md are made from them
 PLOT_PATH = REPO_ROOT / "bench" / "scale_latency.png"
 GENERATED_MONTHS = [date(y, m, 1) for y in range(2021, 2025) for m in range(1, 13)][:-1]  # 2021-01 .. 2024-11
 DROP_MONTH = "2024-12"
@@ -64,7 +64,7 @@ def size_label(rows: int) -> str:
 
 
 def save(rows: int, section: str, figures: dict, argv: list[str]) -> None:
-    """Add a section's figures to bench/results/scale-<size>.json (replacing that section's earlier ones)."""
+    """Add a section's figures to bench/scale-results/scale-<size>.json (replacing that section's earlier ones)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"scale-{size_label(rows)}.json"
     results = json.loads(path.read_text()) if path.exists() else {"rows": rows}
