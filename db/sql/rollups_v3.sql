@@ -5,8 +5,8 @@
 -- Why: a month's drop refreshed its whole year's views CONCURRENTLY (323 s at 10 million incidents, most of
 -- it PostgreSQL diffing old and new contents). Each rollup is now one plain table with the same name and
 -- columns the query layer already read, and a month (or any run of months) is refreshed by one function,
--- safestats_refresh_rollup(family, since, until): DELETE the rows of [since, until) and INSERT them again
--- from the source, in the caller's transaction. Analysts' queries never wait: a DELETE and an INSERT take
+-- safestats_refresh_rollup(family, since, until): compute the months again from the source and write what
+-- changed, in the caller's transaction. Analysts' queries never wait: a DELETE and an INSERT take
 -- only ROW EXCLUSIVE locks, and until the refresh commits every reader sees the old rows (MVCC), after it
 -- the new ones, all families of the refresh at once. A full refresh is the same function over every month.
 --
@@ -198,8 +198,14 @@ END;
 $$;
 
 -- Rewrite one family's months [since, until) from its source (and retained counts), in the caller's
--- transaction; returns the rows written. The months' rollup_months rows record it. The views a family reads
+-- transaction; returns the months' rows. The months' rollup_months rows record it. The families it reads
 -- must be refreshed first for the same months (the caller goes in refresh_order).
+-- Only what changed is written: the new contents go to a temporary table, rows no longer there are
+-- deleted (a hash anti-join on the key), and the rest is an INSERT ... ON CONFLICT that updates a count only
+-- when it differs. A month no drop has changed (most of a full refresh) then writes nothing at all: no
+-- dead rows, no index churn, no WAL; deleting and inserting every row took 2.4 times a first build at 10
+-- million incidents. Nullable key columns (the day x hour rollup's hour and isodow, smallints) are
+-- compared with NULL as -1, as their NULLS NOT DISTINCT key does.
 CREATE FUNCTION safestats_refresh_rollup(family text, since date, until date) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -207,7 +213,8 @@ DECLARE
     began timestamptz := clock_timestamp();
     in_range text;
     source text;
-    written bigint;
+    same_key text;
+    fresh_rows bigint;
 BEGIN
     SELECT * INTO STRICT f FROM rollup_tables WHERE name = family;
     IF since <> date_trunc('month', since)::date OR until <> date_trunc('month', until)::date OR until <= since THEN
@@ -220,18 +227,32 @@ BEGIN
                          'FROM %I WHERE %s) live_and_retained GROUP BY %s',
                          f.key_columns, source, f.key_columns, f.retained_table, in_range, f.key_columns);
     END IF;
-    EXECUTE format('DELETE FROM %I WHERE %s', family, in_range);
-    EXECUTE format('INSERT INTO %I (%s, incidents) %s', family, f.key_columns, source);
-    GET DIAGNOSTICS written = ROW_COUNT;
+    SELECT string_agg(CASE WHEN a.attnotnull THEN format('r.%1$I = n.%1$I', a.attname)
+                           ELSE format('coalesce(r.%1$I, -1) = coalesce(n.%1$I, -1)', a.attname) END, ' AND ')
+      INTO same_key
+    FROM unnest(string_to_array(replace(f.key_columns, ' ', ''), ',')) AS k(col)
+    JOIN pg_attribute a ON a.attrelid = family::regclass AND a.attname = k.col;
+
+    DROP TABLE IF EXISTS pg_temp.rollup_fresh;
+    EXECUTE format('CREATE TEMP TABLE rollup_fresh ON COMMIT DROP AS %s', source);
+    GET DIAGNOSTICS fresh_rows = ROW_COUNT;
+    ANALYZE rollup_fresh;
+    EXECUTE format('DELETE FROM %I r WHERE %s AND NOT EXISTS (SELECT 1 FROM rollup_fresh n WHERE %s)',
+                   family, format('r.%1$I >= %2$L::date AND r.%1$I < %3$L::date', f.time_column, since, until),
+                   same_key);
+    EXECUTE format('INSERT INTO %1$I AS r (%2$s, incidents) SELECT %2$s, incidents FROM rollup_fresh '
+                   'ON CONFLICT (%2$s) DO UPDATE SET incidents = EXCLUDED.incidents '
+                   'WHERE r.incidents <> EXCLUDED.incidents', family, f.key_columns);
     EXECUTE format(
         'INSERT INTO rollup_months (family, month, rows, refreshed_at)
          SELECT %L, m::date, coalesce(c.n, 0), %L::timestamptz
          FROM generate_series(%L::timestamp, %L::timestamp - interval ''1 month'', interval ''1 month'') m
-         LEFT JOIN (SELECT date_trunc(''month'', %I)::date AS month, count(*)::integer AS n FROM %I WHERE %s GROUP BY 1) c
+         LEFT JOIN (SELECT date_trunc(''month'', %I)::date AS month, count(*)::integer AS n FROM rollup_fresh GROUP BY 1) c
                 ON c.month = m::date
          ON CONFLICT (family, month) DO UPDATE SET rows = EXCLUDED.rows, refreshed_at = EXCLUDED.refreshed_at',
-        family, began, since, until, f.time_column, family, in_range);
-    RETURN written;
+        family, began, since, until, f.time_column);
+    DROP TABLE pg_temp.rollup_fresh;
+    RETURN fresh_rows;
 END;
 $$;
 
