@@ -50,14 +50,15 @@ def seed(url: str, n: int) -> None:
         cur.execute("""
             WITH lsoas AS (SELECT code, parent_code, borough_code, ST_PointOnSurface(geom) AS p,
                                   row_number() OVER (ORDER BY code) - 1 AS k, count(*) OVER () AS total
-                           FROM areas WHERE level = 'lsoa')
+                           FROM areas WHERE level = 'lsoa'),
+                 crime AS (SELECT array_agg(id ORDER BY id) AS ids FROM categories WHERE domain = 'crime')
             INSERT INTO incidents (supplier, drop_id, occurred_at, time_precision, category_id, supplier_category,
                                    geom, longitude, latitude, location_precision, lsoa_code, msoa_code,
                                    borough_code, access_level)
             SELECT 'police_uk', 1, timestamptz '2024-03-01 12:00+00' + (i %% 28) * interval '1 day', 'month',
-                   1 + i %% 14, 'bench', l.p, ST_X(ST_Transform(l.p, 4326)), ST_Y(ST_Transform(l.p, 4326)),
+                   crime.ids[1 + i %% cardinality(crime.ids)], 'bench', l.p, ST_X(ST_Transform(l.p, 4326)), ST_Y(ST_Transform(l.p, 4326)),
                    'snap_point', l.code, l.parent_code, l.borough_code, 10
-            FROM generate_series(0, %s - 1) AS i JOIN lsoas l ON l.k = i %% l.total""", (n,))
+            FROM generate_series(0, %s - 1) AS i JOIN lsoas l ON l.k = i %% l.total CROSS JOIN crime""", (n,))
     conn.close()
     refresh_rollups(url, trigger="bench api")
 

@@ -743,3 +743,36 @@ def test_a_tampered_link_shows_a_warning_and_no_data(sessions, server, link):
         wait_for_panels(page, sql_panels(url))
         alert.wait_for(state="hidden")
         assert url_filters(page.url) == {}
+
+
+def test_export_links_follow_the_view_and_the_files_match_the_page(sessions, server):
+    """Issue 8's exports from the page: the export links carry the current view, the CSV and the printable
+    summary hold the headline the page shows (and SQL gives), each chart's PNG download is named."""
+    base_url, url = server
+    session = sessions()
+    page = session.page
+    _log_in(session, f"/?borough={CAMDEN}")
+    _wait_ready(page)
+    expected = sql_panels(url, borough=CAMDEN)
+    page.wait_for_function(f"""() => (document.getElementById('{ids.EXPORT_AGGREGATES_CSV}').getAttribute('href')
+                                      || '').includes('borough={CAMDEN}')""", timeout=TIMEOUT_MS)
+    href = page.locator(f"#{ids.EXPORT_AGGREGATES_CSV}").get_attribute("href")
+    assert href.startswith("/export/aggregates.csv?")
+    text = page.request.get(base_url + href).text()
+    assert text.startswith("# SafeStats export: ") and "# tier: partner_analyst" in text
+    assert f"# total: {expected['headline']}" in text
+    summary = page.locator(f"#{ids.EXPORT_SUMMARY}").get_attribute("href")
+    assert summary.startswith("/export/summary?") and f"borough={CAMDEN}" in summary
+    page.goto(base_url + summary, timeout=120_000)   # (the MSOA map and charts are made on the spot)
+    assert page.locator("#summary-total").inner_text() == expected["headline"]
+    assert page.locator("svg").count() >= 3
+    _shot(page, "8-summary")
+    page.go_back()
+    _wait_ready(page)
+    names = page.evaluate(f"""() => ['{ids.TIMESERIES}', '{ids.CATEGORIES}'].map(id =>
+        document.querySelector('#' + id + ' .js-plotly-plot')._context.toImageButtonOptions)""")
+    assert [n["filename"] for n in names] == ["safestats-incidents-by-month", "safestats-by-category"]
+    assert all(n["format"] == "png" and n["scale"] == 2 for n in names)
+    records = page.locator(f"#{ids.EXPORT_RECORDS_CSV}")
+    assert records.is_visible()     # a partner analyst sees records
+    _assert_no_js_errors(session)

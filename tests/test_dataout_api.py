@@ -244,6 +244,14 @@ def test_api_refuses_missing_wrong_revoked_expired_and_disabled_tokens(app, seed
     assert _api(app, "/api/v1/suppliers", token).status_code == 401
     save_account(loader, email=_email("viewer"), active=True)
     assert _api(app, "/api/v1/suppliers", token).status_code == 200
+    # The token carries the user's tier at call time, not at the time it was made.
+    assert _api(app, f"/api/v1/incidents?{MARCH}", token).status_code == 403
+    save_account(loader, email=_email("viewer"), tier="partner_analyst")
+    try:
+        assert _api(app, f"/api/v1/incidents?{MARCH}", token).status_code == 200
+    finally:
+        save_account(loader, email=_email("viewer"), tier="viewer")
+    assert _api(app, f"/api/v1/incidents?{MARCH}", token).status_code == 403
     denied = query(seeded, "SELECT target, tier, allowed, outcome FROM audit_log WHERE target = 'api_v1.suppliers' "
                            "ORDER BY seq")
     assert ("api_v1.suppliers", "none", False, "http 401") in denied
