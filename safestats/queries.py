@@ -1346,9 +1346,11 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
         counts = np.zeros((len(months), cells))
         if controlled:
             return months, counts
-        if state.selected_area is None and _plan(engine, state, period, {"borough"}).source == "rollup_borough_month":
+        if (state.selected_area is None and state.as_at is None
+                and _plan(engine, state, period, {"borough"}).source == "rollup_borough_month"):
             # The plan says the rollup answers it: the only conditions are the months (whole), suppliers,
-            # categories and themes, applied here to the arrays exactly as the SQL would.
+            # categories and themes, applied here to the arrays exactly as the SQL would. (A view pinned "as
+            # at" a drop also restricts suppliers' months: the SQL path below applies that.)
             codes = sorted(supplier_levels(engine))
             suppliers = np.array([codes.index(s) for s in state.suppliers if s in codes] if state.suppliers
                                  else range(len(codes)), dtype=np.int16)
