@@ -334,6 +334,14 @@ def test_a_pinned_view_keeps_its_numbers_after_a_later_month_is_loaded(clean_dat
     # (a drawn area needs record-level rows), matching SQL on the incidents table.
     both_months = FilterState(date_from=date(2025, 1, 1), date_to=date(2025, 2, 28), as_at=pinned_state.as_at)
     assert queries.headline(web, both_months, people.owner).total == jan_count
+    # The hotspot layers' counts too (their fast path keeps grid months in memory, which know no pin).
+    months, pinned_cells = queries.study_counts_by_month(web, both_months, 500, user=people.owner)
+    _, latest_cells = queries.study_counts_by_month(web, FilterState(date_from=date(2025, 1, 1),
+                                                                     date_to=date(2025, 2, 28)), 500,
+                                                    user=people.owner)
+    assert months == [date(2025, 1, 1), date(2025, 2, 1)]
+    assert pinned_cells[1].sum() == 0 < latest_cells[1].sum()
+    assert (pinned_cells[0] == latest_cells[0]).all() and pinned_cells[0].sum() > 0
     ring = ((-0.2, 51.45), (0.0, 51.45), (0.0, 51.56), (-0.2, 51.56))
     raw = queries.headline(web, FilterState(polygon=ring, date_from=date(2025, 1, 1), date_to=date(2025, 2, 28),
                                             as_at=pinned_state.as_at), people.owner)
