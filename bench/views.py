@@ -31,26 +31,14 @@ import sys
 import time
 from datetime import date
 
-import psycopg2
 
 from bench.common import bench_database, drop_bench_database, load_average, percentile
-from db import libpq_dsn
+from bench.common import run_sql as _rows
 from safestats.rollups import OPERATOR as ADMIN  # every supplier and borough, as a DBA benchmarking the views
 
 
 def _months(first_year: int, years: int) -> list[date]:
     return [date(y, m, 1) for y in range(first_year, first_year + years) for m in range(1, 13)]
-
-
-def _rows(url: str, sql: str, params=None) -> list[tuple]:
-    """Run one statement on its own connection and commit; the rows it returns (none for DELETE)."""
-    conn = psycopg2.connect(libpq_dsn(url))
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def _scalar(url: str, sql: str, params=None):
