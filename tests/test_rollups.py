@@ -364,8 +364,9 @@ def test_dashboard_query_never_waits_on_a_concurrent_refresh(generated):
     assert not errors
     assert len(times) >= 3
     # No query paused: none took much longer than the slowest of the normal runs (the machine is shared,
-    # so allow for noise), while the refresh itself took far longer than any query.
-    allowed = max(3 * max(normal), baseline + 0.25)
+    # so allow for noise: half a second, still well under the control's one-second wait below), while the
+    # refresh itself took far longer than any query.
+    allowed = max(3 * max(normal), baseline + 0.5)
     assert max(times) < allowed, (max(times), normal, took)
 
     times, errors, took = loop_while(lambda: slow_refresh(locking=False))
