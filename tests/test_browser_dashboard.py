@@ -580,9 +580,10 @@ def test_the_location_quality_control_filters_every_panel_and_the_link(sessions,
 def draw_square(page, half_px: int = 60) -> None:
     """Draw a square polygon in the middle of the map with the draw toolbar (click the first vertex to close)."""
     page.click(".leaflet-draw-draw-polygon")
-    box = page.locator(f"#{ids.MAP}").bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     for dx, dy in ((-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)):
+        # The map's box is read before every click: panels filling in above it can move it down the page.
+        box = page.locator(f"#{ids.MAP}").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         page.mouse.click(cx + dx * half_px, cy + dy * half_px)
         page.wait_for_timeout(250)
 

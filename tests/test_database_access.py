@@ -12,6 +12,8 @@ directly in SQL as the web role and through the query layer.
 """
 from __future__ import annotations
 
+import re
+
 from datetime import date
 from types import SimpleNamespace
 
@@ -155,7 +157,9 @@ def test_row_level_security_is_enabled_and_forced_on_every_sensitive_table(mixed
           AND NOT a.attisdropped""")}
     tables = set(SENSITIVE_TABLES) | set(_incident_partitions(mixed)) | holding_records
     assert any(t.startswith("incidents_y") for t in tables), "the seed made a partition"
-    assert "incidents_y2024m01" in tables, "month partitions are checked too"
+    # Which years are split by month depends on what earlier tests created first (a year that already existed
+    # stays whole), so any month partition will do.
+    assert any(re.fullmatch(r"incidents_y\d{4}m\d{2}", t) for t in tables), "month partitions are checked too"
     flags = dict((r[0], r[1:]) for r in query(mixed, """SELECT relname, relrowsecurity, relforcerowsecurity
                                                         FROM pg_class WHERE relname = ANY(%s)""", (list(tables),)))
     assert {t: flags[t] for t in tables} == {t: (True, True) for t in tables}
