@@ -519,8 +519,9 @@ def register_callbacks(app: Dash) -> None:
             rows = queries.top_areas(_engine(), state, current_user)
             guard.note(rows=len(rows))
         except Exception as exc:
-            _error_reference(exc, "top_areas")
-            return [], "Top areas (could not be loaded; the error has been logged)"
+            # The reason goes in the title: the tier's limit (a viewer's borough has no areas it may list) or
+            # the logged error's reference.
+            return [], f"Top areas. {_error_reference(exc, 'top_areas')}"
         level = rows[0].level if rows else "borough"
         title = f"Top {view.LEVEL_LABELS[level]}s" + (" in the selection" if state.selected_area else "")
         # A count suppressed by disclosure control (None) is shown as "*" in the table.
