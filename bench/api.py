@@ -19,22 +19,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from bench.common import bench_database, load_average, percentile
+from bench.common import bench_database, load_average, percentile, timed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMAIL, PASSWORD = "bench.partner@bench.example", "a benchmark api passphrase"
-
-
-def timed(operation, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        operation()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
 
 
 def seed(url: str, n: int) -> None:

@@ -52,6 +52,18 @@ def load_average() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
+def timed(operation, repeats: int) -> list[float]:
+    """Milliseconds taken by each of ``repeats`` calls of ``operation``."""
+    import time
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        operation()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``values``, nearest rank."""
     ordered = sorted(values)

@@ -20,22 +20,12 @@ import argparse
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
-from bench.common import bench_database
+from bench.common import bench_database, timed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMAIL, PASSWORD = "bench.viewer@bench.example", "a benchmark login passphrase"
-
-
-def timed(operation, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        operation()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
 
 
 def main(argv=None) -> int:

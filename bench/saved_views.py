@@ -21,7 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import bench_database, load_average, percentile
+from bench.common import bench_database, load_average, percentile, timed
 from bench.dashboard import all_panels, filter_changes, prepare
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,15 +36,6 @@ def _cold(engine, state, user, repeats: int) -> list[float]:
         queries.areas(engine), queries.taxonomy(engine)   # per-process reference data, loaded once per worker
         started = time.perf_counter()
         all_panels(engine, state, user)
-        times.append((time.perf_counter() - started) * 1000)
-    return times
-
-
-def _timed(call, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -118,7 +109,7 @@ def main(argv=None) -> int:
     }
     print(f"\n{'saved-view operation':34} {'p50 ms':>10} {'p95':>6}")
     for name, call in operations.items():
-        times = _timed(call, max(args.repeats * 4, 20))
+        times = timed(call, max(args.repeats * 4, 20))
         print(f"{name:34} {statistics.median(times):10.1f} {percentile(times, 0.95):6.1f}")
     saved_views.delete_view(engine, user, saved.id)
     return 0
