@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -117,8 +118,9 @@ def server(areas_loaded):
         queries.clear_caches()
 
 
-@pytest.fixture(scope="module")
-def browser(server):
+@contextmanager
+def launched_chromium():
+    """Debian's Chromium driven by Playwright (never a downloaded browser), closed afterwards."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -128,6 +130,12 @@ def browser(server):
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 class Session:

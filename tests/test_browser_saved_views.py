@@ -26,8 +26,8 @@ from dashapp.auth import upsert_user
 from db import get_engine, libpq_dsn
 from safestats import queries
 from tests.conftest import query, truncate_data
-from tests.test_browser_dashboard import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Session, _require_chromium,
-                                          _wait_ready)
+from tests.test_browser_dashboard import (ARTIFACTS, Session, _require_chromium,
+                                          _wait_ready, launched_chromium)
 
 pytestmark = pytest.mark.browser
 
@@ -71,15 +71,8 @@ def views_portal(areas_loaded, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def views_browser(views_portal):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 def _sign_in(session: Session, email: str, path: str) -> None:
