@@ -585,15 +585,29 @@ def test_the_location_quality_control_filters_every_panel_and_the_link(sessions,
         queries.clear_caches()
 
 
-def draw_square(page, half_px: int = 60) -> None:
-    """Draw a square polygon in the middle of the map with the draw toolbar (click the first vertex to close)."""
-    page.click(".leaflet-draw-draw-polygon")
-    for dx, dy in ((-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)):
-        # The map's box is read before every click: panels filling in above it can move it down the page.
+def _map_box_when_still(page) -> dict:
+    """The map's box once it has stopped moving: panels and cards filling in above it shift it down or up
+    the page, and a click aimed from a box read just before such a shift lands beside its vertex."""
+    previous = None
+    for _ in range(40):
         box = page.locator(f"#{ids.MAP}").bounding_box()
-        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.click(cx + dx * half_px, cy + dy * half_px)
+        if box == previous:
+            return box
+        previous = box
         page.wait_for_timeout(250)
+    raise AssertionError(f"the map kept moving on the page: last box {box}")
+
+
+def draw_square(page, half_px: int = 60) -> None:
+    """Draw a square polygon in the middle of the map with the draw toolbar, finishing it with the toolbar's
+    Finish button. Each click waits for the map to be still and for its vertex to appear, so a layout shift
+    cannot turn the square into some other shape."""
+    page.click(".leaflet-draw-draw-polygon")
+    for n, (dx, dy) in enumerate(((-1, -1), (1, -1), (1, 1), (-1, 1)), start=1):
+        box = _map_box_when_still(page)
+        page.mouse.click(box["x"] + box["width"] / 2 + dx * half_px, box["y"] + box["height"] / 2 + dy * half_px)
+        page.wait_for_function(f"() => document.querySelectorAll('.leaflet-editing-icon').length === {n}")
+    page.click(".leaflet-draw-actions a[title='Finish drawing']")
 
 
 def test_a_drawn_polygon_filters_the_panels_and_its_link_keeps_it(sessions, server):
