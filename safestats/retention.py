@@ -60,10 +60,12 @@ def _audit(url: str, run: "RetentionRun", trigger: str) -> None:
 def run_retention(url: str, trigger: str, now: datetime | None = None,
                   log: Callable[[str], None] | None = None) -> list[RetentionRun]:
     """Fold and remove every supplier's records older than its retention period; one ``retention_runs`` row per
-    supplier (also when nothing was old enough: the run itself is on record). Refreshes the rollups after."""
+    supplier (also when nothing was old enough: the run itself is on record). Refreshes the folded months of
+    the rollups after."""
     now = now or datetime.now(timezone.utc)
     run_id = uuid.uuid4()
     runs = []
+    folded_months: set = set()
     conn = psycopg2.connect(libpq_dsn(url))
     try:
         with conn.cursor() as cur:
@@ -79,6 +81,10 @@ def run_retention(url: str, trigger: str, now: datetime | None = None,
                 cur.execute("""SELECT date_trunc('month', (%s::timestamptz - %s::interval) AT TIME ZONE 'Europe/London')
                                       AT TIME ZONE 'Europe/London'""", (now, period))
                 cutoff = cur.fetchone()[0]
+                # The London months about to be folded: the only rollup months this run can change.
+                cur.execute("""SELECT DISTINCT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date
+                               FROM incidents WHERE supplier = %s AND occurred_at < %s""", (supplier, cutoff))
+                folded_months.update(m for (m,) in cur.fetchall())
                 cur.execute("SELECT * FROM safestats_fold_and_remove_records(%s, %s)", (supplier, cutoff))
                 folded, deleted, quarantined, outcomes = cur.fetchone()
                 cur.execute("""
@@ -100,8 +106,10 @@ def run_retention(url: str, trigger: str, now: datetime | None = None,
         raise
     finally:
         conn.close()
-    if any(r.records_deleted for r in runs):
+    if folded_months and any(r.records_deleted for r in runs):
         from safestats.rollups import refresh_rollups
 
-        refresh_rollups(url, trigger=f"retention ({trigger})", log=log)
+        # Only the folded months: a nightly run folds about one month per supplier, and a full refresh of
+        # every month (minutes at 10 million incidents) would rewrite nothing else.
+        refresh_rollups(url, trigger=f"retention ({trigger})", months=sorted(folded_months), log=log)
     return runs

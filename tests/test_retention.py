@@ -64,6 +64,11 @@ def test_retention_folds_old_records_into_the_aggregates_and_removes_them(clean_
         [("las", False), ("las", False)]
     assert query(clean_data, "SELECT count(*) FROM quarantine") == [(1,)], "the old drop's raw line is gone"
     assert _rollup_contents(clean_data) == before, "every rollup reads exactly as before"
+    # Only the folded months were refreshed (2019-10, 2022-06, 2023-10), not every month with data.
+    refreshed = query(clean_data, """SELECT DISTINCT to_char(m, 'YYYY-MM') FROM rollup_refreshes r,
+                                         generate_series(r.month_from, r.month_to, interval '1 month') m
+                                     WHERE r.trigger = 'retention (test)' ORDER BY 1""")
+    assert [m for (m,) in refreshed] == ["2019-10", "2022-06", "2023-10"]
 
     # Every supplier with a period is on record for this run; a second run removes and double-counts nothing.
     [(suppliers, run_ids)] = query(clean_data, "SELECT count(DISTINCT supplier), count(DISTINCT run_id) FROM retention_runs")
