@@ -99,12 +99,12 @@ def ensure_generated(url: str, rows: int) -> dict:
         print(f"generated {n:,} incidents in {elapsed:.0f} s ({n / elapsed:,.0f} rows/s, indexes and ANALYZE "
               f"included; {load_average()})", flush=True)
         figures.update(generated=n, generate_s=round(elapsed, 1), generate_rows_per_s=round(n / elapsed))
-    if not run_sql(url, "SELECT count(*) FROM pg_matviews WHERE matviewname LIKE 'rollup_%%_y____'")[0][0]:
+    if not run_sql(url, "SELECT count(*) FROM rollup_months")[0][0]:
         print(f"first build of every view ({load_average()}) ...", flush=True)
         started = time.perf_counter()
         built = rollups.refresh_rollups(url, trigger="bench/scale first build")
         elapsed = time.perf_counter() - started
-        print(f"first build of every view: {elapsed:.0f} s wall ({len(built)} year views; {load_average()})",
+        print(f"first build of every view: {elapsed:.0f} s wall ({len(built)} view-years; {load_average()})",
               flush=True)
         figures.update(first_build_s=round(elapsed, 1))
     return figures
@@ -118,7 +118,8 @@ def cmd_generate(args) -> dict:
 def per_rollup(timings: dict[str, float]) -> dict[str, float]:
     from safestats.rollups import ROLLUP_VIEWS
 
-    return {name: round(sum(s for view, s in timings.items() if view.rsplit("_y", 1)[0] == name), 1)
+    # refresh_rollups keys its timings "<rollup> <first month>..<last month>"
+    return {name: round(sum(s for key, s in timings.items() if key.split(" ", 1)[0] == name), 1)
             for name in ROLLUP_VIEWS}
 
 
@@ -152,14 +153,15 @@ def cmd_ingest(args) -> dict:
         started = time.perf_counter()
         touched = rollups.refresh_after_load(url, drop_ids, trigger="bench/scale one month's drop")
         refresh_s = time.perf_counter() - started
-        print(f"views the drop touches ({len(touched)} year views) refreshed in {refresh_s:.1f} s wall "
+        print(f"views the drop touches ({len(touched)} view-months) refreshed in {refresh_s:.1f} s wall "
               f"({load_average()})", flush=True)
         for name, seconds in per_rollup(touched).items():
             print(f"  {name:24} {seconds:8.1f} s")
     finally:
         run_sql(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
         run_sql(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
-        rollups.refresh_rollups(url, trigger="bench/scale restore", years=[int(DROP_MONTH[:4])])
+        rollups.refresh_rollups(url, trigger="bench/scale restore",
+                                months=[date.fromisoformat(DROP_MONTH + "-01")])
     return {"drop_rows_read": read, "drop_rows_loaded": loaded, "drop_files": len(files), "drop_wall_s": round(elapsed, 2),
             "ingest_rows_per_s": round(read / elapsed), "touched_refresh_s": round(refresh_s, 1),
             "touched_views": len(touched), "touched_per_rollup_s": per_rollup(touched)}
@@ -174,7 +176,7 @@ def cmd_refresh(args) -> dict:
     started = time.perf_counter()
     timings = rollups.refresh_rollups(url, trigger="bench/scale full refresh")
     elapsed = time.perf_counter() - started
-    print(f"full refresh: {elapsed:.1f} s wall, {len(timings)} year views ({load_average()})", flush=True)
+    print(f"full refresh: {elapsed:.1f} s wall, {len(timings)} view-years ({load_average()})", flush=True)
     for name, seconds in per_rollup(timings).items():
         print(f"  {name:24} {seconds:8.1f} s")
     return {"full_refresh_s": round(elapsed, 1), "per_rollup_s": per_rollup(timings)}
@@ -484,7 +486,7 @@ def cmd_report(args) -> dict:
     row("a month's police.uk drop through the pipeline", "ingest",
         lambda i: f"{i['drop_rows_read']:,} rows in {i['drop_wall_s']:.1f} s = {i['ingest_rows_per_s']:,} rows/s")
     row("views that drop touches, refreshed", "ingest",
-        lambda i: f"{i['touched_refresh_s']:.0f} s ({i['touched_views']} year views)")
+        lambda i: f"{i['touched_refresh_s']:.0f} s ({i['touched_views']} view-months)")
     row("full refresh of every view", "refresh", lambda f: f"{f['full_refresh_s']:.0f} s")
     row("filter change, all panels, in-process, cold: p50 / p95", "panels",
         lambda p: f"{p['p50_ms']:,.0f} / {p['p95_ms']:,.0f} ms")

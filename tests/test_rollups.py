@@ -292,6 +292,53 @@ def test_a_load_refreshes_only_the_months_its_drops_touch(generated):
     assert _refreshes_since(url, last_id) == []
 
 
+def _month_of_family(url: str, family: str, month: date, rebuilt: bool = False) -> list[tuple]:
+    """A family's rows for ``month``: as the table holds them, or (``rebuilt``) straight from its source SQL."""
+    [(select_sql, key_columns, time_column)] = query(
+        url, "SELECT select_sql, key_columns, time_column FROM rollup_tables WHERE name = %s", (family,))
+    if rebuilt:
+        until = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        sql = select_sql.replace("{since}", f"'{month}'").replace("{until}", f"'{until}'")
+    else:
+        sql = f"SELECT {key_columns}, incidents FROM {family} WHERE date_trunc('month', {time_column}) = '{month}'"
+    return sorted(query(url, sql), key=repr)
+
+
+def test_a_refresh_writes_exactly_the_changes_of_a_month(generated):
+    """Refreshing a month that already has rows: keys no longer there are deleted, changed counts updated and
+    new keys inserted (the hash full join of rollup_refresh_v2.sql), so every family reads as built afresh."""
+    url = generated
+    month = date(2023, 6, 1)
+    conn = psycopg2.connect(libpq_dsn(url))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("""CREATE TABLE test_kept_incidents AS SELECT * FROM incidents
+                           WHERE occurred_at >= '2023-06-01 00:00+01' AND occurred_at < '2023-07-01 00:00+01'""")
+            # A third deleted, a third moved to another category (changed counts, and keys that are new).
+            cur.execute("""DELETE FROM incidents i USING test_kept_incidents k WHERE i.id = k.id AND k.id % 3 = 0""")
+            cur.execute("""UPDATE incidents i SET category_id = (SELECT min(category_id) FROM test_kept_incidents)
+                           FROM test_kept_incidents k WHERE i.id = k.id AND k.id % 3 = 1
+                             AND k.category_id <> (SELECT min(category_id) FROM test_kept_incidents)""")
+            assert cur.rowcount > 0
+        before = {f: _month_of_family(url, f, month) for f in rollups.ROLLUP_VIEWS}
+        rollups.refresh_rollups(url, trigger="test month changed", months=[month])
+        for family in rollups.ROLLUP_VIEWS:
+            after = _month_of_family(url, family, month)
+            assert after == _month_of_family(url, family, month, rebuilt=True), family
+            assert after != before[family], f"{family}: the change must show"
+            assert query(url, "SELECT rows FROM rollup_months WHERE family = %s AND month = %s",
+                         (family, month)) == [(len(after),)]
+    finally:
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM incidents i USING test_kept_incidents k WHERE i.id = k.id")
+            cur.execute("INSERT INTO incidents SELECT * FROM test_kept_incidents")
+            cur.execute("DROP TABLE test_kept_incidents")
+        conn.close()
+        rollups.refresh_rollups(url, trigger="test month restored", months=[month])
+    for family in rollups.ROLLUP_VIEWS:
+        assert _month_of_family(url, family, month) == before[family], f"{family}: back as it was"
+
+
 def test_status_reports_rows_size_staleness_and_dependencies(generated):
     status = {v["view"]: v for v in rollups.views_status(generated)}
     assert list(status) == list(rollups.ROLLUP_VIEWS)

@@ -31,6 +31,7 @@ def upgrade() -> None:
     drop_web_doors(bind)
     op.execute("SELECT safestats_drop_rollups()")  # version 2's UNION ALL views and year views
     op.execute(read_sql("rollups_v3.sql"))
+    op.execute(read_sql("rollup_refresh_v1.sql"))
     assert ROLLUP_VIEWS == tuple(r for (r,) in bind.exec_driver_sql(
         "SELECT name FROM rollup_tables ORDER BY refresh_order")), "rollups_v3.sql and safestats.rollups disagree"
     build_rollup_tables(bind)
