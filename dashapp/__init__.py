@@ -27,6 +27,8 @@ carries security headers, among them a Content-Security-Policy that Dash works u
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,7 +43,7 @@ from dashapp.callbacks import exports as exports_callbacks
 from dashapp.layouts import dashboard as dashboard_layout
 from db import database_url as configured_database_url
 from db import get_engine, get_web_engine
-from safestats import db_scope
+from safestats import db_scope, queries
 from safestats.config import get_settings
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -75,6 +77,21 @@ def build_content_security_policy(app: dash.Dash, tile_url: str) -> str:
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
+def _warm_hotspots_in_background(engine) -> None:
+    """The hotspot layers' grid months into this process's memory, on a daemon thread: the worker serves
+    meanwhile, and a failure (no data yet, database away) only costs the first layer its wait."""
+    log = logging.getLogger("safestats.warm")
+
+    def warm():
+        try:
+            months = queries.warm_hotspot_months(engine, log=log.info)
+            log.info("hotspot grid months in memory: %d", months)
+        except Exception:  # noqa: BLE001 - a warm-up never stops the worker
+            log.warning("hotspot warm-up failed; layers read their months on first use", exc_info=True)
+
+    threading.Thread(target=warm, name="safestats-warm-hotspots", daemon=True).start()
+
+
 def create_app(database_url: str | None = None) -> Flask:
     """The portal as a Flask app: ``database_url`` or, when None, the configured database (see ``db``)."""
     settings = get_settings()
@@ -100,6 +117,8 @@ def create_app(database_url: str | None = None) -> Flask:
     server.extensions["safestats_engine"] = get_web_engine(owner_url)
     server.extensions["safestats_loader_engine"] = get_engine(owner_url)  # the feed API's loads and the admin views page (rollups)
     server.config["SAFESTATS_INCOMING"] = settings.incoming    # where feed uploads are filed (dashapp.feeds)
+    if settings.warm_hotspots:
+        _warm_hotspots_in_background(server.extensions["safestats_engine"])
 
     auth.login_manager.init_app(server)
     server.register_blueprint(auth.bp)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -388,6 +389,8 @@ def cmd_serve(args) -> int:
         except ValueError as exc:
             print(f"safestats serve: {exc}", file=sys.stderr)
             return 2
+    os.environ.setdefault("SAFESTATS_WARM_HOTSPOTS", "true")  # a serving process warms its hotspot months
+    get_settings.cache_clear()
     server = create_app()
     server.run(host=args.host or settings.host, port=args.port or settings.port, threaded=True, debug=False)
     return 0

@@ -50,6 +50,10 @@ class Settings:
     # ``safestats serve --workers`` sets them from safestats.serving.pool_plan for every gunicorn worker.
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    # Each web process reads the hotspot layers' grid months into memory when it starts (in the background),
+    # so its first hotspot layer does not wait seconds for them; `safestats serve` turns it on, tests leave
+    # it off (their apps come and go with the data).
+    warm_hotspots: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -109,4 +113,5 @@ def get_settings() -> Settings:
         api_calls_per_minute=int(os.environ.get("SAFESTATS_API_CALLS_PER_MINUTE", "120")),
         db_pool_size=int(os.environ.get("SAFESTATS_DB_POOL_SIZE", "5")),
         db_max_overflow=int(os.environ.get("SAFESTATS_DB_MAX_OVERFLOW", "10")),
+        warm_hotspots=_flag("SAFESTATS_WARM_HOTSPOTS", False),
     )

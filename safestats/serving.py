@@ -101,7 +101,7 @@ def serve(host: str, port: int, workers: int, threads: int, database_url: str,
     """Replace this process with gunicorn serving the portal (returns only if exec fails)."""
     plan = pool_plan(workers, threads, server_max_connections(database_url), reserved)
     argv = gunicorn_argv(host, port, plan, access_log=access_log)
-    env = dict(os.environ, DATABASE_URL=database_url, **plan.environment())
+    env = dict(os.environ, DATABASE_URL=database_url, SAFESTATS_WARM_HOTSPOTS="true", **plan.environment())
     print(f"safestats serve: gunicorn on http://{host}:{port}, {plan.workers} workers x {plan.threads} threads, "
           f"pool {plan.pool_size}+{plan.max_overflow} per engine ({plan.connections} connections at most)",
           flush=True)

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from bench.generate import generate_incidents
 from db import get_engine, libpq_dsn, migrate
 from safestats import queries, rollups
+from safestats.access import TIER_POLICIES
 from safestats.filters import THEMES, FilterState
 from tests.conftest import TEST_DB_NAME, make_database, query, truncate_data
 
@@ -234,6 +235,27 @@ def test_a_load_rereads_only_the_grid_months_it_refreshed(generated):
             cur.execute("DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
         conn.close()
         rollups.refresh_rollups(url, trigger="test grid months restore", months=[new_month])
+
+
+def test_a_worker_warms_the_grid_months_of_the_opening_hotspot_layers(generated):
+    """safestats serve's workers read the opening view's grid months at start (queries.warm_hotspot_months):
+    the first hotspot layers then read no month from the database, and tiers that see the grid alike share
+    the same arrays (one copy per worker, not one per tier)."""
+    engine = get_engine(generated)
+    queries.clear_caches()
+    assert queries.warm_hotspot_months(engine) > 0
+    held = dict(queries._grid_months)
+    # Per way of seeing: analysts (health under disclosure control) and the full-health tiers.
+    assert {key[3] for key in held} == {(p.min_area_level, p.aggregate_level) for p in TIER_POLICIES.values()
+                                        if p.may_break_down_to("lsoa")}
+    queries.clear_caches(keep_reference=True)  # a cold panel cache, as after a new drop
+    borough_analyst = SimpleNamespace(id=None, tier="borough_analyst", boroughs=("E09000033",),
+                                      is_authenticated=True, is_active=True)
+    for user in (ANALYST, borough_analyst, rollups.OPERATOR):
+        for layer in (queries.hotspot_layer, queries.comparison_layer, queries.emerging_hotspot_layer):
+            layer(engine, FilterState(), user=user)
+        assert queries._grid_months == held, f"{user.tier}: the opening layers read no month again"
+    assert all(held[key] is queries._grid_months[key] for key in held)
 
 
 def test_theme_mask_is_one_function_used_by_every_rollup(generated):
