@@ -1220,8 +1220,11 @@ class _GridMonth:
         return len(self.cell)
 
 
-def _grid_family(cell_m: int) -> tuple[str, int]:
-    """The grid rollup ``cell_m`` cells are sums of, and how many of its cells a side one holds."""
+def _grid_family(cell_m: int | None) -> tuple[str, int]:
+    """The grid rollup ``cell_m`` cells are sums of, and how many of its cells a side one holds; for LSOAs
+    (``cell_m`` None, the LSOA Gi* layer) the LSOA rollup, whose rows are one LSOA each."""
+    if cell_m is None:
+        return "rollup_area_month", 1
     return ("rollup_grid500_month", cell_m // 500) if cell_m % 500 == 0 else ("rollup_grid_month", cell_m // 250)
 
 
@@ -1245,28 +1248,39 @@ _PG_EPOCH = date(2000, 1, 1).toordinal()
 def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months: list[date]
                       ) -> dict[date, _GridMonth]:
     """``months`` of ``family`` through its visible view (as the current user), summed to ``cell_m`` cells
-    of the study area, by binary COPY straight into numpy (a million rows in a fraction of a second)."""
+    of the study area (or, ``cell_m`` None, per LSOA in ``lsoa_neighbours`` order), by binary COPY straight
+    into numpy (a million rows in a fraction of a second)."""
     import io
 
     codes = sorted(supplier_levels(engine))
-    x = "cell_x" if per == 1 else f"floor(cell_x::float8 / {per})::int"
-    y = "cell_y" if per == 1 else f"floor(cell_y::float8 / {per})::int"
-    # The 500 m rollup's own cells are already one row per key; anything else is summed to the key.
-    exact = family == "rollup_grid500_month" and per == 1
-    sql = (f"SELECT month, array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id, theme_mask, "
-           f"{x}, {y}, {'incidents' if exact else 'sum(incidents)::int4'} FROM {visible_view(family)} "
-           f"WHERE month = ANY(%(months)s){'' if exact else ' GROUP BY 1, 2, 3, 4, 5, 6'}")
+    params = {"codes": codes, "months": months}
+    if cell_m is None:  # LSOAs: the cell is the LSOA's position (x), y unused; one row per key already
+        params["lsoas"] = list(lsoa_neighbours(engine).codes)
+        sql = (f"SELECT month, array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id, theme_mask, "
+               f"(l.k - 1)::int4, 0::int4, incidents FROM {visible_view(family)} "
+               f"JOIN unnest(CAST(%(lsoas)s AS text[])) WITH ORDINALITY AS l(code, k) ON l.code = lsoa_code "
+               f"WHERE month = ANY(%(months)s)")
+    else:
+        x = "cell_x" if per == 1 else f"floor(cell_x::float8 / {per})::int"
+        y = "cell_y" if per == 1 else f"floor(cell_y::float8 / {per})::int"
+        # The 500 m rollup's own cells are already one row per key; anything else is summed to the key.
+        exact = family == "rollup_grid500_month" and per == 1
+        sql = (f"SELECT month, array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id, theme_mask, "
+               f"{x}, {y}, {'incidents' if exact else 'sum(incidents)::int4'} FROM {visible_view(family)} "
+               f"WHERE month = ANY(%(months)s){'' if exact else ' GROUP BY 1, 2, 3, 4, 5, 6'}")
     buffer = io.BytesIO()
     with engine.connect() as conn, conn.begin():  # begun: it carries the user's scope (db_scope)
         cursor = conn.connection.dbapi_connection.cursor()
-        copy = cursor.mogrify(sql, {"codes": codes, "months": months}).decode()
+        copy = cursor.mogrify(sql, params).decode()
         recording = getattr(_capture, "statements", None)
         if recording is not None:
-            recording.append((sql.replace("%(codes)s", ":codes").replace("%(months)s", ":months"),
-                              {"codes": codes, "months": months}))
+            recording.append((sql.replace("%(codes)s", ":codes").replace("%(months)s", ":months")
+                              .replace("%(lsoas)s", ":lsoas"), params))
         cursor.copy_expert(f"COPY ({copy}) TO STDOUT WITH (FORMAT binary)", buffer)
         cursor.close()
     rows = np.frombuffer(buffer.getbuffer()[_COPY_HEADER:-2], dtype=_COPY_ROW)
+    if cell_m is None:
+        return _split_months(rows, rows["x"].astype(np.int32), months)
     xs, ys = (np.asarray(v, dtype=np.int64) for v in study_area_cells(engine, cell_m))
     lattice = np.full((xs.max() - xs.min() + 1, ys.max() - ys.min() + 1), -1, dtype=np.int32)
     lattice[xs - xs.min(), ys - ys.min()] = np.arange(len(xs), dtype=np.int32)
@@ -1275,7 +1289,11 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
     cell = np.full(len(rows), -1, dtype=np.int32)
     cell[inside] = lattice[gx[inside], gy[inside]]
     keep = cell >= 0  # counts outside the study area are in no statistic
-    rows, cell = rows[keep], cell[keep]
+    return _split_months(rows[keep], cell[keep], months)
+
+
+def _split_months(rows: np.ndarray, cell: np.ndarray, months: list[date]) -> dict[date, _GridMonth]:
+    """COPY rows (with each one's cell index) as one ``_GridMonth`` per month."""
     out = {}
     for month in months:
         this = rows["month"] == month.toordinal() - _PG_EPOCH
@@ -1285,7 +1303,7 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
     return out
 
 
-def _grid_months_in_memory(engine: Engine, cell_m: int, months: list[date]) -> dict[date, _GridMonth]:
+def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date]) -> dict[date, _GridMonth]:
     """``months`` of the grid rollup for ``cell_m`` cells, from this worker's memory, reading the ones it
     lacks (or that a refresh has rewritten since) in one query."""
     family, per = _grid_family(cell_m)
@@ -1324,6 +1342,48 @@ def _months_of(period: Period) -> list[date]:
     return months
 
 
+def _months_in_memory_answer(engine: Engine, state: FilterState, period: Period) -> bool:
+    """Whether the months in memory answer ``state`` (its spatial selection aside) for ``period``: the plan
+    says the rollup does, so the only conditions are the months (whole), suppliers, categories and themes.
+    (A view pinned "as at" a drop also restricts suppliers' months: only the SQL applies that.)"""
+    return state.as_at is None and _plan(engine, state, period, {"borough"}).source == "rollup_borough_month"
+
+
+def _counts_from_months_in_memory(engine: Engine, state: FilterState, cell_m: int | None, months: list[date],
+                                  cells: int) -> np.ndarray:
+    """Counts per month x cell (x LSOA for ``cell_m`` None) from the months in memory, the state's suppliers,
+    categories and themes applied to the arrays exactly as the SQL would."""
+    codes = sorted(supplier_levels(engine))
+    suppliers = np.array([codes.index(s) for s in state.suppliers if s in codes] if state.suppliers
+                         else range(len(codes)), dtype=np.int16)
+    category_ids = taxonomy(engine).category_ids(state)
+    in_memory = _grid_months_in_memory(engine, cell_m, months)
+    counts = np.zeros((len(months), cells))
+    for k, month in enumerate(months):
+        g = in_memory[month]
+        keep = np.isin(g.supplier, suppliers)
+        if category_ids is not None:
+            keep &= np.isin(g.category_id, np.array(category_ids, dtype=np.int16))
+        if state.themes:
+            keep &= (g.theme_mask & state.theme_mask) != 0
+        counts[k] = np.bincount(g.cell[keep], weights=g.incidents[keep], minlength=cells)
+    return counts
+
+
+def _lsoa_counts_in_memory(engine: Engine, state: FilterState, user) -> np.ndarray | None:
+    """The current period's count per LSOA (``lsoa_neighbours`` order) from the LSOA months in memory, as
+    ``area_values`` counts them (every area, whatever the selection); None when only its SQL can answer
+    (part months, times of day, a pinned view, health under disclosure control)."""
+    period = current_period(engine, state)
+    every_area = state.without_spatial_selection()
+    if period is None or _controlled(engine, state, user, "lsoa") or not _months_in_memory_answer(
+            engine, every_area, period):
+        return None
+    months = _months_of(period)
+    return _counts_from_months_in_memory(engine, every_area, None, months,
+                                         len(lsoa_neighbours(engine).codes)).sum(axis=0)
+
+
 @_for_user
 def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, period: Period | None = None,
                           user=None) -> tuple[list[date], np.ndarray]:
@@ -1347,25 +1407,8 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
         counts = np.zeros((len(months), cells))
         if controlled:
             return months, counts
-        if (state.selected_area is None and state.as_at is None
-                and _plan(engine, state, period, {"borough"}).source == "rollup_borough_month"):
-            # The plan says the rollup answers it: the only conditions are the months (whole), suppliers,
-            # categories and themes, applied here to the arrays exactly as the SQL would. (A view pinned "as
-            # at" a drop also restricts suppliers' months: the SQL path below applies that.)
-            codes = sorted(supplier_levels(engine))
-            suppliers = np.array([codes.index(s) for s in state.suppliers if s in codes] if state.suppliers
-                                 else range(len(codes)), dtype=np.int16)
-            category_ids = taxonomy(engine).category_ids(state)
-            in_memory = _grid_months_in_memory(engine, cell_m, months)
-            for k, month in enumerate(months):
-                g = in_memory[month]
-                keep = np.isin(g.supplier, suppliers)
-                if category_ids is not None:
-                    keep &= np.isin(g.category_id, np.array(category_ids, dtype=np.int16))
-                if state.themes:
-                    keep &= (g.theme_mask & state.theme_mask) != 0
-                counts[k] = np.bincount(g.cell[keep], weights=g.incidents[keep], minlength=cells)
-            return months, counts
+        if state.selected_area is None and _months_in_memory_answer(engine, state, period):
+            return months, _counts_from_months_in_memory(engine, state, cell_m, months, cells)
         index = {cell: k for k, cell in enumerate(zip(*study_area_cells(engine, cell_m)))}
         position = {m: k for k, m in enumerate(months)}
         for month, by_cell in grid_counts_by_month(engine, state, cell_m, period, user).items():
@@ -1397,6 +1440,8 @@ def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None
                 started = time.perf_counter()
                 read, _ = study_counts_by_month(engine, state, HOTSPOT_CELL_M, period, user=user)
                 months += len(read)
+                if period is periods[-1]:  # the current period: the LSOA Gi* layer's months too
+                    _lsoa_counts_in_memory(engine, state, user)
                 if log:
                     log(f"hotspot grid months in memory for {tier} and tiers alike: {period.start:%Y-%m} .. "
                         f"{period.end:%Y-%m} in {time.perf_counter() - started:.1f} s")
@@ -1579,8 +1624,10 @@ def lsoa_hotspot_layer(engine: Engine, state: FilterState, fdr: bool = False, us
 
     def compute():
         nb = lsoa_neighbours(engine)
-        current = area_values(engine, state, "lsoa", user).current
-        counts = np.array([current.get(code, 0) for code in nb.codes], dtype=float)
+        counts = _lsoa_counts_in_memory(engine, state, user)
+        if counts is None:
+            current = area_values(engine, state, "lsoa", user).current
+            counts = np.array([current.get(code, 0) for code in nb.codes], dtype=float)
         if not len(counts) or counts.sum() == 0:
             return HotspotLayer("gi_lsoa", None, nb.band_m, fdr, confidence, len(counts), 0, dict(_EMPTY_FEATURES))
         sums = np.bincount(nb.pairs_i, weights=counts[nb.pairs_j], minlength=len(counts))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from bench.generate import generate_incidents
 from db import get_engine, libpq_dsn, migrate
-from safestats import queries, rollups
+from safestats import db_scope, queries, rollups
 from safestats.access import TIER_POLICIES
 from safestats.filters import THEMES, FilterState
 from tests.conftest import TEST_DB_NAME, make_database, query, truncate_data
@@ -196,6 +196,30 @@ def test_hotspot_counts_from_grid_months_in_memory_equal_direct_counts(generated
         if (x, y) in index:
             expected[months.index(month), index[(x, y)]] += n
     assert np.array_equal(counts, expected), f
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(f=filters())
+def test_lsoa_counts_from_months_in_memory_equal_the_choropleths(generated, f):
+    """The LSOA Gi* layer's counts (numpy over the LSOA months a worker keeps) equal the LSOA choropleth's
+    SQL counts, for random suppliers, categories, themes, months and selected areas (which neither applies)."""
+    engine = get_engine(generated)
+    themes = tuple(name for name, (_, bit, _) in THEMES.items() if f["theme_mask"] & bit)
+    first, last = f["months"]
+    selected = {}
+    if f["area"]:
+        codes_at = sorted(c for c, a in queries.areas(engine).items() if a.level == f["area"])
+        selected = {f"{f['area']}_code": codes_at[f["area_pick"] % len(codes_at)]}
+    state = FilterState(date_from=first, date_to=date(last.year + last.month // 12, last.month % 12 + 1, 1)
+                        - timedelta(days=1), suppliers=tuple(f["suppliers"]), categories=tuple(f["categories"]),
+                        themes=themes, **selected)
+    queries.clear_caches(keep_reference=True)
+    with db_scope.acting_as(rollups.OPERATOR):
+        counts = queries._lsoa_counts_in_memory(engine, state, rollups.OPERATOR)
+    assert counts is not None, "whole months, no time of day: the months in memory answer"
+    expected = queries.area_values(engine, state, "lsoa", user=rollups.OPERATOR).current
+    codes = queries.lsoa_neighbours(engine).codes
+    assert {c: int(n) for c, n in zip(codes, counts) if n} == {c: n for c, n in expected.items() if c in set(codes)}, f
 
 
 def test_a_load_rereads_only_the_grid_months_it_refreshed(generated):
