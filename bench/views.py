@@ -18,7 +18,7 @@ rate it prints). Then it reports:
    (the grid months in memory, ``queries.study_counts_by_month``).
 
     bench/views [--rows 1000000] [--years 4] [--repeats 5] [--raw-repeats 1] [--keep] [--drop]
-                [--skip-refresh | --skip-full-refresh]
+                [--skip-refresh | --skip-full-refresh] [--panels hotspots]
 
 ``--drop`` drops the database at the end (a 10-million-row database is several GB).
 """
@@ -147,11 +147,14 @@ def panels(engine) -> dict:
         "map (choropleth)": lambda s: queries.area_values(engine, s, s.map_level or "borough", user=ADMIN),
         "hotspots (Gi* 500 m)": lambda s: queries.hotspot_layer(engine, s, cell_m=500, user=ADMIN),
         "hotspots, months in mem": lambda s: queries.hotspot_layer(engine, s, cell_m=500, user=ADMIN),
+        "hotspots (Gi* LSOA)": lambda s: queries.lsoa_hotspot_layer(engine, s, user=ADMIN),
+        "hotspots LSOA, in mem": lambda s: queries.lsoa_hotspot_layer(engine, s, user=ADMIN),
     }
 
 
-# Panels timed as a running worker answers a filter change: their grid months already in memory.
-MONTHS_IN_MEMORY = {"hotspots, months in mem"}
+# Panels timed as a running worker answers a filter change: their grid (or LSOA) months already in memory,
+# as safestats serve's workers hold the opening view's from their start (queries.warm_hotspot_months).
+MONTHS_IN_MEMORY = {"hotspots, months in mem", "hotspots LSOA, in mem"}
 
 
 def _warm_reference(engine, keep_grid_months: bool = False) -> None:
@@ -163,7 +166,7 @@ def _warm_reference(engine, keep_grid_months: bool = False) -> None:
     queries.areas(engine), queries.taxonomy(engine), queries.study_area_cells(engine, 500)
 
 
-def time_panels(engine, repeats: int, raw_repeats: int) -> None:
+def time_panels(engine, repeats: int, raw_repeats: int, only: str | None = None) -> None:
     from bench.dashboard import filter_changes
     from safestats import queries
 
@@ -172,6 +175,8 @@ def time_panels(engine, repeats: int, raw_repeats: int) -> None:
     print(f"  {'panel':22} {'views p50':>10} {'views p95':>10} {'raw p50':>10} {'raw p95':>10}  (ms)")
     hotspot_by_filter = {}
     for panel, run in panels(engine).items():
+        if only and not panel.startswith(only):
+            continue
         figures = []
         for raw, n in ((False, repeats), (True, raw_repeats)):
             times = []
@@ -205,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="reuse the database if it holds incidents")
     parser.add_argument("--drop", action="store_true", help="drop the database at the end")
     parser.add_argument("--skip-refresh", action="store_true", help="only the panel latencies")
+    parser.add_argument("--panels", default=None, help="only the panels whose name starts with this, e.g. hotspots")
     parser.add_argument("--skip-full-refresh", action="store_true",
                         help="time the incremental refresh and the panels, not the full refresh")
     args = parser.parse_args(argv)
@@ -222,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{incidents:,} incidents in {name} ({size}); {load_average()}", flush=True)
     if not args.skip_refresh:
         time_refreshes(url, round(args.rows / len(months)), incremental_month, not args.skip_full_refresh)
-    time_panels(get_engine(url), args.repeats, args.raw_repeats)
+    time_panels(get_engine(url), args.repeats, args.raw_repeats, args.panels)
     print(f"\ncommand: bench/views {' '.join(argv if argv is not None else sys.argv[1:])}; {load_average()}")
     if args.drop:
         get_engine(url).dispose()
