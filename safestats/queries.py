@@ -908,6 +908,12 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
         sizes = {code: a.area_km2 for code, a in info.items() if a.level == level}
         if period is None:
             return AreaValues(level, {}, {}, sizes, population_by_area(engine, level))
+        if level == "lsoa":  # from the LSOA months in memory when they answer (LSOA maps, the LSOA Gi* layer)
+            in_memory = _lsoa_counts_in_memory(engine, state, [period, period.previous()])
+            if in_memory is not None:
+                codes = _lsoa_codes(engine)
+                current, previous = ({codes[k]: int(n[k]) for k in np.nonzero(n)[0]} for n in in_memory)
+                return AreaValues(level, current, previous, sizes, population_by_area(engine, level))
         plan, filters = _periods_plan(engine, state, {"current": period, "previous": period.previous()},
                                       {level}, ignore={"area"})
         rows = _rows(engine, f"""
@@ -1255,7 +1261,7 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
     codes = sorted(supplier_levels(engine))
     params = {"codes": codes, "months": months}
     if cell_m is None:  # LSOAs: the cell is the LSOA's position (x), y unused; one row per key already
-        params["lsoas"] = list(lsoa_neighbours(engine).codes)
+        params["lsoas"] = list(_lsoa_codes(engine))
         sql = (f"SELECT month, array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id, theme_mask, "
                f"(l.k - 1)::int4, 0::int4, incidents FROM {visible_view(family)} "
                f"JOIN unnest(CAST(%(lsoas)s AS text[])) WITH ORDINALITY AS l(code, k) ON l.code = lsoa_code "
@@ -1370,18 +1376,22 @@ def _counts_from_months_in_memory(engine: Engine, state: FilterState, cell_m: in
     return counts
 
 
-def _lsoa_counts_in_memory(engine: Engine, state: FilterState, user) -> np.ndarray | None:
-    """The current period's count per LSOA (``lsoa_neighbours`` order) from the LSOA months in memory, as
-    ``area_values`` counts them (every area, whatever the selection); None when only its SQL can answer
-    (part months, times of day, a pinned view, health under disclosure control)."""
-    period = current_period(engine, state)
+def _lsoa_codes(engine: Engine) -> tuple[str, ...]:
+    """Every LSOA code in ``areas`` (all regions loaded), sorted: the LSOA months' cell order."""
+    return _cached(engine, "lsoa_codes", (), lambda: tuple(sorted(
+        code for code, a in areas(engine).items() if a.level == "lsoa")), versioned=False)
+
+
+def _lsoa_counts_in_memory(engine: Engine, state: FilterState, periods: list[Period]) -> list[np.ndarray] | None:
+    """Per period, the count per LSOA (``_lsoa_codes`` order) from the LSOA months in memory, as the LSOA
+    choropleth's SQL counts them (every area, whatever the selection); None when only that SQL can answer
+    (part months, times of day, a pinned view). Disclosure control is the caller's."""
     every_area = state.without_spatial_selection()
-    if period is None or _controlled(engine, state, user, "lsoa") or not _months_in_memory_answer(
-            engine, every_area, period):
+    if not all(_months_in_memory_answer(engine, every_area, period) for period in periods):
         return None
-    months = _months_of(period)
-    return _counts_from_months_in_memory(engine, every_area, None, months,
-                                         len(lsoa_neighbours(engine).codes)).sum(axis=0)
+    cells = len(_lsoa_codes(engine))
+    return [_counts_from_months_in_memory(engine, every_area, None, _months_of(period), cells).sum(axis=0)
+            for period in periods]
 
 
 @_for_user
@@ -1420,10 +1430,12 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
 
 
 def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None) -> int:
-    """Read into this worker's memory the grid months the hotspot layers of the opening view use (the current
-    period and the one the comparison layer sets against it), once for each way tiers allowed those layers
-    see the grid. A new web worker then answers its first hotspot layer from memory instead of reading a
-    year or two of the 500 m grid (seconds at 10 million incidents). Returns the months read or found."""
+    """Read into this worker's memory the months the opening view's hotspot layers and LSOA map use: the 500 m
+    grid's for the current period and the one the comparison layer sets against it, the LSOA rollup's for
+    the same two (the LSOA map's current and previous periods, the LSOA Gi* layer's current one), once for
+    each way tiers allowed those layers see the rollups. A new web worker then answers its first hotspot
+    layer from memory instead of reading a year or two of rollup rows (seconds at 10 million incidents).
+    Returns the grid months read or found."""
     from types import SimpleNamespace
 
     months = 0
@@ -1435,16 +1447,16 @@ def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None
         seen.add((policy.min_area_level, policy.aggregate_level))
         user = SimpleNamespace(id=None, tier=tier, is_authenticated=True, is_active=True, boroughs=())
         with db_scope.acting_as(user):
+            started = time.perf_counter()
             periods = comparison_periods(engine, state) or ()
             for period in periods:
-                started = time.perf_counter()
                 read, _ = study_counts_by_month(engine, state, HOTSPOT_CELL_M, period, user=user)
                 months += len(read)
-                if period is periods[-1]:  # the current period: the LSOA Gi* layer's months too
-                    _lsoa_counts_in_memory(engine, state, user)
+            if periods:
+                area_values(engine, state, "lsoa", user=user)
                 if log:
-                    log(f"hotspot grid months in memory for {tier} and tiers alike: {period.start:%Y-%m} .. "
-                        f"{period.end:%Y-%m} in {time.perf_counter() - started:.1f} s")
+                    log(f"hotspot and LSOA months in memory for {tier} and tiers alike: "
+                        f"{periods[0].start:%Y-%m} .. {periods[-1].end:%Y-%m} in {time.perf_counter() - started:.1f} s")
     return months
 
 
@@ -1624,10 +1636,8 @@ def lsoa_hotspot_layer(engine: Engine, state: FilterState, fdr: bool = False, us
 
     def compute():
         nb = lsoa_neighbours(engine)
-        counts = _lsoa_counts_in_memory(engine, state, user)
-        if counts is None:
-            current = area_values(engine, state, "lsoa", user).current
-            counts = np.array([current.get(code, 0) for code in nb.codes], dtype=float)
+        current = area_values(engine, state, "lsoa", user).current
+        counts = np.array([current.get(code, 0) for code in nb.codes], dtype=float)
         if not len(counts) or counts.sum() == 0:
             return HotspotLayer("gi_lsoa", None, nb.band_m, fdr, confidence, len(counts), 0, dict(_EMPTY_FEATURES))
         sums = np.bincount(nb.pairs_i, weights=counts[nb.pairs_j], minlength=len(counts))
