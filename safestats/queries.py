@@ -908,8 +908,10 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
         sizes = {code: a.area_km2 for code, a in info.items() if a.level == level}
         if period is None:
             return AreaValues(level, {}, {}, sizes, population_by_area(engine, level))
-        if level == "lsoa":  # from the LSOA months in memory when they answer (LSOA maps, the LSOA Gi* layer)
-            in_memory = _lsoa_counts_in_memory(engine, state, [period, period.previous()])
+        if level == "lsoa":
+            # From the LSOA months in memory when this worker holds them (the opening view's, warmed at
+            # start): reading months in takes longer than this SQL, so a period not held is left to it.
+            in_memory = _lsoa_counts_in_memory(engine, state, [period, period.previous()], read_missing=False)
             if in_memory is not None:
                 codes = _lsoa_codes(engine)
                 current, previous = ({codes[k]: int(n[k]) for k in np.nonzero(n)[0]} for n in in_memory)
@@ -1309,9 +1311,11 @@ def _split_months(rows: np.ndarray, cell: np.ndarray, months: list[date]) -> dic
     return out
 
 
-def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date]) -> dict[date, _GridMonth]:
+def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date],
+                           read_missing: bool = True) -> dict[date, _GridMonth] | None:
     """``months`` of the grid rollup for ``cell_m`` cells, from this worker's memory, reading the ones it
-    lacks (or that a refresh has rewritten since) in one query."""
+    lacks (or that a refresh has rewritten since) in one query; with ``read_missing`` False, None when it
+    lacks any."""
     family, per = _grid_family(cell_m)
     # What the visible view filters on: the finest area level the tier may see and its aggregate level (tiers
     # alike in both share the months; no scope, no rows).
@@ -1326,6 +1330,8 @@ def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date
                 _grid_months.move_to_end(key)
                 found[month] = _grid_months[key]
     missing = [m for m in months if m not in found]
+    if missing and not read_missing:
+        return None
     if missing:
         read = _read_grid_months(engine, family, per, cell_m, missing)
         found.update(read)
@@ -1356,14 +1362,17 @@ def _months_in_memory_answer(engine: Engine, state: FilterState, period: Period)
 
 
 def _counts_from_months_in_memory(engine: Engine, state: FilterState, cell_m: int | None, months: list[date],
-                                  cells: int) -> np.ndarray:
+                                  cells: int, read_missing: bool = True) -> np.ndarray | None:
     """Counts per month x cell (x LSOA for ``cell_m`` None) from the months in memory, the state's suppliers,
-    categories and themes applied to the arrays exactly as the SQL would."""
+    categories and themes applied to the arrays exactly as the SQL would (None: months not held and
+    ``read_missing`` False)."""
     codes = sorted(supplier_levels(engine))
     suppliers = np.array([codes.index(s) for s in state.suppliers if s in codes] if state.suppliers
                          else range(len(codes)), dtype=np.int16)
     category_ids = taxonomy(engine).category_ids(state)
-    in_memory = _grid_months_in_memory(engine, cell_m, months)
+    in_memory = _grid_months_in_memory(engine, cell_m, months, read_missing)
+    if in_memory is None:
+        return None
     counts = np.zeros((len(months), cells))
     for k, month in enumerate(months):
         g = in_memory[month]
@@ -1382,16 +1391,23 @@ def _lsoa_codes(engine: Engine) -> tuple[str, ...]:
         code for code, a in areas(engine).items() if a.level == "lsoa")), versioned=False)
 
 
-def _lsoa_counts_in_memory(engine: Engine, state: FilterState, periods: list[Period]) -> list[np.ndarray] | None:
+def _lsoa_counts_in_memory(engine: Engine, state: FilterState, periods: list[Period],
+                           read_missing: bool = True) -> list[np.ndarray] | None:
     """Per period, the count per LSOA (``_lsoa_codes`` order) from the LSOA months in memory, as the LSOA
     choropleth's SQL counts them (every area, whatever the selection); None when only that SQL can answer
-    (part months, times of day, a pinned view). Disclosure control is the caller's."""
+    (part months, times of day, a pinned view) or, with ``read_missing`` False, when a month is not held.
+    Disclosure control is the caller's."""
     every_area = state.without_spatial_selection()
     if not all(_months_in_memory_answer(engine, every_area, period) for period in periods):
         return None
     cells = len(_lsoa_codes(engine))
-    return [_counts_from_months_in_memory(engine, every_area, None, _months_of(period), cells).sum(axis=0)
-            for period in periods]
+    out = []
+    for period in periods:
+        counts = _counts_from_months_in_memory(engine, every_area, None, _months_of(period), cells, read_missing)
+        if counts is None:
+            return None
+        out.append(counts.sum(axis=0))
+    return out
 
 
 @_for_user
@@ -1453,7 +1469,7 @@ def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None
                 read, _ = study_counts_by_month(engine, state, HOTSPOT_CELL_M, period, user=user)
                 months += len(read)
             if periods:
-                area_values(engine, state, "lsoa", user=user)
+                _lsoa_counts_in_memory(engine, state, [periods[-1], periods[-1].previous()])
                 if log:
                     log(f"hotspot and LSOA months in memory for {tier} and tiers alike: "
                         f"{periods[0].start:%Y-%m} .. {periods[-1].end:%Y-%m} in {time.perf_counter() - started:.1f} s")

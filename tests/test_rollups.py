@@ -282,10 +282,20 @@ def test_a_worker_warms_the_grid_months_of_the_opening_hotspot_layers(generated)
     borough_analyst = SimpleNamespace(id=None, tier="borough_analyst", boroughs=("E09000033",),
                                       is_authenticated=True, is_active=True)
     for user in (ANALYST, borough_analyst, rollups.OPERATOR):
-        for layer in (queries.hotspot_layer, queries.comparison_layer, queries.emerging_hotspot_layer):
+        for layer in (queries.hotspot_layer, queries.comparison_layer, queries.emerging_hotspot_layer,
+                      queries.lsoa_hotspot_layer):
             layer(engine, FilterState(), user=user)
         assert queries._grid_months == held, f"{user.tier}: the opening layers read no month again"
+        # The LSOA map's two periods are held: it answers from memory (a period not held is left to SQL).
+        with db_scope.acting_as(user):
+            period = queries.current_period(engine, FilterState())
+            assert queries._lsoa_counts_in_memory(engine, FilterState(), [period, period.previous()],
+                                                  read_missing=False) is not None
     assert all(held[key] is queries._grid_months[key] for key in held)
+    queries.clear_caches()
+    with db_scope.acting_as(ANALYST):
+        period = queries.current_period(engine, FilterState())
+        assert queries._lsoa_counts_in_memory(engine, FilterState(), [period], read_missing=False) is None
 
 
 def test_theme_mask_is_one_function_used_by_every_rollup(generated):
