@@ -218,11 +218,11 @@ def gunicorn(url: str, workers: int, threads: int):
     the load driver speaks plain HTTP to 127.0.0.1 (a browser counts that as secure, ``requests`` does not)."""
     import requests
 
-    from safestats.serving import gunicorn_argv, pool_plan, server_max_connections
+    from safestats.serving import gunicorn_argv, pool_plan, server_max_connections, worker_environment
 
     port = free_port()
     plan = pool_plan(workers, threads, server_max_connections(url))
-    env = dict(os.environ, DATABASE_URL=url, SAFESTATS_SECURE_COOKIES="false", **plan.environment())
+    env = dict(worker_environment(url, plan), SAFESTATS_SECURE_COOKIES="false")
     log = tempfile.NamedTemporaryFile("w+", prefix="bench-scale-gunicorn-", suffix=".log", delete=False)
     process = subprocess.Popen(gunicorn_argv("127.0.0.1", port, plan, access_log=False), env=env,
                                stdout=log, stderr=subprocess.STDOUT)

@@ -96,12 +96,18 @@ def gunicorn_argv(host: str, port: int, plan: PoolPlan, timeout: int = 120, acce
     return argv + ["wsgi:app"]
 
 
+def worker_environment(database_url: str, plan: PoolPlan) -> dict[str, str]:
+    """The environment gunicorn's workers get: the database, the pool sizes, and the hotspot months read at
+    each worker's start (``queries.warm_hotspot_months``)."""
+    return dict(os.environ, DATABASE_URL=database_url, SAFESTATS_WARM_HOTSPOTS="true", **plan.environment())
+
+
 def serve(host: str, port: int, workers: int, threads: int, database_url: str,
           reserved: int = DEFAULT_RESERVED_CONNECTIONS, access_log: bool = True) -> None:
     """Replace this process with gunicorn serving the portal (returns only if exec fails)."""
     plan = pool_plan(workers, threads, server_max_connections(database_url), reserved)
     argv = gunicorn_argv(host, port, plan, access_log=access_log)
-    env = dict(os.environ, DATABASE_URL=database_url, SAFESTATS_WARM_HOTSPOTS="true", **plan.environment())
+    env = worker_environment(database_url, plan)
     print(f"safestats serve: gunicorn on http://{host}:{port}, {plan.workers} workers x {plan.threads} threads, "
           f"pool {plan.pool_size}+{plan.max_overflow} per engine ({plan.connections} connections at most)",
           flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from safestats.serving import ENGINES_PER_WORKER, default_workers, gunicorn_argv, pool_plan
+from safestats.serving import ENGINES_PER_WORKER, default_workers, gunicorn_argv, pool_plan, worker_environment
 
 
 def test_default_workers_follow_gunicorns_rule():
@@ -33,6 +33,14 @@ def test_pool_plan_keeps_every_worker_within_max_connections():
 def test_pool_plan_refuses_a_plan_that_does_not_fit_and_says_what_to_change():
     with pytest.raises(ValueError, match="max_connections 100 less 15 reserved leaves 85"):
         pool_plan(workers=17, threads=4, max_connections=100, reserved=15)
+
+
+def test_workers_get_the_database_the_pool_sizes_and_the_hotspot_warm_up():
+    plan = pool_plan(workers=2, threads=4, max_connections=100)
+    env = worker_environment("postgresql://u@127.0.0.1/db", plan)
+    assert env["DATABASE_URL"] == "postgresql://u@127.0.0.1/db"
+    assert env["SAFESTATS_WARM_HOTSPOTS"] == "true"  # each worker reads the opening view's months at start
+    assert {k: env[k] for k in plan.environment()} == plan.environment()
 
 
 def test_gunicorn_serves_the_wsgi_entry_point_with_the_plans_workers_and_threads():
