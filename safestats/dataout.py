@@ -156,7 +156,7 @@ def metadata(engine: Engine, state: FilterState, user, title: str, controlled: b
     visible = queries.visible_suppliers(engine, user, state)
     chosen = [s for s in (state.suppliers or sorted(visible)) if s in visible]
     fresh = [{"supplier": f.supplier, "name": f.name, "data_to": f.data_to.isoformat() if f.data_to else None,
-              "last_loaded": _iso(f.last_loaded)} for f in queries.freshness(engine) if f.supplier in chosen]
+              "last_loaded": _iso(f.last_loaded)} for f in queries.freshness(engine, state.as_at) if f.supplier in chosen]
     attribution = [SUPPLIER_ATTRIBUTIONS.get(s, f"{s}: see the supplier's terms") for s in chosen]
     attribution = list(dict.fromkeys(attribution))  # police.uk's three feeds share one line
     if with_boundaries:

@@ -737,14 +737,20 @@ class Freshness:
     last_loaded: Any  # datetime of the newest loaded drop
 
 
-def freshness(engine: Engine) -> list[Freshness]:
-    """Per supplier: the end of the newest period loaded, and when its newest drop was loaded."""
+def freshness(engine: Engine, as_at: int | None = None) -> list[Freshness]:
+    """Per supplier: the end of the newest period loaded, and when its newest drop was loaded; for a view
+    pinned ``as_at`` a drop, as they stood when that drop was loaded (the drops up to it, superseded ones
+    included: a later re-issue replaced their rows, not their months)."""
     def compute():
-        return [Freshness(code, name, data_to, loaded) for code, name, data_to, loaded in _rows(engine, """
+        if as_at is None:
+            joined, params = "d.status = 'loaded'", {}
+        else:
+            joined, params = "d.status IN ('loaded', 'superseded') AND d.id <= :as_at", {"as_at": int(as_at)}
+        return [Freshness(code, name, data_to, loaded) for code, name, data_to, loaded in _rows(engine, f"""
             SELECT s.code, s.name, max(d.period_end), max(d.loaded_at)
-            FROM suppliers s LEFT JOIN drops d ON d.supplier = s.code AND d.status = 'loaded'
-            GROUP BY s.code, s.name ORDER BY s.code""")]
-    return _cached(engine, "freshness", (), compute)
+            FROM suppliers s LEFT JOIN drops d ON d.supplier = s.code AND {joined}
+            GROUP BY s.code, s.name ORDER BY s.code""", params)]
+    return _cached(engine, "freshness", (as_at,), compute)
 
 
 @dataclass(frozen=True)

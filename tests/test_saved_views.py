@@ -352,6 +352,11 @@ def test_a_pinned_view_keeps_its_numbers_after_a_later_month_is_loaded(clean_dat
     assert raw.source == "incidents" and raw.total == expected > 0
     monthly = queries.monthly_series(web, pinned_state, people.owner)
     assert monthly.months == [date(2025, 1, 1)]
+    # "Data up to" (the headline card, exports' metadata) as the pin stood, not the newest drop's.
+    newest = {f.supplier: f.data_to for f in queries.freshness(web) if f.data_to}
+    pinned = {f.supplier: f.data_to for f in queries.freshness(web, pinned_state.as_at) if f.data_to}
+    [(january_end,)] = query(clean_data, "SELECT max(period_end) FROM drops WHERE id <= %s", (pinned_state.as_at,))
+    assert set(pinned) == set(newest) and max(pinned.values()) == january_end < max(newest.values())
     assert saved_views.data_age(web, pinned_state, date(2100, 1, 1)) == text_before
     assert saved_views.data_age(web, latest.state).startswith("Following the latest data (newest drop ")
 

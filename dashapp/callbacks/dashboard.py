@@ -459,8 +459,8 @@ def register_callbacks(app: Dash) -> None:
             engine = _engine()
             head = queries.headline(engine, state, current_user)
             guard.note(rows=1)
-            fresh = queries.freshness(engine)
-            return view.headline_cards(head, fresh, _empty_reason(engine, state, head))
+            fresh = queries.freshness(engine, state.as_at)
+            return view.headline_cards(head, fresh, _empty_reason(engine, state, head), pinned=state.as_at is not None)
         except Exception as exc:  # shown without detail; logged with a reference
             return [view.html_message(_error_reference(exc, "headline"))]
 

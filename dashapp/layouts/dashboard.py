@@ -326,7 +326,7 @@ def _change_text(now: int | None, before: int | None) -> tuple[str, str]:
     return f"{pct:+.1f}% ({now - before:+,})", css
 
 
-def headline_cards(head, fresh, empty_reason: str | None) -> list:
+def headline_cards(head, fresh, empty_reason: str | None, pinned: bool = False) -> list:
     if head.period is None:
         return [html.Div("No incidents have been loaded yet.", className="ss-empty")]
     vs_prev, prev_css = _change_text(head.total, head.previous)
@@ -335,7 +335,7 @@ def headline_cards(head, fresh, empty_reason: str | None) -> list:
         _card("Incidents", count_label(head.total), head.period.label(), ids.HEADLINE_TOTAL),
         _card("vs previous period", vs_prev, head.period.previous().label(), css=prev_css),
         _card("vs a year earlier", vs_year, head.period.year_earlier().label(), css=year_css),
-        html.Div([html.Div("Data up to", className="ss-card-label"),
+        html.Div([html.Div("Data up to, as pinned" if pinned else "Data up to", className="ss-card-label"),
                   html.Ul([html.Li(_freshness_text(f)) for f in fresh if f.data_to], className="ss-freshness"),
                   *([html.Div("No data loaded yet: " + ", ".join(_short_name(f.name) for f in fresh if not f.data_to),
                               className="ss-card-subtle")] if any(not f.data_to for f in fresh) else [])],
