@@ -103,6 +103,8 @@ def filter_labels(state: FilterState, names: dict) -> list[tuple[str, str]]:
         labels.append(("dow", "Days: " + ", ".join(DAY_NAMES[d - 1] for d in state.days)))
     if state.located_at_least:
         labels.append(("located", f"Located at least: {METHOD_LABELS[state.located_at_least]}"))
+    if state.as_at is not None:  # removing it follows the latest data again
+        labels.append(("asat", f"Pinned: data as at drop {state.as_at}"))
     return labels
 
 

@@ -361,6 +361,16 @@ def test_a_pinned_view_keeps_its_numbers_after_a_later_month_is_loaded(clean_dat
     assert saved_views.data_age(web, latest.state).startswith("Following the latest data (newest drop ")
 
 
+def test_a_pinned_link_shows_a_chip_that_follows_the_latest_data_again():
+    from dashapp.callbacks.dashboard import _without
+    from dashapp.layouts.dashboard import filter_chips
+
+    state = FilterState.from_query_string("borough=E09000007&asat=42")
+    chips = filter_chips(state, {"suppliers": {}, "domains": {}, "categories": {}, "areas": {}})
+    assert "Pinned: data as at drop 42" in str(chips[-1])
+    assert _without(state, "asat") == FilterState(borough_code="E09000007")
+
+
 def test_an_unknown_as_at_drop_is_refused_by_check_state(web):
     with pytest.raises(ValueError, match="data version"):
         queries.check_state(web, FilterState(as_at=987654))

@@ -132,7 +132,8 @@ def _without(state: FilterState, key: str) -> FilterState:
                "domain": {"domains": ()}, "cat": {"categories": ()}, "theme": {"themes": ()},
                "area": {"borough_code": None, "msoa_code": None, "lsoa_code": None}, "poly": {"polygon": None},
                "cell": {"hotspot_cell": None},
-               "hours": {"hours": None}, "dow": {"days": ()}, "located": {"located_at_least": None}}
+               "hours": {"hours": None}, "dow": {"days": ()}, "located": {"located_at_least": None},
+               "asat": {"as_at": None}}
     if key not in cleared:
         raise ValueError(f"unknown filter chip {key!r}")
     return replace(state, **cleared[key])
