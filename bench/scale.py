@@ -241,6 +241,17 @@ def gunicorn(url: str, workers: int, threads: int):
             if time.monotonic() > deadline:
                 raise SystemExit(f"gunicorn did not answer within 180 s; its log: {log.name}")
             time.sleep(0.5)
+        # Each worker reads the opening view's months when it starts (queries.warm_hotspot_months): wait for
+        # that to end, so the figures are a running portal's and not its start-up's.
+        started, seen = time.monotonic(), False
+        while time.monotonic() - started < 600:
+            reading = run_sql(url, """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                                      AND state = 'active' AND query LIKE 'COPY (SELECT month%'""")[0][0]
+            seen = seen or reading > 0
+            if not reading and (seen or time.monotonic() - started > 30):
+                break
+            time.sleep(1)
+        print(f"workers' start-up warm-up done after {time.monotonic() - started:.0f} s", flush=True)
         print(f"gunicorn: {workers} workers x {threads} threads on {base}, pool {plan.pool_size}+"
               f"{plan.max_overflow} per engine (log {log.name})", flush=True)
         yield base, process.pid

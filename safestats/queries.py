@@ -1217,7 +1217,9 @@ def grid_counts_by_month(engine: Engine, state: FilterState, cell_m: int, period
 # count), keyed by the refresh that last rewrote that month (rollup_refreshes) and by what the rollup's
 # visible view lets the asker's tier see. A filter change is then a mask and a bincount over arrays in
 # memory, and after a load only the months it refreshed are read again.
-GRID_MONTH_CACHE_ROWS = 8_000_000  # 14 bytes a row: ~110 MB per worker at most
+# 14 bytes a row: ~220 MB per worker at most. At 30 million incidents the opening view's months for one way
+# of seeing (500 m grid and LSOAs, two periods) are about 11 million rows.
+GRID_MONTH_CACHE_ROWS = 16_000_000
 _grid_months: "OrderedDict[tuple, _GridMonth]" = OrderedDict()
 _grid_months_lock = threading.Lock()
 
@@ -1454,19 +1456,19 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
 def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None) -> int:
     """Read into this worker's memory the months the opening view's hotspot layers and LSOA map use: the 500 m
     grid's for the current period and the one the comparison layer sets against it, the LSOA rollup's for
-    the same two (the LSOA map's current and previous periods, the LSOA Gi* layer's current one), once for
-    each way tiers allowed those layers see the rollups. A new web worker then answers its first hotspot
-    layer from memory instead of reading a year or two of rollup rows (seconds at 10 million incidents).
+    the same two (the LSOA map's current and previous periods, the LSOA Gi* layer's current one), as the
+    analysts' tiers see the rollups. A new web worker then answers its first hotspot layer from memory instead of reading a year or two of rollup rows (seconds at 10 million incidents).
     Returns the grid months read or found."""
     from types import SimpleNamespace
 
     months = 0
-    seen: set[tuple] = set()
     state = FilterState()
+    # As the first tier allowed the layers sees the rollups (the analysts): tiers that see them alike share
+    # those months (today every such tier); a tier seeing them otherwise reads its own on first use, as
+    # warming every way would multiply each worker's start-up reads and memory.
     for tier, policy in access.TIER_POLICIES.items():
-        if not policy.may_break_down_to("lsoa") or (policy.min_area_level, policy.aggregate_level) in seen:
+        if not policy.may_break_down_to("lsoa"):
             continue
-        seen.add((policy.min_area_level, policy.aggregate_level))
         user = SimpleNamespace(id=None, tier=tier, is_authenticated=True, is_active=True, boroughs=())
         with db_scope.acting_as(user):
             started = time.perf_counter()
@@ -1479,6 +1481,7 @@ def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None
                 if log:
                     log(f"hotspot and LSOA months in memory for {tier} and tiers alike: "
                         f"{periods[0].start:%Y-%m} .. {periods[-1].end:%Y-%m} in {time.perf_counter() - started:.1f} s")
+        break
     return months
 
 
