@@ -243,12 +243,13 @@ def gunicorn(url: str, workers: int, threads: int):
             time.sleep(0.5)
         # Each worker reads the opening view's months when it starts (queries.warm_hotspot_months): wait for
         # that to end, so the figures are a running portal's and not its start-up's.
-        started, seen = time.monotonic(), False
+        started, seen, quiet = time.monotonic(), False, 0
         while time.monotonic() - started < 600:
-            reading = run_sql(url, """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                                      AND state = 'active' AND query LIKE 'COPY (SELECT month%'""")[0][0]
-            seen = seen or reading > 0
-            if not reading and (seen or time.monotonic() - started > 30):
+            # The workers are the web role's only sessions: done when none has run a query for 3 s.
+            busy = run_sql(url, """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                                   AND usename <> current_user AND state = 'active'""")[0][0]
+            seen, quiet = seen or busy > 0, 0 if busy else quiet + 1
+            if quiet >= 3 and (seen or time.monotonic() - started > 30):
                 break
             time.sleep(1)
         print(f"workers' start-up warm-up done after {time.monotonic() - started:.0f} s", flush=True)
