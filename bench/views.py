@@ -182,7 +182,12 @@ def time_panels(engine, repeats: int, raw_repeats: int, only: str | None = None)
             times = []
             for name, state in changes.items():
                 if panel in MONTHS_IN_MEMORY and not raw:
-                    run(state)  # the months this filter reads, as a worker that has answered before holds them
+                    # The months this filter reads, as a served worker that has answered it before holds them
+                    # (a period's LSOA months are read on a thread after its first LSOA map: waited for).
+                    queries.READ_MONTHS_IN_BACKGROUND = True
+                    run(state)
+                    queries.wait_for_background_reads()
+                    queries.READ_MONTHS_IN_BACKGROUND = False
                 for _ in range(n):
                     _warm_reference(engine, keep_grid_months=panel in MONTHS_IN_MEMORY)
                     with raw_table_only() if raw else contextlib.nullcontext():

@@ -23,9 +23,11 @@ refused (``AccessRefused``) when their records do not cover everything the panel
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -922,6 +924,9 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
                 codes = _lsoa_codes(engine)
                 current, previous = ({codes[k]: int(n[k]) for k in np.nonzero(n)[0]} for n in in_memory)
                 return AreaValues(level, current, previous, sizes, population_by_area(engine, level))
+            if READ_MONTHS_IN_BACKGROUND and _months_in_memory_answer(
+                    engine, state.without_spatial_selection(), period):
+                _read_lsoa_months_later(engine, _months_of(period) + _months_of(period.previous()))
         plan, filters = _periods_plan(engine, state, {"current": period, "previous": period.previous()},
                                       {level}, ignore={"area"})
         rows = _rows(engine, f"""
@@ -1391,6 +1396,45 @@ def _counts_from_months_in_memory(engine: Engine, state: FilterState, cell_m: in
             keep &= (g.theme_mask & state.theme_mask) != 0
         counts[k] = np.bincount(g.cell[keep], weights=g.incidents[keep], minlength=cells)
     return counts
+
+
+# Served workers (safestats serve turns this on with the warm-up) read a period's LSOA months on a thread
+# after the SQL has answered it, so the next LSOA map or layer over those months answers from memory.
+READ_MONTHS_IN_BACKGROUND = False
+_background_reads: set[tuple] = set()
+
+
+def _read_lsoa_months_later(engine: Engine, months: list[date]) -> None:
+    """Read ``months`` of the LSOA rollup into this worker's memory on a daemon thread, as the current user
+    sees them (their scope goes with the thread); one read of the same months at a time."""
+    policy = db_scope.current_policy()
+    key = (_engine_key(engine), tuple(months), policy and (policy.min_area_level, policy.aggregate_level))
+    with _grid_months_lock:
+        if key in _background_reads:
+            return
+        _background_reads.add(key)
+    context = contextvars.copy_context()
+
+    def read():
+        try:
+            context.run(_grid_months_in_memory, engine, None, list(months))
+        except Exception:  # noqa: BLE001 - the SQL answered already; the next request tries again
+            logging.getLogger("safestats.warm").warning("reading LSOA months failed", exc_info=True)
+        finally:
+            with _grid_months_lock:
+                _background_reads.discard(key)
+
+    threading.Thread(target=read, name="safestats-lsoa-months", daemon=True).start()
+
+
+def wait_for_background_reads(timeout_s: float = 600.0) -> None:
+    """Block until this worker's background month reads are done (benchmarks and tests)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with _grid_months_lock:
+            if not _background_reads:
+                return
+        time.sleep(0.05)
 
 
 def _lsoa_codes(engine: Engine) -> tuple[str, ...]:

@@ -297,6 +297,25 @@ def test_a_worker_warms_the_grid_months_of_the_opening_hotspot_layers(generated)
         assert queries._lsoa_counts_in_memory(engine, FilterState(), [period], read_missing=False) is None
 
 
+def test_a_served_worker_reads_a_periods_lsoa_months_after_its_first_lsoa_map(generated, monkeypatch):
+    """A period no worker holds is answered by SQL, and (in served workers) its LSOA months are then read on
+    a thread: the next LSOA map over those months answers from memory, with the same counts."""
+    engine = get_engine(generated)
+    monkeypatch.setattr(queries, "READ_MONTHS_IN_BACKGROUND", True)
+    queries.clear_caches()
+    state = FilterState(date_from=date(2022, 3, 1), date_to=date(2022, 8, 31), categories=(1, 3))
+    period = queries.current_period(engine, state)
+    first = queries.area_values(engine, state, "lsoa", user=ANALYST)  # SQL: nothing held yet
+    queries.wait_for_background_reads()
+    with db_scope.acting_as(ANALYST):
+        held = queries._lsoa_counts_in_memory(engine, state, [period, period.previous()], read_missing=False)
+    assert held is not None, "the months were read after the first map"
+    codes = queries._lsoa_codes(engine)
+    assert {codes[k]: int(held[0][k]) for k in np.nonzero(held[0])[0]} == first.current
+    queries.clear_caches(keep_reference=True)  # a new panel cache; the months stay
+    assert queries.area_values(engine, state, "lsoa", user=ANALYST).current == first.current
+
+
 def test_theme_mask_is_one_function_used_by_every_rollup(generated):
     assert query(generated, "SELECT safestats_theme_mask(true, NULL, true, false, true)") == [(21,)]
     templates = _values(generated, "SELECT select_sql FROM rollup_tables WHERE 'incidents' = ANY(reads)")
