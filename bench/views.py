@@ -185,6 +185,7 @@ def time_panels(engine, repeats: int, raw_repeats: int, only: str | None = None)
                     # The months this filter reads, as a served worker that has answered it before holds them
                     # (a period's LSOA months are read on a thread after its first LSOA map: waited for).
                     queries.READ_MONTHS_IN_BACKGROUND = True
+                    _warm_reference(engine, keep_grid_months=True)  # no cached result: the panel runs
                     run(state)
                     queries.wait_for_background_reads()
                     queries.READ_MONTHS_IN_BACKGROUND = False
