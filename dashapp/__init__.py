@@ -118,7 +118,7 @@ def create_app(database_url: str | None = None) -> Flask:
     server.extensions["safestats_loader_engine"] = get_engine(owner_url)  # the feed API's loads and the admin views page (rollups)
     server.config["SAFESTATS_INCOMING"] = settings.incoming    # where feed uploads are filed (dashapp.feeds)
     if settings.warm_hotspots:
-        queries.READ_MONTHS_IN_BACKGROUND = True  # a period's LSOA months read after its first LSOA map
+        queries.READ_MONTHS_IN_BACKGROUND = True  # months a panel found missing are read on a thread
         _warm_hotspots_in_background(server.extensions["safestats_engine"])
 
     auth.login_manager.init_app(server)

@@ -918,15 +918,13 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
             return AreaValues(level, {}, {}, sizes, population_by_area(engine, level))
         if level == "lsoa":
             # From the LSOA months in memory when this worker holds them (the opening view's, warmed at
-            # start): reading months in takes longer than this SQL, so a period not held is left to it.
+            # start): reading months in takes longer than this SQL, so a period not held is left to it (and
+            # read on a thread in served workers, for the next request).
             in_memory = _lsoa_counts_in_memory(engine, state, [period, period.previous()], read_missing=False)
             if in_memory is not None:
                 codes = _lsoa_codes(engine)
                 current, previous = ({codes[k]: int(n[k]) for k in np.nonzero(n)[0]} for n in in_memory)
                 return AreaValues(level, current, previous, sizes, population_by_area(engine, level))
-            if READ_MONTHS_IN_BACKGROUND and _months_in_memory_answer(
-                    engine, state.without_spatial_selection(), period):
-                _read_lsoa_months_later(engine, _months_of(period) + _months_of(period.previous()))
         plan, filters = _periods_plan(engine, state, {"current": period, "previous": period.previous()},
                                       {level}, ignore={"area"})
         rows = _rows(engine, f"""
@@ -1243,7 +1241,7 @@ class _GridMonth:
 
 def _grid_family(cell_m: int | None) -> tuple[str, int]:
     """The grid rollup ``cell_m`` cells are sums of, and how many of its cells a side one holds; for LSOAs
-    (``cell_m`` None, the LSOA Gi* layer) the LSOA rollup, whose rows are one LSOA each."""
+    (``cell_m`` None: the LSOA map and Gi* layer) the LSOA rollup, whose rows are one LSOA each."""
     if cell_m is None:
         return "rollup_area_month", 1
     return ("rollup_grid500_month", cell_m // 500) if cell_m % 500 == 0 else ("rollup_grid_month", cell_m // 250)
@@ -1269,7 +1267,7 @@ _PG_EPOCH = date(2000, 1, 1).toordinal()
 def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months: list[date]
                       ) -> dict[date, _GridMonth]:
     """``months`` of ``family`` through its visible view (as the current user), summed to ``cell_m`` cells
-    of the study area (or, ``cell_m`` None, per LSOA in ``lsoa_neighbours`` order), by binary COPY straight
+    of the study area (or, ``cell_m`` None, per LSOA in ``_lsoa_codes`` order), by binary COPY straight
     into numpy (a million rows in a fraction of a second)."""
     import io
 
@@ -1328,7 +1326,7 @@ def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date
                            read_missing: bool = True) -> dict[date, _GridMonth] | None:
     """``months`` of the grid rollup for ``cell_m`` cells, from this worker's memory, reading the ones it
     lacks (or that a refresh has rewritten since) in one query; with ``read_missing`` False, None when it
-    lacks any."""
+    lacks any (which, in served workers, are then read on a thread for the next request)."""
     family, per = _grid_family(cell_m)
     # What the visible view filters on: the finest area level the tier may see and its aggregate level (tiers
     # alike in both share the months; no scope, no rows).
@@ -1344,6 +1342,8 @@ def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date
                 found[month] = _grid_months[key]
     missing = [m for m in months if m not in found]
     if missing and not read_missing:
+        if READ_MONTHS_IN_BACKGROUND:
+            _read_months_later(engine, cell_m, missing, (keys[missing[0]][:4], tuple(missing)))
         return None
     if missing:
         read = _read_grid_months(engine, family, per, cell_m, missing)
@@ -1398,17 +1398,16 @@ def _counts_from_months_in_memory(engine: Engine, state: FilterState, cell_m: in
     return counts
 
 
-# Served workers (safestats serve turns this on with the warm-up) read a period's LSOA months on a thread
-# after the SQL has answered it, so the next LSOA map or layer over those months answers from memory.
+# Served workers (safestats serve turns this on with the warm-up) read the months a caller found missing
+# but would not wait for (``read_missing`` False) on a thread, so the next request over them answers from
+# memory.
 READ_MONTHS_IN_BACKGROUND = False
 _background_reads: set[tuple] = set()
 
 
-def _read_lsoa_months_later(engine: Engine, months: list[date]) -> None:
-    """Read ``months`` of the LSOA rollup into this worker's memory on a daemon thread, as the current user
-    sees them (their scope goes with the thread); one read of the same months at a time."""
-    policy = db_scope.current_policy()
-    key = (_engine_key(engine), tuple(months), policy and (policy.min_area_level, policy.aggregate_level))
+def _read_months_later(engine: Engine, cell_m: int | None, months: list[date], key: tuple) -> None:
+    """Read ``months`` of the ``cell_m`` rollup into this worker's memory on a daemon thread, as the current
+    user sees them (their scope goes with the thread); one read of the same ``key`` at a time."""
     with _grid_months_lock:
         if key in _background_reads:
             return
@@ -1417,14 +1416,14 @@ def _read_lsoa_months_later(engine: Engine, months: list[date]) -> None:
 
     def read():
         try:
-            context.run(_grid_months_in_memory, engine, None, list(months))
+            context.run(_grid_months_in_memory, engine, cell_m, months)
         except Exception:  # noqa: BLE001 - the SQL answered already; the next request tries again
-            logging.getLogger("safestats.warm").warning("reading LSOA months failed", exc_info=True)
+            logging.getLogger("safestats.warm").warning("reading rollup months failed", exc_info=True)
         finally:
             with _grid_months_lock:
                 _background_reads.discard(key)
 
-    threading.Thread(target=read, name="safestats-lsoa-months", daemon=True).start()
+    threading.Thread(target=read, name="safestats-rollup-months", daemon=True).start()
 
 
 def wait_for_background_reads(timeout_s: float = 600.0) -> None:
@@ -1452,14 +1451,12 @@ def _lsoa_counts_in_memory(engine: Engine, state: FilterState, periods: list[Per
     every_area = state.without_spatial_selection()
     if not all(_months_in_memory_answer(engine, every_area, period) for period in periods):
         return None
-    cells = len(_lsoa_codes(engine))
-    out = []
-    for period in periods:
-        counts = _counts_from_months_in_memory(engine, every_area, None, _months_of(period), cells, read_missing)
-        if counts is None:
-            return None
-        out.append(counts.sum(axis=0))
-    return out
+    months = sorted({m for period in periods for m in _months_of(period)})
+    counts = _counts_from_months_in_memory(engine, every_area, None, months, len(_lsoa_codes(engine)), read_missing)
+    if counts is None:
+        return None
+    row = {m: k for k, m in enumerate(months)}
+    return [counts[[row[m] for m in _months_of(period)]].sum(axis=0) for period in periods]
 
 
 @_for_user
@@ -1500,32 +1497,30 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
 def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None) -> int:
     """Read into this worker's memory the months the opening view's hotspot layers and LSOA map use: the 500 m
     grid's for the current period and the one the comparison layer sets against it, the LSOA rollup's for
-    the same two (the LSOA map's current and previous periods, the LSOA Gi* layer's current one), as the
-    analysts' tiers see the rollups. A new web worker then answers its first hotspot layer from memory instead of reading a year or two of rollup rows (seconds at 10 million incidents).
-    Returns the grid months read or found."""
+    the same two (the LSOA map's current and previous periods, the LSOA Gi* layer's current one). A new web
+    worker then answers its first hotspot layer from memory instead of reading a year or two of rollup rows
+    (seconds at 10 million incidents). Returns the grid months read or found."""
     from types import SimpleNamespace
 
-    months = 0
-    state = FilterState()
     # As the first tier allowed the layers sees the rollups (the analysts): tiers that see them alike share
     # those months (today every such tier); a tier seeing them otherwise reads its own on first use, as
     # warming every way would multiply each worker's start-up reads and memory.
-    for tier, policy in access.TIER_POLICIES.items():
-        if not policy.may_break_down_to("lsoa"):
-            continue
-        user = SimpleNamespace(id=None, tier=tier, is_authenticated=True, is_active=True, boroughs=())
-        with db_scope.acting_as(user):
-            started = time.perf_counter()
-            periods = comparison_periods(engine, state) or ()
-            for period in periods:
-                read, _ = study_counts_by_month(engine, state, HOTSPOT_CELL_M, period, user=user)
-                months += len(read)
-            if periods:
-                _lsoa_counts_in_memory(engine, state, [periods[-1], periods[-1].previous()])
-                if log:
-                    log(f"hotspot and LSOA months in memory for {tier} and tiers alike: "
-                        f"{periods[0].start:%Y-%m} .. {periods[-1].end:%Y-%m} in {time.perf_counter() - started:.1f} s")
-        break
+    tier = next((t for t, policy in access.TIER_POLICIES.items() if policy.may_break_down_to("lsoa")), None)
+    if tier is None:
+        return 0
+    user = SimpleNamespace(id=None, tier=tier, is_authenticated=True, is_active=True, boroughs=())
+    state, months = FilterState(), 0
+    started = time.perf_counter()
+    with db_scope.acting_as(user):
+        periods = comparison_periods(engine, state) or ()
+        for period in periods:
+            read, _ = study_counts_by_month(engine, state, HOTSPOT_CELL_M, period, user=user)
+            months += len(read)
+        if periods:
+            _lsoa_counts_in_memory(engine, state, [periods[-1], periods[-1].previous()])
+    if log and periods:
+        log(f"hotspot and LSOA months in memory for {tier} and tiers alike: {periods[0].start:%Y-%m} .. "
+            f"{periods[-1].end:%Y-%m} in {time.perf_counter() - started:.1f} s")
     return months
 
 

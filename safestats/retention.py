@@ -106,7 +106,7 @@ def run_retention(url: str, trigger: str, now: datetime | None = None,
         raise
     finally:
         conn.close()
-    if folded_months and any(r.records_deleted for r in runs):
+    if folded_months:  # the months of the records folded (and removed) above
         from safestats.rollups import refresh_rollups
 
         # Only the folded months: a nightly run folds about one month per supplier, and a full refresh of
