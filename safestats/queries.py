@@ -28,6 +28,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -717,6 +718,9 @@ def headline(engine: Engine, state: FilterState, user=None) -> Headline:
     def compute():
         periods = {"current": period, "previous": period.previous(), "year": period.year_earlier()}
         plan, filters = _periods_plan(engine, state, periods)
+        in_memory = _periods_in_memory(engine, state, plan.source, periods.values(), "total")
+        if in_memory is not None:
+            return Headline(period, *(int(n[0]) for n in in_memory), plan.source)
         row = _rows(engine, f"""
             SELECT coalesce({plan.count} FILTER (WHERE {filters['current']}), 0),
                    coalesce({plan.count} FILTER (WHERE {filters['previous']}), 0),
@@ -772,16 +776,17 @@ def monthly_series(engine: Engine, state: FilterState, user=None) -> MonthlySeri
     controlled = _controlled(engine, state, user)
     def compute():
         plan = _plan(engine, state, None, {"month"}, ignore={"dates"})
-        rows = _rows(engine, f"""
-            SELECT {plan.month} AS month, category_id, {plan.count}
-            FROM {plan.relation} {plan.where()} GROUP BY 1, 2""", plan.params)
         span = data_span(engine, state)
         if span is None:
             return MonthlySeries([], {}, [], "domain")
-        months, m = [], span[0]
-        while m <= span[1]:
-            months.append(m)
-            m = _add_months(m, 1)
+        months = _months_of(Period(*span))
+        in_memory = _counts_in_memory(engine, state, plan.source, months, "category", ignore={"dates"})
+        if in_memory is not None:
+            rows = [(months[k], int(cid), in_memory[k, cid]) for k, cid in zip(*np.nonzero(in_memory))]
+        else:
+            rows = _rows(engine, f"""
+                SELECT {plan.month} AS month, category_id, {plan.count}
+                FROM {plan.relation} {plan.where()} GROUP BY 1, 2""", plan.params)
         index = {m: i for i, m in enumerate(months)}
         tax = taxonomy(engine)
         domains_present = {tax.categories[cid][0] for _, cid, _ in rows}
@@ -825,8 +830,13 @@ def category_counts(engine: Engine, state: FilterState, user=None) -> list[Categ
     def compute():
         plan = _plan(engine, state, period, ignore={"categories"})
         tax = taxonomy(engine)
-        rows = _rows(engine, f"SELECT category_id, {plan.count} FROM {plan.relation} {plan.where()} "
-                             f"GROUP BY 1 ORDER BY 2 DESC, 1", plan.params)
+        in_memory = _counts_in_memory(engine, state, plan.source, period, "category", ignore={"categories"})
+        if in_memory is not None:
+            rows = sorted(((int(cid), in_memory[cid]) for cid in np.nonzero(in_memory)[0]),
+                          key=lambda row: (-row[1], row[0]))
+        else:
+            rows = _rows(engine, f"SELECT category_id, {plan.count} FROM {plan.relation} {plan.where()} "
+                                 f"GROUP BY 1 ORDER BY 2 DESC, 1", plan.params)
         return [CategoryCount(cid, tax.categories[cid][1], tax.categories[cid][0], int(n)) for cid, n in rows]
     result = _cached(engine, "categories", _key(state), compute)
     if controlled:
@@ -853,9 +863,15 @@ def hour_day_grid(engine: Engine, state: FilterState, user=None) -> HourDayGrid:
 
     def compute():
         plan = _plan(engine, state, period, {"hour", "isodow"}, ignore={"time"})
-        rows = _rows(engine, f"""
-            SELECT {plan.isodow}, {plan.hour}, supplier, {plan.count}
-            FROM {plan.relation} {plan.where()} GROUP BY 1, 2, 3""", plan.params)
+        in_memory = _counts_in_memory(engine, state, plan.source, period, "supplier_hour_day", ignore={"time"})
+        if in_memory is not None:
+            codes = sorted(supplier_levels(engine))
+            rows = [(k // 25 % 8 or None, k % 25 if k % 25 < 24 else None, codes[k // 200], in_memory[k])
+                    for k in np.nonzero(in_memory)[0]]
+        else:
+            rows = _rows(engine, f"""
+                SELECT {plan.isodow}, {plan.hour}, supplier, {plan.count}
+                FROM {plan.relation} {plan.where()} GROUP BY 1, 2, 3""", plan.params)
         grid = [[0] * 24 for _ in range(7)]
         timed = untimed = 0
         untimed_suppliers = set()
@@ -916,17 +932,14 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
         sizes = {code: a.area_km2 for code, a in info.items() if a.level == level}
         if period is None:
             return AreaValues(level, {}, {}, sizes, population_by_area(engine, level))
-        if level == "lsoa":
-            # From the LSOA months in memory when this worker holds them (the opening view's, warmed at
-            # start): reading months in takes longer than this SQL, so a period not held is left to it (and
-            # read on a thread in served workers, for the next request).
-            in_memory = _lsoa_counts_in_memory(engine, state, [period, period.previous()], read_missing=False)
-            if in_memory is not None:
-                codes = _lsoa_codes(engine)
-                current, previous = ({codes[k]: int(n[k]) for k in np.nonzero(n)[0]} for n in in_memory)
-                return AreaValues(level, current, previous, sizes, population_by_area(engine, level))
         plan, filters = _periods_plan(engine, state, {"current": period, "previous": period.previous()},
                                       {level}, ignore={"area"})
+        in_memory = _periods_in_memory(engine, state, plan.source, [period, period.previous()], "area", level,
+                                       ignore={"area"})
+        if in_memory is not None:
+            codes = _area_cells(engine).codes[level]
+            current, previous = ({codes[k]: int(n[k]) for k in np.nonzero(n)[0]} for n in in_memory)
+            return AreaValues(level, current, previous, sizes, population_by_area(engine, level))
         rows = _rows(engine, f"""
             SELECT {plan.area(level)}, {plan.count} FILTER (WHERE {filters['current']}),
                    {plan.count} FILTER (WHERE {filters['previous']})
@@ -970,11 +983,17 @@ def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AR
         if period is None:
             return []
         plan, filters = _periods_plan(engine, state, {"current": period, "previous": period.previous()}, {level})
-        rows = _rows(engine, f"""
-            SELECT {plan.area(level)}, coalesce({plan.count} FILTER (WHERE {filters['current']}), 0) AS now,
-                   coalesce({plan.count} FILTER (WHERE {filters['previous']}), 0)
-            FROM {plan.relation} {plan.where(f"{plan.area(level)} <> ''")}
-            GROUP BY 1 ORDER BY now DESC, 1 LIMIT :limit""", dict(plan.params, limit=limit))
+        in_memory = _periods_in_memory(engine, state, plan.source, [period, period.previous()], "area", level)
+        if in_memory is not None:
+            codes, (now, before) = _area_cells(engine).codes[level], in_memory
+            busiest = sorted(np.nonzero(now + before)[0], key=lambda k: (-now[k], codes[k]))[:limit]
+            rows = [(codes[k], int(now[k]), int(before[k])) for k in busiest]
+        else:
+            rows = _rows(engine, f"""
+                SELECT {plan.area(level)}, coalesce({plan.count} FILTER (WHERE {filters['current']}), 0) AS now,
+                       coalesce({plan.count} FILTER (WHERE {filters['previous']}), 0)
+                FROM {plan.relation} {plan.where(f"{plan.area(level)} <> ''")}
+                GROUP BY 1 ORDER BY now DESC, 1 LIMIT :limit""", dict(plan.params, limit=limit))
         info = areas(engine)
         population = population_by_area(engine, level)
         out = []
@@ -1239,12 +1258,63 @@ class _GridMonth:
         return len(self.cell)
 
 
-def _grid_family(cell_m: int | None) -> tuple[str, int]:
-    """The grid rollup ``cell_m`` cells are sums of, and how many of its cells a side one holds; for LSOAs
-    (``cell_m`` None: the LSOA map and Gi* layer) the LSOA rollup, whose rows are one LSOA each."""
-    if cell_m is None:
-        return "rollup_area_month", 1
+def _grid_family(cell_m: int | str | None) -> tuple[str, int]:
+    """The rollup whose months ``cell_m`` names, and how many of its cells a side one holds: a cell size in
+    metres (a grid rollup's cells summed to it), or an area family: "lsoa" (None too; ``rollup_area_month``
+    per LSOA, then per borough for incidents with no LSOA: the LSOA map, the LSOA Gi* layer and every
+    panel below a borough), "borough" (``rollup_borough_month``: London's and a borough's panels) or
+    "day_hour" (``rollup_borough_day_hour``: the hour x weekday grid and day-level ranges)."""
+    if cell_m is None or isinstance(cell_m, str):
+        return _AREA_FAMILIES[cell_m or "lsoa"], 1
     return ("rollup_grid500_month", cell_m // 500) if cell_m % 500 == 0 else ("rollup_grid_month", cell_m // 250)
+
+
+_AREA_FAMILIES = {"lsoa": "rollup_area_month", "borough": "rollup_borough_month",
+                  "day_hour": "rollup_borough_day_hour"}
+_MEMORY_FAMILY_OF = {source: name for name, source in _AREA_FAMILIES.items()}  # a plan's source -> its family
+_DAY_HOUR_CELLS = 31 * 25 * 8  # per borough: day of month x hour (24: none) x ISO weekday (0: none)
+
+
+@dataclass(frozen=True)
+class _AreaCells:
+    """How the area families' cells map to areas. "lsoa": cells ``0 .. len(lsoas)-1`` are the LSOAs, then one
+    per borough (incidents with no LSOA known here), then one for none; "borough": one per borough, then
+    none; "day_hour": ``((borough * 31 + day - 1) * 25 + hour) * 8 + isodow`` with the same boroughs."""
+    lsoas: tuple[str, ...]
+    boroughs: tuple[str, ...]
+    codes: dict[str, tuple[str, ...]]       # level -> its codes (sorted)
+    lsoa_cell_index: dict[str, np.ndarray]  # level -> per "lsoa" cell, the index into codes[level] (-1: none)
+
+    def cells(self, family: str) -> int:
+        nb = len(self.boroughs) + 1
+        return {"lsoa": len(self.lsoas) + nb, "borough": nb, "day_hour": nb * _DAY_HOUR_CELLS}[family]
+
+    def index_at(self, family: str, level: str, cell: np.ndarray) -> np.ndarray:
+        """Per cell of ``family``, the index of its area at ``level`` in ``codes[level]`` (-1: none)."""
+        if family == "lsoa":
+            return self.lsoa_cell_index[level][cell]
+        if level != "borough":
+            raise ValueError(f"the {family} months have no {level}")
+        borough = cell // _DAY_HOUR_CELLS if family == "day_hour" else cell
+        return np.where(borough < len(self.boroughs), borough, -1)
+
+
+def _area_cells(engine: Engine) -> _AreaCells:
+    def compute():
+        info = areas(engine)
+        codes = {level: tuple(sorted(c for c, a in info.items() if a.level == level))
+                 for level in ("borough", "msoa", "lsoa")}
+        position = {level: {c: k for k, c in enumerate(codes[level])} for level in codes}
+        lsoas, boroughs = codes["lsoa"], codes["borough"]
+        index = {level: np.full(len(lsoas) + len(boroughs) + 1, -1, dtype=np.int32) for level in codes}
+        for k, code in enumerate(lsoas):
+            a = info[code]
+            index["lsoa"][k] = k
+            index["msoa"][k] = position["msoa"].get(a.parent_code, -1)
+            index["borough"][k] = position["borough"].get(a.borough_code, -1)
+        index["borough"][len(lsoas):len(lsoas) + len(boroughs)] = np.arange(len(boroughs))
+        return _AreaCells(lsoas, boroughs, codes, index)
+    return _cached(engine, "area_cells", (), compute, versioned=False)
 
 
 def _month_versions(engine: Engine, family: str, months: list[date]) -> dict[date, tuple]:
@@ -1267,24 +1337,40 @@ _PG_EPOCH = date(2000, 1, 1).toordinal()
 def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months: list[date]
                       ) -> dict[date, _GridMonth]:
     """``months`` of ``family`` through its visible view (as the current user), summed to ``cell_m`` cells
-    of the study area (or, ``cell_m`` None, per LSOA in ``_lsoa_codes`` order), by binary COPY straight
-    into numpy (a million rows in a fraction of a second)."""
+    of the study area (or, for an area family, with its ``_AreaCells`` cell), by binary COPY straight into
+    numpy (a million rows in a fraction of a second)."""
     import io
 
     codes = sorted(supplier_levels(engine))
     params = {"codes": codes, "months": months}
-    if cell_m is None:  # LSOAs: the cell is the LSOA's position (x), y unused; one row per key already
-        params["lsoas"] = list(_lsoa_codes(engine))
-        sql = (f"SELECT month, array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id, theme_mask, "
-               f"(l.k - 1)::int4, 0::int4, incidents FROM {visible_view(family)} "
-               f"JOIN unnest(CAST(%(lsoas)s AS text[])) WITH ORDINALITY AS l(code, k) ON l.code = lsoa_code "
-               f"WHERE month = ANY(%(months)s)")
+    supplier = "array_position(CAST(%(codes)s AS text[]), supplier)::int2"
+    if cell_m is None or isinstance(cell_m, str):  # an area family: the cell comes from the area codes
+        family_name = cell_m or "lsoa"
+        cells = _area_cells(engine)
+        params["boroughs"] = list(cells.boroughs)
+        borough = (f"coalesce(b.k - 1, {len(cells.boroughs)})::int4")
+        joins = "LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = borough_code"
+        month, where = "month", "month = ANY(%(months)s)"
+        if family_name == "lsoa":
+            params["lsoas"] = list(cells.lsoas)
+            cell = f"coalesce((l.k - 1)::int4, {len(cells.lsoas)} + {borough})"
+            joins += " LEFT JOIN unnest(CAST(%(lsoas)s AS text[])) WITH ORDINALITY AS l(code, k) ON l.code = lsoa_code"
+        elif family_name == "borough":
+            cell = borough
+        else:  # day_hour: a day range (its key's lead) first, then the months themselves
+            month = "date_trunc('month', day)::date"
+            params["first_day"], params["end_day"] = min(months), _add_months(max(months), 1)
+            where = f"day >= %(first_day)s AND day < %(end_day)s AND {month} = ANY(%(months)s)"
+            cell = (f"((({borough} * 31 + extract(day FROM day)::int4 - 1) * 25 + coalesce(hour, 24)) * 8 "
+                    f"+ coalesce(isodow, 0))::int4")
+        sql = (f"SELECT {month}, {supplier}, category_id, theme_mask, {cell}, 0::int4, incidents "
+               f"FROM {visible_view(family)} {joins} WHERE {where}")
     else:
         x = "cell_x" if per == 1 else f"floor(cell_x::float8 / {per})::int"
         y = "cell_y" if per == 1 else f"floor(cell_y::float8 / {per})::int"
         # The 500 m rollup's own cells are already one row per key; anything else is summed to the key.
         exact = family == "rollup_grid500_month" and per == 1
-        sql = (f"SELECT month, array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id, theme_mask, "
+        sql = (f"SELECT month, {supplier}, category_id, theme_mask, "
                f"{x}, {y}, {'incidents' if exact else 'sum(incidents)::int4'} FROM {visible_view(family)} "
                f"WHERE month = ANY(%(months)s){'' if exact else ' GROUP BY 1, 2, 3, 4, 5, 6'}")
     buffer = io.BytesIO()
@@ -1293,12 +1379,11 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
         copy = cursor.mogrify(sql, params).decode()
         recording = getattr(_capture, "statements", None)
         if recording is not None:
-            recording.append((sql.replace("%(codes)s", ":codes").replace("%(months)s", ":months")
-                              .replace("%(lsoas)s", ":lsoas"), params))
+            recording.append((re.sub(r"%\((\w+)\)s", r":\1", sql), params))
         cursor.copy_expert(f"COPY ({copy}) TO STDOUT WITH (FORMAT binary)", buffer)
         cursor.close()
     rows = np.frombuffer(buffer.getbuffer()[_COPY_HEADER:-2], dtype=_COPY_ROW)
-    if cell_m is None:
+    if cell_m is None or isinstance(cell_m, str):
         return _split_months(rows, rows["x"].astype(np.int32), months)
     xs, ys = (np.asarray(v, dtype=np.int64) for v in study_area_cells(engine, cell_m))
     lattice = np.full((xs.max() - xs.min() + 1, ys.max() - ys.min() + 1), -1, dtype=np.int32)
@@ -1327,6 +1412,7 @@ def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date
     """``months`` of the grid rollup for ``cell_m`` cells, from this worker's memory, reading the ones it
     lacks (or that a refresh has rewritten since) in one query; with ``read_missing`` False, None when it
     lacks any (which, in served workers, are then read on a thread for the next request)."""
+    cell_m = "lsoa" if cell_m is None else cell_m  # (one name for the LSOA months, one copy of them)
     family, per = _grid_family(cell_m)
     # What the visible view filters on: the finest area level the tier may see and its aggregate level (tiers
     # alike in both share the months; no scope, no rows).
@@ -1437,9 +1523,8 @@ def wait_for_background_reads(timeout_s: float = 600.0) -> None:
 
 
 def _lsoa_codes(engine: Engine) -> tuple[str, ...]:
-    """Every LSOA code in ``areas`` (all regions loaded), sorted: the LSOA months' cell order."""
-    return _cached(engine, "lsoa_codes", (), lambda: tuple(sorted(
-        code for code, a in areas(engine).items() if a.level == "lsoa")), versioned=False)
+    """Every LSOA code in ``areas`` (all regions loaded), sorted: the first cells of the LSOA months."""
+    return _area_cells(engine).lsoas
 
 
 def _lsoa_counts_in_memory(engine: Engine, state: FilterState, periods: list[Period],
@@ -1452,11 +1537,115 @@ def _lsoa_counts_in_memory(engine: Engine, state: FilterState, periods: list[Per
     if not all(_months_in_memory_answer(engine, every_area, period) for period in periods):
         return None
     months = sorted({m for period in periods for m in _months_of(period)})
-    counts = _counts_from_months_in_memory(engine, every_area, None, months, len(_lsoa_codes(engine)), read_missing)
+    cells = _area_cells(engine)
+    counts = _counts_from_months_in_memory(engine, every_area, None, months, cells.cells("lsoa"), read_missing)
     if counts is None:
         return None
     row = {m: k for k, m in enumerate(months)}
-    return [counts[[row[m] for m in _months_of(period)]].sum(axis=0) for period in periods]
+    return [counts[[row[m] for m in _months_of(period)]].sum(axis=0)[:len(cells.lsoas)] for period in periods]
+
+
+# ---- panels from the months in memory ----------------------------------------------------------------------
+# A panel whose plan reads the borough, LSOA or day x hour rollup is answered from those months held in this
+# worker's memory (numpy arrays, as the hotspot layers' grid months are) when it holds them: the plan's own
+# conditions applied to the arrays as its SQL applies them (tests compare the two on random filters). A
+# filter change then costs a few milliseconds of numpy per panel instead of a query over a year of rollup
+# rows. The borough months are small: a worker reads any it lacks at once. LSOA and day x hour months are
+# larger: a period not held is left to the SQL, and served workers read its months on a thread.
+
+PANELS_FROM_MEMORY = True  # tests turn it off to compare with the SQL
+_READ_AT_ONCE = frozenset({"borough"})
+
+
+def _panel_months(engine: Engine, state: FilterState, source: str, months: list[date]
+                  ) -> tuple[str, dict[date, _GridMonth]] | None:
+    """(family, its ``months`` in memory) for a panel whose plan reads ``source``; None when only SQL
+    answers: another source, a pinned view, no user, or months not held (read on a thread if served)."""
+    family = _MEMORY_FAMILY_OF.get(source)
+    policy = db_scope.current_policy()
+    if (not PANELS_FROM_MEMORY or family is None or state.as_at is not None
+            or db_scope.current_scope() is None or policy is None
+            or (family == "lsoa" and not policy.may_break_down_to("lsoa"))):
+        return None
+    held = _grid_months_in_memory(engine, family, months, read_missing=family in _READ_AT_ONCE)
+    return None if held is None else (family, held)
+
+
+def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: Period | list[date], group: str,
+                      level: str | None = None, ignore: set[str] = frozenset()) -> np.ndarray | None:
+    """Counts grouped by ``group`` — "total", "category" (by id), "area" (by index into the area codes at
+    ``level``) or "supplier_hour_day" (``(supplier * 8 + isodow) * 25 + hour``, 0 and 24 for none) — over
+    ``period`` (or, per month, over a list of whole months) from the months in memory of the plan's
+    ``source``, the state's filters but ``ignore``d ones applied as ``_plan`` applies them. None: only the
+    SQL can answer."""
+    per_month = isinstance(period, list)
+    months = period if per_month else _months_of(period)
+    found = _panel_months(engine, state, source, months)
+    if found is None:
+        return None
+    family, held = found
+    cells, tax = _area_cells(engine), taxonomy(engine)
+    codes = sorted(supplier_levels(engine))
+    supplier_ok = np.isin(codes, state.suppliers) if state.suppliers else np.ones(len(codes), dtype=bool)
+    category_ids = None if "categories" in ignore else tax.category_ids(state)
+    category_ok = None
+    if category_ids is not None:
+        category_ok = np.zeros(max(tax.categories) + 1, dtype=bool)
+        category_ok[[c for c in category_ids if 0 <= c < len(category_ok)]] = True
+    area = None if "area" in ignore else state.selected_area
+    if area is not None:
+        area_index = cells.codes[area[0]].index(area[1]) if area[1] in cells.codes[area[0]] else -2
+    size = {"total": 1, "category": max(tax.categories) + 1, "supplier_hour_day": len(codes) * 200,
+            "area": len(cells.codes[level]) if level else 0}[group]
+    out = np.zeros((len(months), size))
+    for k, month in enumerate(months):
+        g = held[month]
+        keep = supplier_ok[g.supplier]
+        if category_ok is not None:
+            keep &= category_ok[g.category_id]
+        if state.themes:
+            keep &= (g.theme_mask & state.theme_mask) != 0
+        if area is not None:
+            keep &= cells.index_at(family, area[0], g.cell) == area_index
+        if family == "day_hour":
+            isodow, hour, day = g.cell % 8, g.cell // 8 % 25, g.cell // 200 % 31 + 1
+            if not per_month:  # the period's days of this month (a day-level range)
+                first = period.start.day if period.start >= month else 1
+                last = period.end.day if period.end < _add_months(month, 1) else 31
+                keep &= (day >= first) & (day <= last)
+            if "time" not in ignore and state.hours is not None:
+                first_hour, last_hour = state.hours
+                within = ((hour >= first_hour) & (hour <= last_hour) if first_hour <= last_hour
+                          else (hour >= first_hour) | (hour <= last_hour))
+                keep &= within & (hour < 24)  # no time of day: the SQL's NULL hour passes no hour filter
+            if "time" not in ignore and state.days:
+                keep &= np.isin(isodow, state.days)
+        if group == "total":
+            key = np.zeros(len(g), dtype=np.int32)
+        elif group == "category":
+            key = g.category_id
+        elif group == "area":
+            key = cells.index_at(family, level, g.cell)
+            keep &= key >= 0  # incidents with no area at that level are in no area's count
+        else:
+            key = (g.supplier.astype(np.int32) * 8 + isodow) * 25 + hour
+        out[k] = np.bincount(key[keep], weights=g.incidents[keep], minlength=size)
+    return out if per_month else out.sum(axis=0)
+
+
+def _periods_in_memory(engine: Engine, state: FilterState, source: str, periods, group: str,
+                       level: str | None = None, ignore: set[str] = frozenset()) -> list[np.ndarray] | None:
+    """``_counts_in_memory`` for each of ``periods``; None unless memory answers them all."""
+    every_month = sorted({m for period in periods for m in _months_of(period)})
+    if _panel_months(engine, state, source, every_month) is None:  # (one read on a thread for them all)
+        return None
+    out = []
+    for period in periods:
+        counts = _counts_in_memory(engine, state, source, period, group, level, ignore)
+        if counts is None:
+            return None
+        out.append(counts)
+    return out
 
 
 @_for_user

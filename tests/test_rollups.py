@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import psycopg2
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bench.generate import generate_incidents
@@ -37,10 +37,18 @@ ROWS = 30_000
 
 @pytest.fixture(scope="module")
 def generated(areas_loaded):
-    """About 30,000 generated incidents over 2022-2023, views refreshed; emptied afterwards."""
+    """About 30,000 generated incidents over 2022-2023 (a few with no LSOA, some of those with no borough),
+    views refreshed; emptied afterwards."""
     url = areas_loaded
     truncate_data(url)
     generate_incidents(url, ROWS, first_year=YEARS[0], years=len(YEARS), seed=11, log=lambda *a: None)
+    # As in real drops, some incidents have no LSOA (no location, or one outside the boundaries loaded):
+    # some keep their borough, some have none.
+    conn = psycopg2.connect(libpq_dsn(url))
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE incidents SET lsoa_code = NULL, msoa_code = NULL WHERE id % 97 = 0")
+        cur.execute("UPDATE incidents SET lsoa_code = NULL, msoa_code = NULL, borough_code = NULL WHERE id % 89 = 0")
+    conn.close()
     rollups.refresh_rollups(url, trigger="test generated")
     queries.clear_caches()
     yield url
@@ -226,6 +234,115 @@ def test_lsoa_counts_from_months_in_memory_equal_direct_counts(generated, f):
                                    WHERE coalesce(lsoa_code, '') <> '' AND {raw_where} GROUP BY 1""", raw_params))
     assert {codes[k]: int(counts[0][k]) for k in np.nonzero(counts[0])[0]} == expected, f
     assert queries.area_values(engine, state, "lsoa", user=rollups.OPERATOR).current == expected, f
+
+
+@st.composite
+def panel_states(draw):
+    """A random dashboard state: ``filters()``, then whole months or a day-level range, hours of the day,
+    weekdays and a map level."""
+    f = draw(filters())
+    first, last = f["months"]
+    start, end = first, _add_month(last) - timedelta(days=1)
+    if draw(st.booleans()):  # a day-level range inside those months
+        start = start + timedelta(days=draw(st.integers(0, 27)))
+        end = max(start, end - timedelta(days=draw(st.integers(0, 27))))
+    themes = tuple(name for name, (_, bit, _) in THEMES.items() if f["theme_mask"] & bit)
+    hours = draw(st.one_of(st.none(), st.tuples(st.integers(0, 23), st.integers(0, 23))))
+    days = tuple(sorted(draw(st.sets(st.integers(1, 7), max_size=3))))
+    return f, dict(date_from=start, date_to=end, suppliers=tuple(f["suppliers"]), categories=tuple(f["categories"]),
+                   themes=themes, hours=hours, days=days,
+                   map_level=draw(st.sampled_from(["borough", "msoa", "lsoa"])))
+
+
+def _add_month(d: date) -> date:
+    return date(d.year + d.month // 12, d.month % 12 + 1, 1)
+
+
+def _panels(engine, state: FilterState, user) -> dict:
+    """Every dashboard panel's answer (or the refusal it raises) for ``state``, cold."""
+    out = {}
+    for name, panel in (("headline", queries.headline), ("series", queries.monthly_series),
+                        ("categories", queries.category_counts), ("hour x weekday", queries.hour_day_grid),
+                        ("top areas", queries.top_areas),
+                        ("map", lambda e, s, user: queries.area_values(e, s, s.map_level, user=user))):
+        queries.clear_caches(keep_reference=True)  # a cold panel cache; the months in memory stay
+        try:
+            out[name] = panel(engine, state, user=user)
+        except (queries.AccessRefused, ValueError) as exc:
+            out[name] = (type(exc).__name__, str(exc))
+    return out
+
+
+def _drawn(area=None, hours=None, days=(), start=date(2022, 3, 1), end=date(2022, 8, 31), level="borough",
+           categories=(), suppliers=(), theme_mask=0):
+    """A ``panel_states()`` value written out (the examples every run tries)."""
+    f = {"suppliers": list(suppliers), "categories": list(categories), "theme_mask": theme_mask,
+         "months": (start.replace(day=1), end.replace(day=1)), "area": area, "area_pick": 7}
+    themes = tuple(name for name, (_, bit, _) in THEMES.items() if theme_mask & bit)
+    return f, dict(date_from=start, date_to=end, suppliers=tuple(suppliers), categories=tuple(categories),
+                   themes=themes, hours=hours, days=days, map_level=level)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=panel_states())
+@example(drawn=_drawn(hours=(22, 4)))  # past midnight: incidents with no time of day pass no hour filter
+@example(drawn=_drawn(area="borough", hours=(8, 17), days=(1, 2), start=date(2023, 1, 9), end=date(2023, 2, 5)))
+@example(drawn=_drawn(area="msoa", level="lsoa", categories=(1, 3), theme_mask=3))
+@example(drawn=_drawn(start=date(2023, 10, 3), end=date(2023, 10, 30), suppliers=("lfb", "las")))
+def test_panels_from_months_in_memory_equal_the_sql(generated, monkeypatch, drawn):
+    """Every panel answered from the rollup months a worker holds (borough, LSOA, day x hour) equals the same
+    panel answered by its SQL, for random suppliers, categories, themes, whole months or day-level ranges,
+    hours, weekdays, selected areas and map levels, as tiers that see different suppliers (a partner
+    analyst, with health data only on its own and under disclosure control, and an admin)."""
+    f, fields = drawn
+    engine = get_engine(generated)
+    selected = {}
+    if f["area"]:
+        codes_at = sorted(c for c, a in queries.areas(engine).items() if a.level == f["area"])
+        selected = {f"{f['area']}_code": codes_at[f["area_pick"] % len(codes_at)]}
+        if f["area"] == "lsoa":
+            selected["msoa_code"] = queries.areas(engine)[selected["lsoa_code"]].parent_code
+    state = FilterState(**fields, **selected)
+    monkeypatch.setattr(queries, "_READ_AT_ONCE", frozenset({"borough", "lsoa", "day_hour"}))
+    answered = []
+    counts_in_memory = queries._counts_in_memory
+
+    def recording(*args, **kwargs):
+        result = counts_in_memory(*args, **kwargs)
+        answered.append(result is not None)
+        return result
+    monkeypatch.setattr(queries, "_counts_in_memory", recording)
+    for user in (ANALYST, rollups.OPERATOR):
+        answered.clear()
+        monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", True)
+        from_memory = _panels(engine, state, user)
+        head = from_memory["headline"]
+        if isinstance(head, queries.Headline) and head.source in queries._MEMORY_FAMILY_OF:
+            assert answered and answered[0], "a rollup plan is answered from the months in memory"
+        monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
+        from_sql = _panels(engine, state, user)
+        assert from_memory == from_sql, (user.tier, state)
+
+
+def test_the_area_months_keep_incidents_with_no_lsoa(generated):
+    """The LSOA months in memory hold the incidents with no LSOA too (by borough, or none), so London's and
+    a borough's totals from them equal the borough rollup's."""
+    engine = get_engine(generated)
+    [(no_lsoa,)] = query(generated, "SELECT count(*) FROM incidents WHERE coalesce(lsoa_code, '') = ''")
+    assert no_lsoa > 0, "the generated data has incidents outside every LSOA"
+    months = [date(2022, m, 1) for m in range(1, 13)]
+    [(total,)] = query(generated, "SELECT sum(incidents) FROM rollup_borough_month "
+                                  "WHERE month BETWEEN '2022-01-01' AND '2022-12-01'")
+    cells = queries._area_cells(engine)
+    with db_scope.acting_as(rollups.OPERATOR):
+        for family in ("lsoa", "borough", "day_hour"):
+            held = queries._grid_months_in_memory(engine, family, months)
+            assert sum(int(held[m].incidents.sum()) for m in months) == total, family
+        lsoa_months = queries._grid_months_in_memory(engine, "lsoa", months)
+    outside = sum(int(g.incidents[g.cell >= len(cells.lsoas)].sum()) for g in lsoa_months.values())
+    assert outside == query(generated, "SELECT sum(incidents) FROM rollup_area_month WHERE lsoa_code = '' "
+                                       "AND month BETWEEN '2022-01-01' AND '2022-12-01'")[0][0] > 0
+    queries.clear_caches()
 
 
 def test_a_load_rereads_only_the_grid_months_it_refreshed(generated):
