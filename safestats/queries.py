@@ -1684,11 +1684,12 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
 
 
 def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None) -> int:
-    """Read into this worker's memory the months the opening view's hotspot layers and LSOA map use: the 500 m
-    grid's for the current period and the one the comparison layer sets against it, the LSOA rollup's for
-    the same two (the LSOA map's current and previous periods, the LSOA Gi* layer's current one). A new web
-    worker then answers its first hotspot layer from memory instead of reading a year or two of rollup rows
-    (seconds at 10 million incidents). Returns the grid months read or found."""
+    """Read into this worker's memory the months the opening view's panels and hotspot layers use: the 500 m
+    grid's for the current period and the one the comparison layer sets against it, the LSOA and day x hour
+    rollups' for the same two (the maps' and charts' current and previous periods), and the borough
+    rollup's for the whole span (the time series). A new web worker then answers its first filter changes
+    from memory instead of reading a year or two of rollup rows (seconds at 10 million incidents). Returns
+    the grid months read or found."""
     from types import SimpleNamespace
 
     # As the first tier allowed the layers sees the rollups (the analysts): tiers that see them alike share
@@ -1707,6 +1708,12 @@ def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None
             months += len(read)
         if periods:
             _lsoa_counts_in_memory(engine, state, [periods[-1], periods[-1].previous()])
+            # The panels': the borough months of the whole span (the time series), the day x hour months of
+            # the current and previous periods (hour x weekday, day-level ranges).
+            span = data_span(engine, state)
+            _grid_months_in_memory(engine, "borough", _months_of(Period(*span)))
+            _grid_months_in_memory(engine, "day_hour", _months_of(Period(periods[-1].previous().start,
+                                                                          periods[-1].end)))
     if log and periods:
         log(f"hotspot and LSOA months in memory for {tier} and tiers alike: {periods[0].start:%Y-%m} .. "
             f"{periods[-1].end:%Y-%m} in {time.perf_counter() - started:.1f} s")
