@@ -52,7 +52,7 @@ CREATE UNLOGGED TABLE gen_point_urn AS
 SELECT (row_number() OVER () - 1)::int AS idx, p.*
 FROM (SELECT p.* FROM gen_points p,
              generate_series(1, greatest(1, round(p.weight * %(urn)s / (SELECT sum(weight) FROM gen_points))::int))
-      ORDER BY p.lsoa_code) p;
+      ORDER BY p.borough_code, ST_GeoHash(ST_Transform(p.geom, 4326), 8)) p;
 CREATE UNIQUE INDEX ON gen_point_urn (idx);
 -- Each supplier's categories, weighted by a fixed pseudo-random 1..8, as an urn per supplier.
 CREATE UNLOGGED TABLE gen_category_urn AS
@@ -91,6 +91,7 @@ SELECT nextval(%(id_sequence)s), %(supplier)s, %(drop_id)s,
 FROM r
 JOIN gen_point_urn p ON p.idx = r.point_idx
 JOIN gen_category_urn c ON c.supplier = %(supplier)s AND c.idx = r.category_idx
+ORDER BY r.point_idx  -- as the loaders write a drop: by borough, then along a Z-order curve (geohash)
 """
 
 

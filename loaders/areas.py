@@ -51,6 +51,10 @@ class AreaIndex:
         self.lsoa_array = pa.array(codes, pa.string())
         self.msoa_array = pa.array(msoa_codes, pa.string())
         self.borough_array = pa.array(borough_codes, pa.string())
+        # Per LSOA, its borough's rank among the boroughs (the pipeline writes a drop's rows in that order).
+        boroughs = sorted(set(borough_codes), key=lambda c: (c is None, c or ""))
+        rank = {code: k for k, code in enumerate(boroughs)}
+        self.borough_rank = np.array([rank[c] for c in borough_codes], dtype=np.int32)
         shapely.prepare(polygons)
         self.tree = shapely.STRtree(polygons)
         self._point_cache: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
