@@ -4,7 +4,10 @@ Pages and callbacks never write SQL; they call the panel functions here with an 
 and the user, and get plain Python values back. Each panel is answered from the smallest source that can
 answer it exactly (``_plan``): the borough x month rollup, the LSOA x month rollup, the borough x day x hour
 rollup, or — for a drawn polygon, or a day-level range at LSOA level — the raw ``incidents`` table. So the
-same filter gives the same numbers whichever source serves it (tests compare them with direct SQL).
+same filter gives the same numbers whichever source serves it (tests compare them with direct SQL). A web
+worker keeps recent months of the borough, LSOA and day x hour rollups in memory as numpy arrays; a panel
+whose plan reads one of those answers from them when it holds the months (``_counts_in_memory``), with the
+plan's conditions applied to the arrays as the SQL applies them.
 All values reach PostgreSQL as bound parameters; every WHERE clause for a state is built in ``_plan``.
 Time is bucketed in Europe/London local time, as the police and the GLA report months.
 
@@ -466,6 +469,12 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
         level, code = area
         c.append(f"{level}_code = :area_code")
         p["area_code"] = code
+        info = areas(engine).get(code)
+        if source == "incidents" and level != "borough" and info is not None and info.borough_code:
+            # Implied by the area (incidents take all three codes from their LSOA); it lets the raw table's
+            # (borough_code, occurred_at) index find the area's rows, which loaders write together by borough.
+            c.append("borough_code = :area_borough")
+            p["area_borough"] = info.borough_code
     if state.polygon is not None and "area" not in ignore:
         ring = list(state.polygon) + [state.polygon[0]]
         # The && first: it is the leakproof condition row-level security lets the GiST index answer (0009).
