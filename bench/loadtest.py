@@ -27,6 +27,7 @@ import requests
 from bench.common import login_form_token, percentile
 
 BROWSER_CONNECTIONS = 6  # what browsers open to one host
+MAP_KEY = "map-legend"  # the map callback's key in the bodies (its first output besides the area layers)
 
 
 class Recorder:
@@ -57,16 +58,40 @@ def post_callback(session: requests.Session, base: str, body: str, timeout: floa
     return response
 
 
+def with_boundaries_loaded(body: str, loaded: set[str]) -> str:
+    """The map callback's body as a browser sends it once it holds the boundaries of the ``loaded`` area
+    layers: their hideout says so, and the server sends only the new colours (a fresh body asks for them)."""
+    if not loaded:
+        return body
+    request = json.loads(body)
+    for dep in request["state"]:
+        if dep and dep["property"] == "hideout" and dep["id"].rsplit("-", 1)[-1] in loaded:
+            dep["value"] = {"loaded": True}
+    return json.dumps(request)
+
+
+def boundaries_sent(response) -> set[str]:
+    """The area layers whose boundaries a map response carried (the browser keeps them)."""
+    sent = json.loads(response.content).get("response", {})
+    return {component.rsplit("-", 1)[-1] for component, props in sent.items() if "data" in props}
+
+
 def filter_change(session, base: str, bodies: dict[str, str], pool: ThreadPoolExecutor, timeout: float,
-                  recorder: Recorder) -> bool:
-    """sync_state, then every panel at once; records the change's wall time; False on any error."""
+                  recorder: Recorder, loaded: set[str] | None = None) -> bool:
+    """sync_state, then every panel at once; records the change's wall time; False on any error. ``loaded``:
+    the area layers whose boundaries this analyst's browser holds (updated from the map's answer)."""
     sync_key, *panel_keys = list(bodies)
+    loaded = set() if loaded is None else loaded
     started = time.perf_counter()
     try:
         post_callback(session, base, bodies[sync_key], timeout)
-        futures = [pool.submit(post_callback, session, base, bodies[k], timeout) for k in panel_keys]
-        for future in futures:
-            future.result()
+        futures = {k: pool.submit(post_callback, session, base,
+                                  with_boundaries_loaded(bodies[k], loaded) if k == MAP_KEY else bodies[k], timeout)
+                   for k in panel_keys}
+        for key, future in futures.items():
+            response = future.result()
+            if key == MAP_KEY:
+                loaded |= boundaries_sent(response)
     except Exception as exc:  # noqa: BLE001 - every failure is an error of the run, counted and shown
         recorder.error("filter change", repr(exc)[:200])
         return False
@@ -99,12 +124,13 @@ def analyst(base: str, email: str, password: str, changes: list[dict[str, str]],
             recorder.error("sign-in and page", repr(exc)[:200])
             return
         recorder.add("open dashboard (page)", time.perf_counter() - started)
-        filter_change(session, base, changes[0], pool, timeout, recorder)  # the page's first state
+        loaded: set[str] = set()
+        filter_change(session, base, changes[0], pool, timeout, recorder, loaded)  # the page's first state
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(*think))
             if time.monotonic() >= deadline:
                 break
-            filter_change(session, base, rng.choice(changes), pool, timeout, recorder)
+            filter_change(session, base, rng.choice(changes), pool, timeout, recorder, loaded)
     finally:
         pool.shutdown(wait=True)
         session.close()

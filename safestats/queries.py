@@ -1417,10 +1417,11 @@ def _split_months(rows: np.ndarray, cell: np.ndarray, months: list[date]) -> dic
 
 
 def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date],
-                           read_missing: bool = True) -> dict[date, _GridMonth] | None:
+                           read_missing: bool = True, read_later: bool = True) -> dict[date, _GridMonth] | None:
     """``months`` of the grid rollup for ``cell_m`` cells, from this worker's memory, reading the ones it
     lacks (or that a refresh has rewritten since) in one query; with ``read_missing`` False, None when it
-    lacks any (which, in served workers, are then read on a thread for the next request)."""
+    lacks any (which, in served workers and unless ``read_later`` is False, are then read on a thread for the
+    next request)."""
     cell_m = "lsoa" if cell_m is None else cell_m  # (one name for the LSOA months, one copy of them)
     family, per = _grid_family(cell_m)
     # What the visible view filters on: the finest area level the tier may see and its aggregate level (tiers
@@ -1437,7 +1438,7 @@ def _grid_months_in_memory(engine: Engine, cell_m: int | None, months: list[date
                 found[month] = _grid_months[key]
     missing = [m for m in months if m not in found]
     if missing and not read_missing:
-        if READ_MONTHS_IN_BACKGROUND:
+        if READ_MONTHS_IN_BACKGROUND and read_later:
             _read_months_later(engine, cell_m, missing, (keys[missing[0]][:4], tuple(missing)))
         return None
     if missing:
@@ -1569,14 +1570,17 @@ _READ_AT_ONCE = frozenset({"borough"})
 def _panel_months(engine: Engine, state: FilterState, source: str, months: list[date]
                   ) -> tuple[str, dict[date, _GridMonth]] | None:
     """(family, its ``months`` in memory) for a panel whose plan reads ``source``; None when only SQL
-    answers: another source, a pinned view, no user, or months not held (read on a thread if served)."""
+    answers: another source, a pinned view, no user, or months not held (read on a thread if served, unless
+    they are more than two years of a large family: the time series of an area reads its few rows by SQL,
+    where a worker would read millions of rollup rows to hold them)."""
     family = _MEMORY_FAMILY_OF.get(source)
     policy = db_scope.current_policy()
     if (not PANELS_FROM_MEMORY or family is None or state.as_at is not None
             or db_scope.current_scope() is None or policy is None
             or (family == "lsoa" and not policy.may_break_down_to("lsoa"))):
         return None
-    held = _grid_months_in_memory(engine, family, months, read_missing=family in _READ_AT_ONCE)
+    held = _grid_months_in_memory(engine, family, months, read_missing=family in _READ_AT_ONCE,
+                                  read_later=len(months) <= 2 * CURRENT_PERIOD_MONTHS)
     return None if held is None else (family, held)
 
 
