@@ -105,6 +105,10 @@ def _cached(engine: Engine, name: str, key: tuple, compute: Callable[[], Any], v
     """``compute()``, cached. Data (``versioned``) is keyed by the data version and the user's scope too;
     reference data (areas, taxonomy) is the same for everyone."""
     scope = db_scope.current_scope() if versioned else None
+    # Without the user id: what a query returns depends only on the rest of the scope (tier, levels,
+    # boroughs; the database checks those boroughs are the user's, so an answer for a scope can only hold
+    # less than that scope allows), and analysts of one tier then share each other's cached panels.
+    scope = scope[1:] if scope else scope
     full_key = (_engine_key(engine), data_version(engine) if versioned else 0, scope, name) + key
     with _cache_lock:
         if full_key in _cache:
@@ -1591,6 +1595,8 @@ def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: P
     ``period`` (or, per month, over a list of whole months) from the months in memory of the plan's
     ``source``, the state's filters but ``ignore``d ones applied as ``_plan`` applies them. None: only the
     SQL can answer."""
+    if period is None:  # (no data and no dates: the SQL's empty answer)
+        return None
     per_month = isinstance(period, list)
     months = period if per_month else _months_of(period)
     found = _panel_months(engine, state, source, months)

@@ -99,6 +99,27 @@ def test_no_incidents_means_empty_answers(clean_data):
     assert queries.top_areas(engine, FilterState(), ANALYST) == []
 
 
+def test_analysts_with_the_same_scope_share_cached_panels_and_no_one_else_does(clean_data):
+    """A panel one analyst asked for is served from the cache to another of the same tier (no query), not to
+    a borough analyst whose boroughs differ, nor to a lower tier."""
+    from types import SimpleNamespace
+
+    seed_incidents(clean_data, SEED)
+    refresh_after_seeding(clean_data)
+    engine = get_web_engine(clean_data)
+    queries.clear_caches()
+    state = FilterState(date_from=date(2024, 1, 1), date_to=date(2024, 1, 31))
+
+    def analyst(user_id, tier="partner_analyst", boroughs=()):
+        return SimpleNamespace(id=user_id, tier=tier, boroughs=boroughs, is_authenticated=True, is_active=True)
+    first = queries.headline(engine, state, analyst(1))
+    assert first.total > 0
+    assert queries.headline(engine, state, analyst(2)) is first, "the cached answer itself"
+    for other in (analyst(3, "borough_analyst", (CITY,)), analyst(4, "viewer"), analyst(5, "admin")):
+        answer = queries.headline(engine, state, other)
+        assert answer is not first and answer == first, other.tier  # (computed again: the same public data)
+
+
 def test_boundaries_are_the_london_areas_in_wgs84_simplified(areas_loaded):
     queries.clear_caches()
     engine = get_web_engine(areas_loaded)
