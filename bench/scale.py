@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="panels/http: cold runs per filter change")
     parser.add_argument("--workers", type=int, default=None,
                         help="http/load: gunicorn workers (default: http 2, load 2 x cores + 1)")
-    parser.add_argument("--threads", type=int, default=4, help="http/load: threads per worker")
+    parser.add_argument("--threads", type=int, default=8, help="http/load: threads per worker (as safestats serve)")
     parser.add_argument("--users", default="10,50,100", help="load: concurrent analysts, comma-separated")
     parser.add_argument("--duration", type=float, default=60, help="load: seconds per number of analysts")
     parser.add_argument("--think", default="1,3", help="load: think time between changes, seconds MIN,MAX")

@@ -26,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+from safestats.serving import DEFAULT_THREADS
+
 
 def _database_url() -> str:
     from db import database_url
@@ -545,8 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, nargs="?", const=-1, default=None,
                    help="serve with gunicorn and this many worker processes (production); without a number, "
-                        "2 x cores + 1. Without --workers: Flask's own one-process server (development, demo)")
-    p.add_argument("--threads", type=int, default=4, help="with --workers: threads per worker (default 4)")
+                        "one per core. Without --workers: Flask's own one-process server (development, demo)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"with --workers: threads per worker (default {DEFAULT_THREADS})")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -15,9 +15,9 @@ import requests
 from safestats.serving import ENGINES_PER_WORKER, default_workers, gunicorn_argv, pool_plan, worker_environment
 
 
-def test_default_workers_follow_gunicorns_rule():
-    assert default_workers(2) == 5
-    assert default_workers(8) == 17
+def test_default_workers_are_one_per_core():
+    assert default_workers(2) == 2
+    assert default_workers(8) == 8
 
 
 def test_pool_plan_keeps_every_worker_within_max_connections():
