@@ -77,8 +77,9 @@ def clear_caches(keep_reference: bool = False, keep_grid_months: bool | None = N
         else:
             _cache.clear()
         _data_version.clear()
-    if not keep_grid_months:
-        with _grid_months_lock:
+    with _grid_months_lock:
+        _polygon_months_held.clear()  # (a filter's own data, like a panel: never kept)
+        if not keep_grid_months:
             _grid_months.clear()
 
 
@@ -480,11 +481,9 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
             c.append("borough_code = :area_borough")
             p["area_borough"] = info.borough_code
     if state.polygon is not None and "area" not in ignore:
-        ring = list(state.polygon) + [state.polygon[0]]
         # The && first: it is the leakproof condition row-level security lets the GiST index answer (0009).
-        polygon = "ST_Transform(ST_MakeValid(ST_GeomFromText(:polygon_wkt, 4326)), 27700)"
-        c.append(f"geom && {polygon} AND ST_Intersects(geom, {polygon})")
-        p["polygon_wkt"] = "POLYGON((" + ", ".join(f"{lon} {lat}" for lon, lat in ring) + "))"
+        c.append(f"geom && {_POLYGON_BNG} AND ST_Intersects(geom, {_POLYGON_BNG})")
+        p["polygon_wkt"] = _polygon_wkt(state.polygon)
     if state.located_at_least is not None:
         c.append("location_precision = ANY(:location_precisions)")
         p["location_precisions"] = list(precisions_at_least(state.located_at_least))
@@ -512,6 +511,13 @@ def _plan(engine: Engine, state: FilterState, period: Period | None, needs: set[
             c.append(f"{plan.isodow} = ANY(:isodows)")
             p["isodows"] = list(state.days)
     return plan
+
+
+_POLYGON_BNG = "ST_Transform(ST_MakeValid(ST_GeomFromText(:polygon_wkt, 4326)), 27700)"  # a drawn polygon
+
+
+def _polygon_wkt(ring: tuple) -> str:
+    return "POLYGON((" + ", ".join(f"{lon} {lat}" for lon, lat in list(ring) + [ring[0]]) + "))"
 
 
 def _check_records_cover(engine: Engine, state: FilterState, area: tuple[str, str] | None) -> None:
@@ -1352,8 +1358,6 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
     """``months`` of ``family`` through its visible view (as the current user), summed to ``cell_m`` cells
     of the study area (or, for an area family, with its ``_AreaCells`` cell), by binary COPY straight into
     numpy (a million rows in a fraction of a second)."""
-    import io
-
     codes = sorted(supplier_levels(engine))
     params = {"codes": codes, "months": months}
     supplier = "array_position(CAST(%(codes)s AS text[]), supplier)::int2"
@@ -1386,16 +1390,7 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
         sql = (f"SELECT month, {supplier}, category_id, theme_mask, "
                f"{x}, {y}, {'incidents' if exact else 'sum(incidents)::int4'} FROM {visible_view(family)} "
                f"WHERE month = ANY(%(months)s){'' if exact else ' GROUP BY 1, 2, 3, 4, 5, 6'}")
-    buffer = io.BytesIO()
-    with engine.connect() as conn, conn.begin():  # begun: it carries the user's scope (db_scope)
-        cursor = conn.connection.dbapi_connection.cursor()
-        copy = cursor.mogrify(sql, params).decode()
-        recording = getattr(_capture, "statements", None)
-        if recording is not None:
-            recording.append((re.sub(r"%\((\w+)\)s", r":\1", sql), params))
-        cursor.copy_expert(f"COPY ({copy}) TO STDOUT WITH (FORMAT binary)", buffer)
-        cursor.close()
-    rows = np.frombuffer(buffer.getbuffer()[_COPY_HEADER:-2], dtype=_COPY_ROW)
+    rows = _copy_rows(engine, sql, params)
     if cell_m is None or isinstance(cell_m, str):
         return _split_months(rows, rows["x"].astype(np.int32), months)
     xs, ys = (np.asarray(v, dtype=np.int64) for v in study_area_cells(engine, cell_m))
@@ -1407,6 +1402,22 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
     cell[inside] = lattice[gx[inside], gy[inside]]
     keep = cell >= 0  # counts outside the study area are in no statistic
     return _split_months(rows[keep], cell[keep], months)
+
+
+def _copy_rows(engine: Engine, sql: str, params: dict) -> np.ndarray:
+    """The rows of ``sql`` (pyformat parameters; columns as ``_COPY_ROW``) by binary COPY straight into numpy,
+    as the current user (the transaction carries their scope: visible views, row-level security)."""
+    import io
+
+    buffer = io.BytesIO()
+    with engine.connect() as conn, conn.begin():
+        cursor = conn.connection.dbapi_connection.cursor()
+        recording = getattr(_capture, "statements", None)
+        if recording is not None:
+            recording.append((re.sub(r"%\((\w+)\)s", r":\1", sql), params))
+        cursor.copy_expert(f"COPY ({cursor.mogrify(sql, params).decode()}) TO STDOUT WITH (FORMAT binary)", buffer)
+        cursor.close()
+    return np.frombuffer(buffer.getbuffer()[_COPY_HEADER:-2], dtype=_COPY_ROW)
 
 
 def _split_months(rows: np.ndarray, cell: np.ndarray, months: list[date]) -> dict[date, _GridMonth]:
@@ -1579,13 +1590,67 @@ def _panel_months(engine: Engine, state: FilterState, source: str, months: list[
     where a worker would read millions of rollup rows to hold them)."""
     family = _MEMORY_FAMILY_OF.get(source)
     policy = db_scope.current_policy()
-    if (not PANELS_FROM_MEMORY or family is None or state.as_at is not None
-            or db_scope.current_scope() is None or policy is None
-            or (family == "lsoa" and not policy.may_break_down_to("lsoa"))):
+    if not PANELS_FROM_MEMORY or state.as_at is not None or db_scope.current_scope() is None or policy is None:
+        return None
+    if source == "incidents" and _polygon_only(state):
+        by_month = _polygon_months(engine, state.polygon)
+        empty = _GridMonth(*(np.zeros(0, dtype=t) for t in (np.int16, np.int16, np.int16, np.int32, np.int32)))
+        return "day_hour", {m: by_month.get(m, empty) for m in months}
+    if family is None or (family == "lsoa" and not policy.may_break_down_to("lsoa")):
         return None
     held = _grid_months_in_memory(engine, family, months, read_missing=family in _READ_AT_ONCE,
                                   read_later=len(months) <= 2 * CURRENT_PERIOD_MONTHS)
     return None if held is None else (family, held)
+
+
+# A drawn polygon's points, counted once by month x day x hour x weekday x borough (the day x hour months'
+# layout) for all its months: every panel of that polygon, and every later filter change that keeps it
+# (categories, dates, hours, a borough), then answers from them. A few polygons per worker (each is up to
+# a few hundred thousand rows at 30 million incidents); keyed by the data version and scope as the panels.
+POLYGON_MONTHS_KEPT = 8
+_polygon_months_held: "OrderedDict[tuple, dict[date, _GridMonth]]" = OrderedDict()
+
+
+def _polygon_only(state: FilterState) -> bool:
+    """Whether the drawn polygon is the only filter that needs the raw points (not a finer area, a picked
+    cell or a location precision): its months in memory answer then."""
+    return (state.polygon is not None and state.hotspot_cell is None and state.located_at_least is None
+            and (state.selected_area is None or state.selected_area[0] == "borough"))
+
+
+def _polygon_months(engine: Engine, ring: tuple) -> dict[date, _GridMonth]:
+    """The polygon's incidents the current user may see as records, as day x hour months (binary COPY)."""
+    key = (_engine_key(engine), data_version(engine), db_scope.current_scope()[1:], tuple(ring))
+    with _grid_months_lock:
+        if key in _polygon_months_held:
+            _polygon_months_held.move_to_end(key)
+            return _polygon_months_held[key]
+    cells = _area_cells(engine)
+    local = "occurred_at AT TIME ZONE 'Europe/London'"
+    sql = f"""
+        SELECT date_trunc('month', {local})::date,
+               array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id,
+               safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy,
+                                    theme_arson),
+               (((coalesce(b.k - 1, {len(cells.boroughs)}) * 31 + extract(day FROM {local})::int4 - 1) * 25
+                 + coalesce(CASE WHEN time_precision = 'minute' THEN extract(hour FROM {local})::int4 END, 24)) * 8
+                 + coalesce(CASE WHEN time_precision <> 'month' THEN extract(isodow FROM {local})::int4 END, 0))::int4,
+               0::int4, count(*)::int4
+        FROM incidents
+        LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = borough_code
+        WHERE geom && {_POLYGON_BNG.replace(':polygon_wkt', '%(polygon_wkt)s')}
+          AND ST_Intersects(geom, {_POLYGON_BNG.replace(':polygon_wkt', '%(polygon_wkt)s')})
+        GROUP BY 1, 2, 3, 4, 5"""
+    params = {"codes": sorted(supplier_levels(engine)), "boroughs": list(cells.boroughs),
+              "polygon_wkt": _polygon_wkt(ring)}
+    rows = _copy_rows(engine, sql, params)
+    months = sorted({date.fromordinal(int(d) + _PG_EPOCH) for d in np.unique(rows["month"])})
+    by_month = _split_months(rows, rows["x"].astype(np.int32), months)
+    with _grid_months_lock:
+        _polygon_months_held[key] = by_month
+        while len(_polygon_months_held) > POLYGON_MONTHS_KEPT:
+            _polygon_months_held.popitem(last=False)
+    return by_month
 
 
 def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: Period | list[date], group: str,
@@ -1603,6 +1668,9 @@ def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: P
     if found is None:
         return None
     family, held = found
+    if family != "lsoa" and ((group == "area" and level != "borough") or
+                             (state.selected_area and "area" not in ignore and state.selected_area[0] != "borough")):
+        return None  # (the borough and day x hour months know no finer area)
     cells, tax = _area_cells(engine), taxonomy(engine)
     codes = sorted(supplier_levels(engine))
     supplier_ok = np.isin(codes, state.suppliers) if state.suppliers else np.ones(len(codes), dtype=bool)

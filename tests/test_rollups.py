@@ -258,6 +258,17 @@ def _add_month(d: date) -> date:
     return date(d.year + d.month // 12, d.month % 12 + 1, 1)
 
 
+def _selected_area(engine, f: dict) -> dict:
+    """The FilterState fields of ``filters()``'s area pick (an LSOA with its MSOA)."""
+    if not f["area"]:
+        return {}
+    codes_at = sorted(c for c, a in queries.areas(engine).items() if a.level == f["area"])
+    selected = {f"{f['area']}_code": codes_at[f["area_pick"] % len(codes_at)]}
+    if f["area"] == "lsoa":
+        selected["msoa_code"] = queries.areas(engine)[selected["lsoa_code"]].parent_code
+    return selected
+
+
 def _panels(engine, state: FilterState, user) -> dict:
     """Every dashboard panel's answer (or the refusal it raises) for ``state``, cold."""
     out = {}
@@ -296,12 +307,7 @@ def test_panels_from_months_in_memory_equal_the_sql(generated, monkeypatch, draw
     analyst, with health data only on its own and under disclosure control, and an admin)."""
     f, fields = drawn
     engine = get_engine(generated)
-    selected = {}
-    if f["area"]:
-        codes_at = sorted(c for c, a in queries.areas(engine).items() if a.level == f["area"])
-        selected = {f"{f['area']}_code": codes_at[f["area_pick"] % len(codes_at)]}
-        if f["area"] == "lsoa":
-            selected["msoa_code"] = queries.areas(engine)[selected["lsoa_code"]].parent_code
+    selected = _selected_area(engine, f)
     state = FilterState(**fields, **selected)
     monkeypatch.setattr(queries, "_READ_AT_ONCE", frozenset({"borough", "lsoa", "day_hour"}))
     answered = []
@@ -322,6 +328,47 @@ def test_panels_from_months_in_memory_equal_the_sql(generated, monkeypatch, draw
         monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
         from_sql = _panels(engine, state, user)
         assert from_memory == from_sql, (user.tier, state)
+
+
+POLYGONS = {
+    "central rectangle": ((-0.14, 51.50), (-0.08, 51.50), (-0.08, 51.53), (-0.14, 51.53)),
+    "a slanted quadrilateral": ((-0.25, 51.45), (-0.05, 51.40), (0.02, 51.52), (-0.20, 51.58)),
+    "across London's edge": ((-0.60, 51.30), (-0.40, 51.30), (-0.40, 51.45), (-0.60, 51.45)),
+}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=panel_states(), polygon=st.sampled_from(sorted(POLYGONS)))
+@example(drawn=_drawn(hours=(22, 4)), polygon="central rectangle")
+@example(drawn=_drawn(area="borough", days=(6, 7), start=date(2023, 1, 9), end=date(2023, 2, 5)),
+         polygon="a slanted quadrilateral")
+def test_a_drawn_polygons_points_read_once_answer_every_panel_as_the_sql(generated, monkeypatch, drawn, polygon):
+    """A drawn polygon's points, read once into memory by month x day x hour x weekday x borough, answer every
+    panel as the raw-table SQL does, for random filters, dates, hours, weekdays and selected areas; the
+    panels of one polygon read its points once."""
+    f, fields = drawn
+    engine = get_engine(generated)
+    selected = _selected_area(engine, f)
+    state = FilterState(**fields, **selected, polygon=POLYGONS[polygon])
+    for user in (ANALYST, rollups.OPERATOR):
+        monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", True)
+        from_memory = _panels(engine, state, user)
+        queries.clear_caches(keep_reference=True)
+        with queries.capture_sql() as statements:  # every panel of the change, as the dashboard asks them
+            for panel in (queries.headline, queries.monthly_series, queries.category_counts,
+                          queries.hour_day_grid, queries.top_areas):
+                try:
+                    panel(engine, state, user=user)
+                except (queries.AccessRefused, ValueError):
+                    pass
+        reads = [sql for sql, _ in statements if "FROM incidents" in sql]
+        if queries._polygon_only(state) and not isinstance(from_memory["headline"], tuple):
+            assert sum("GROUP BY 1, 2, 3, 4, 5" in sql for sql in reads) == 1, "one read of the polygon's points"
+            # (with a borough selected, the top areas are its MSOAs: those still come from the raw points)
+            assert len(reads) == (1 if state.selected_area is None else 2), reads
+        monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
+        from_sql = _panels(engine, state, user)
+        assert from_memory == from_sql, (user.tier, polygon, state)
 
 
 def test_the_area_months_keep_incidents_with_no_lsoa(generated):
