@@ -1561,13 +1561,14 @@ def _lsoa_counts_in_memory(engine: Engine, state: FilterState, periods: list[Per
     every_area = state.without_spatial_selection()
     if not all(_months_in_memory_answer(engine, every_area, period) for period in periods):
         return None
-    months = sorted({m for period in periods for m in _months_of(period)})
+    held = {id(period): _months_with_data(engine, every_area, period) for period in periods}
+    months = sorted({m for period in periods for m in held[id(period)]})
     cells = _area_cells(engine)
     counts = _counts_from_months_in_memory(engine, every_area, None, months, cells.cells("lsoa"), read_missing)
     if counts is None:
         return None
     row = {m: k for k, m in enumerate(months)}
-    return [counts[[row[m] for m in _months_of(period)]].sum(axis=0)[:len(cells.lsoas)] for period in periods]
+    return [counts[[row[m] for m in held[id(period)]]].sum(axis=0)[:len(cells.lsoas)] for period in periods]
 
 
 # ---- panels from the months in memory ----------------------------------------------------------------------
@@ -1663,7 +1664,7 @@ def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: P
     if period is None:  # (no data and no dates: the SQL's empty answer)
         return None
     per_month = isinstance(period, list)
-    months = period if per_month else _months_of(period)
+    months = period if per_month else _months_with_data(engine, state, period)
     found = _panel_months(engine, state, source, months)
     if found is None:
         return None
@@ -1720,10 +1721,20 @@ def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: P
     return out if per_month else out.sum(axis=0)
 
 
+def _months_with_data(engine: Engine, state: FilterState, period: Period) -> list[date]:
+    """The months of ``period`` within the data span (the others count nothing: a range of centuries is
+    still a few years of months to sum)."""
+    span = data_span(engine, state)
+    if span is None:
+        return []
+    start, end = max(period.start, span[0]), min(period.end, span[1])
+    return _months_of(Period(start, end)) if start <= end else []
+
+
 def _periods_in_memory(engine: Engine, state: FilterState, source: str, periods, group: str,
                        level: str | None = None, ignore: set[str] = frozenset()) -> list[np.ndarray] | None:
     """``_counts_in_memory`` for each of ``periods``; None unless memory answers them all."""
-    every_month = sorted({m for period in periods for m in _months_of(period)})
+    every_month = sorted({m for period in periods for m in _months_with_data(engine, state, period)})
     if _panel_months(engine, state, source, every_month) is None:  # (one read on a thread for them all)
         return None
     out = []

@@ -300,6 +300,7 @@ def _drawn(area=None, hours=None, days=(), start=date(2022, 3, 1), end=date(2022
 @example(drawn=_drawn(area="borough", hours=(8, 17), days=(1, 2), start=date(2023, 1, 9), end=date(2023, 2, 5)))
 @example(drawn=_drawn(area="msoa", level="lsoa", categories=(1, 3), theme_mask=3))
 @example(drawn=_drawn(start=date(2023, 10, 3), end=date(2023, 10, 30), suppliers=("lfb", "las")))
+@example(drawn=_drawn(start=date(1900, 1, 1), end=date(2999, 12, 31)))  # centuries: only the data's months
 def test_panels_from_months_in_memory_equal_the_sql(generated, monkeypatch, drawn):
     """Every panel answered from the rollup months a worker holds (borough, LSOA, day x hour) equals the same
     panel answered by its SQL, for random suppliers, categories, themes, whole months or day-level ranges,
@@ -325,6 +326,8 @@ def test_panels_from_months_in_memory_equal_the_sql(generated, monkeypatch, draw
         head = from_memory["headline"]
         if isinstance(head, queries.Headline) and head.source in queries._MEMORY_FAMILY_OF:
             assert answered and answered[0], "a rollup plan is answered from the months in memory"
+        span = queries.data_span(engine)
+        assert all(span[0] <= key[4] <= span[1] for key in queries._grid_months), "no month beyond the data"
         monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
         from_sql = _panels(engine, state, user)
         assert from_memory == from_sql, (user.tier, state)
