@@ -1490,23 +1490,39 @@ def _counts_from_months_in_memory(engine: Engine, state: FilterState, cell_m: in
     """Counts per month x cell (x LSOA for ``cell_m`` None) from the months in memory, the state's suppliers,
     categories and themes applied to the arrays exactly as the SQL would (None: months not held and
     ``read_missing`` False)."""
-    codes = sorted(supplier_levels(engine))
-    suppliers = np.array([codes.index(s) for s in state.suppliers if s in codes] if state.suppliers
-                         else range(len(codes)), dtype=np.int16)
-    category_ids = taxonomy(engine).category_ids(state)
     in_memory = _grid_months_in_memory(engine, cell_m, months, read_missing)
     if in_memory is None:
         return None
+    kept = _rows_kept(engine, state)
     counts = np.zeros((len(months), cells))
     for k, month in enumerate(months):
         g = in_memory[month]
-        keep = np.isin(g.supplier, suppliers)
-        if category_ids is not None:
-            keep &= np.isin(g.category_id, np.array(category_ids, dtype=np.int16))
-        if state.themes:
-            keep &= (g.theme_mask & state.theme_mask) != 0
+        keep = kept(g)
         counts[k] = np.bincount(g.cell[keep], weights=g.incidents[keep], minlength=cells)
     return counts
+
+
+def _rows_kept(engine: Engine, state: FilterState, ignore: set[str] = frozenset()
+               ) -> Callable[[_GridMonth], np.ndarray]:
+    """Which rows of a month in memory the state's suppliers, categories (unless ``ignore``d) and themes
+    keep, as the SQL's conditions on them would: a function of the month's arrays."""
+    tax = taxonomy(engine)
+    codes = sorted(supplier_levels(engine))
+    supplier_ok = np.isin(codes, state.suppliers) if state.suppliers else np.ones(len(codes), dtype=bool)
+    category_ids = None if "categories" in ignore else tax.category_ids(state)
+    category_ok = None
+    if category_ids is not None:
+        category_ok = np.zeros(max(tax.categories) + 1, dtype=bool)
+        category_ok[[c for c in category_ids if 0 <= c < len(category_ok)]] = True
+
+    def kept(g: _GridMonth) -> np.ndarray:
+        keep = supplier_ok[g.supplier]
+        if category_ok is not None:
+            keep &= category_ok[g.category_id]
+        if state.themes:
+            keep &= (g.theme_mask & state.theme_mask) != 0
+        return keep
+    return kept
 
 
 # Served workers (safestats serve turns this on with the warm-up) read the months a caller found missing
@@ -1561,14 +1577,14 @@ def _lsoa_counts_in_memory(engine: Engine, state: FilterState, periods: list[Per
     every_area = state.without_spatial_selection()
     if not all(_months_in_memory_answer(engine, every_area, period) for period in periods):
         return None
-    held = {id(period): _months_with_data(engine, every_area, period) for period in periods}
-    months = sorted({m for period in periods for m in held[id(period)]})
+    held = [_months_with_data(engine, every_area, period) for period in periods]
+    months = sorted({m for period_months in held for m in period_months})
     cells = _area_cells(engine)
     counts = _counts_from_months_in_memory(engine, every_area, None, months, cells.cells("lsoa"), read_missing)
     if counts is None:
         return None
     row = {m: k for k, m in enumerate(months)}
-    return [counts[[row[m] for m in held[id(period)]]].sum(axis=0)[:len(cells.lsoas)] for period in periods]
+    return [counts[[row[m] for m in period_months]].sum(axis=0)[:len(cells.lsoas)] for period_months in held]
 
 
 # ---- panels from the months in memory ----------------------------------------------------------------------
@@ -1672,27 +1688,17 @@ def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: P
     if family != "lsoa" and ((group == "area" and level != "borough") or
                              (state.selected_area and "area" not in ignore and state.selected_area[0] != "borough")):
         return None  # (the borough and day x hour months know no finer area)
-    cells, tax = _area_cells(engine), taxonomy(engine)
-    codes = sorted(supplier_levels(engine))
-    supplier_ok = np.isin(codes, state.suppliers) if state.suppliers else np.ones(len(codes), dtype=bool)
-    category_ids = None if "categories" in ignore else tax.category_ids(state)
-    category_ok = None
-    if category_ids is not None:
-        category_ok = np.zeros(max(tax.categories) + 1, dtype=bool)
-        category_ok[[c for c in category_ids if 0 <= c < len(category_ok)]] = True
+    cells, kept = _area_cells(engine), _rows_kept(engine, state, ignore)
     area = None if "area" in ignore else state.selected_area
     if area is not None:
         area_index = cells.codes[area[0]].index(area[1]) if area[1] in cells.codes[area[0]] else -2
-    size = {"total": 1, "category": max(tax.categories) + 1, "supplier_hour_day": len(codes) * 200,
+    size = {"total": 1, "category": max(taxonomy(engine).categories) + 1,
+            "supplier_hour_day": len(supplier_levels(engine)) * 200,
             "area": len(cells.codes[level]) if level else 0}[group]
     out = np.zeros((len(months), size))
     for k, month in enumerate(months):
         g = held[month]
-        keep = supplier_ok[g.supplier]
-        if category_ok is not None:
-            keep &= category_ok[g.category_id]
-        if state.themes:
-            keep &= (g.theme_mask & state.theme_mask) != 0
+        keep = kept(g)
         if area is not None:
             keep &= cells.index_at(family, area[0], g.cell) == area_index
         if family == "day_hour":
@@ -1810,8 +1816,8 @@ def warm_hotspot_months(engine: Engine, log: Callable[[str], None] | None = None
             # the current and previous periods (hour x weekday, day-level ranges).
             span = data_span(engine, state)
             _grid_months_in_memory(engine, "borough", _months_of(Period(*span)))
-            _grid_months_in_memory(engine, "day_hour", _months_of(Period(periods[-1].previous().start,
-                                                                          periods[-1].end)))
+            _grid_months_in_memory(engine, "day_hour", _months_with_data(
+                engine, state, Period(periods[-1].previous().start, periods[-1].end)))
     if log and periods:
         log(f"hotspot and LSOA months in memory for {tier} and tiers alike: {periods[0].start:%Y-%m} .. "
             f"{periods[-1].end:%Y-%m} in {time.perf_counter() - started:.1f} s")
