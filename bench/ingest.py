@@ -40,9 +40,18 @@ REAL_CORPORA = {"police_uk": "police_uk", "lfb": "lfb", "tfl_bus": "tfl"}
 
 
 def empty_data_tables(url: str) -> None:
+    """Empty the data tables and drop the month partitions, so every repeat of a month drop opens its month as
+    the first load of a new month does (the fresh-table path; a kept partition would send it through the
+    indexes)."""
     conn = psycopg2.connect(libpq_dsn(url))
     with conn, conn.cursor() as cur:
         cur.execute("TRUNCATE incidents, quarantine, drops RESTART IDENTITY CASCADE")
+        cur.execute("""SELECT month.oid::regclass::text FROM pg_inherits AS y
+                       JOIN pg_inherits AS m ON m.inhparent = y.inhrelid
+                       JOIN pg_class AS month ON month.oid = m.inhrelid
+                       WHERE y.inhparent = 'incidents'::regclass""")
+        for (month,) in cur.fetchall():
+            cur.execute(f"DROP TABLE {month}")
     conn.close()
 
 

@@ -1006,14 +1006,21 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
 
     replace_key = fmt.replace_key()
     params = {"supplier": fmt.supplier, "sha": digest, "key": replace_key or "", "file": path.name,
-              "size": prepared.size, "received": prepared.received_at, "encoding": prepared.encoding}
+              "size": prepared.size, "received": prepared.received_at, "encoding": prepared.encoding,
+              "fresh": fresh_candidate, "first": located.first_at}
     # One round trip: serialise loads of the same content and of the same replace key (two schedulers, two
     # shells), then, unless that content is already loaded, insert the drop row and lock the drops it replaces.
+    # A drop that may open its month takes the month's lock here, before ``began`` lets the next drop of the
+    # batch make partitions: that drop's safestats_ensure_incident_partitions then waits for this one instead
+    # of making the month's partition first (and sending this drop through the indexes).
     cur.execute("""
         BEGIN;
         SELECT pg_advisory_xact_lock(hashtext('safestats-drop-sha:' || %(sha)s));
         SELECT pg_advisory_xact_lock(hashtext('safestats-drop-key:' || %(supplier)s || ':' || %(key)s))
         WHERE %(key)s <> '';
+        SELECT pg_advisory_xact_lock(hashtext('safestats-incident-month:'
+                                              || safestats_incident_month_partition(%(first)s)))
+        WHERE %(fresh)s;
         WITH previous AS (
             SELECT id FROM drops WHERE supplier = %(supplier)s AND sha256 = %(sha)s
               AND status IN ('loaded', 'superseded') ORDER BY id LIMIT 1),
@@ -1069,6 +1076,7 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
         cur.copy_expert(f"COPY {fresh_table or 'incidents'} ({', '.join(INCIDENT_COPY_COLUMNS)}) "
                         "FROM STDIN WITH (FORMAT binary)", BytesChunkReader(located.copy_rows.payload), size=1 << 20)
         rows_loaded = cur.rowcount
+        _pause_for_tests("copied")
         if fresh_table:
             cur.execute("SELECT safestats_attach_incident_month(%s)", (located.first_at,))
     _pause_for_tests("inserted")

@@ -1727,14 +1727,20 @@ def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: P
     return out if per_month else out.sum(axis=0)
 
 
-def _months_with_data(engine: Engine, state: FilterState, period: Period) -> list[date]:
-    """The months of ``period`` within the data span (the others count nothing: a range of centuries is
-    still a few years of months to sum)."""
+def _within_data_span(engine: Engine, state: FilterState, period: Period) -> Period | None:
+    """The part of ``period`` inside the data span (None: none of it). Days outside count nothing, and a
+    forged range of centuries would otherwise be thousands of months to hold and loop over."""
     span = data_span(engine, state)
     if span is None:
-        return []
+        return None
     start, end = max(period.start, span[0]), min(period.end, span[1])
-    return _months_of(Period(start, end)) if start <= end else []
+    return Period(start, end) if start <= end else None
+
+
+def _months_with_data(engine: Engine, state: FilterState, period: Period) -> list[date]:
+    """The months of ``period`` within the data span."""
+    within = _within_data_span(engine, state, period)
+    return _months_of(within) if within else []
 
 
 def _periods_in_memory(engine: Engine, state: FilterState, source: str, periods, group: str,
@@ -1769,17 +1775,18 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
 
     def compute():
         cells = len(study_area_cells(engine, cell_m)[0])
-        if period is None:
+        within = period and _within_data_span(engine, state, period)
+        if within is None:
             return [], np.zeros((0, cells))
-        months = _months_of(period)
+        months = _months_of(within)
         counts = np.zeros((len(months), cells))
         if controlled:
             return months, counts
-        if state.selected_area is None and _months_in_memory_answer(engine, state, period):
+        if state.selected_area is None and _months_in_memory_answer(engine, state, within):
             return months, _counts_from_months_in_memory(engine, state, cell_m, months, cells)
         index = {cell: k for k, cell in enumerate(zip(*study_area_cells(engine, cell_m)))}
         position = {m: k for k, m in enumerate(months)}
-        for month, by_cell in grid_counts_by_month(engine, state, cell_m, period, user).items():
+        for month, by_cell in grid_counts_by_month(engine, state, cell_m, within, user).items():
             for cell, n in by_cell.items():
                 if cell in index and month in position:
                     counts[position[month], index[cell]] += n
@@ -2049,12 +2056,13 @@ def emerging_hotspot_layer(engine: Engine, state: FilterState, step_months: int 
     def compute():
         band = hotspots.default_band_m(cell_m)
         xs, ys = (np.array(v, dtype=int) for v in study_area_cells(engine, cell_m))
-        steps = time_steps(period, step_months) if period else []
+        within = period and _within_data_span(engine, state, period)  # (steps beyond the data hold nothing)
+        steps = time_steps(within, step_months) if within else []
         if len(steps) < 2:
             return HotspotLayer("emerging", cell_m, band, False, confidence, len(xs), 0, dict(_EMPTY_FEATURES),
                                 "Emerging hot spots need at least two time steps: choose a longer period or "
                                 "shorter steps.")
-        months, by_month = study_counts_by_month(engine, state, cell_m, period, user)
+        months, by_month = study_counts_by_month(engine, state, cell_m, within, user)
         position = {m: k for k, m in enumerate(months)}
         counts = np.array([by_month[[position[m] for m in step]].sum(axis=0) for step in steps])
         z = hotspots.grid_gi_star_steps(xs, ys, counts, cell_m, band)  # every step at once

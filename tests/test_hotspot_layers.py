@@ -160,6 +160,23 @@ def test_emerging_hot_spots_equal_their_definition_on_direct_counts(police, step
 
 
 @pytest.mark.shared_data
+@pytest.mark.parametrize("hotspot", ["gi_grid", "emerging", "compare"])
+def test_a_forged_range_of_centuries_holds_only_the_data_spans_months(police, hotspot):  # noqa: F811
+    """A link's dates are the analyst's to choose: the layers count only the months that hold data, instead of
+    a months x cells array for every month of 1900-2999 (hundreds of MB, and a Gi* per month for emerging)."""
+    engine = get_engine(police)
+    queries.clear_caches()
+    state = FilterState(date_from=date(1900, 1, 1), date_to=date(2999, 12, 31), hotspot=hotspot)
+    span = queries.data_span(engine, state)
+    months, by_month = queries.study_counts_by_month(engine, state, 500, user=ANALYST)
+    assert months == queries._months_of(queries.Period(*span)) and by_month.shape[0] == len(months) < 100
+    layer = queries.hotspot_map_layer(engine, state, user=ANALYST)
+    assert layer.incidents == by_month.sum() > 0 or hotspot == "compare"
+    if hotspot == "emerging":
+        assert f"{len(months)} steps of 1 month" in layer.note
+
+
+@pytest.mark.shared_data
 def test_kernel_density_surface_equals_the_quartic_kernel_on_direct_counts(police):  # noqa: F811
     engine = get_engine(police)
     state = FilterState(date_from=date(2023, 1, 1), date_to=date(2023, 5, 31), hotspot="kde")

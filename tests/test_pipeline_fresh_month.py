@@ -135,3 +135,30 @@ def test_kill_during_a_fresh_month_leaves_the_database_as_it_was(clean_data, tmp
     assert made_fresh(url, "incidents_y2016m02")
     assert query(url, "SELECT count(*) FROM incidents")[0][0] == result.rows_loaded
     assert unattached_incident_tables(url) == []
+
+
+def test_a_drop_opening_its_month_holds_the_month_before_the_next_drop_may_make_it(clean_data, tmp_path):
+    """The Met's month drop takes the month's lock in its first round trip: a smaller drop of the same month,
+    started meanwhile (the next drop of a batch begins as soon as the first holds its drop row), waits for it
+    instead of making the month's partition first and sending the big drop through the indexes."""
+    import threading
+
+    url = clean_data
+    met, city = (next(f for f in street_files(tmp_path, "2016-08") if force in f.name)
+                 for force in ("metropolitan", "city"))
+    proc = start_loader(url, met, pause_at="drop_row")
+    try:
+        wait_for_pause(proc, "drop_row")
+        city_results = []
+        city_load = threading.Thread(target=lambda: city_results.extend(
+            load_paths(url, [city], progress=False, refresh_rollups=False)))
+        city_load.start()
+        city_load.join(timeout=5)
+        assert city_load.is_alive(), "the City's drop made the month's partition while the Met's drop held it"
+        assert month_partition(url, "incidents_y2016m08") == []
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    city_load.join(timeout=60)
+    assert [r.status for r in city_results] == ["loaded"]   # once the Met's loader is gone, the City's goes on
+    assert month_partition(url, "incidents_y2016m08") == [("r", "incidents_y2016", True, True)]
