@@ -52,7 +52,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "scale-results"  # kept in git: the plot and bench/README.md are made from them
 PLOT_PATH = REPO_ROOT / "bench" / "scale_latency.png"
 GENERATED_MONTHS = [date(y, m, 1) for y in range(2021, 2025) for m in range(1, 13)][:-1]  # 2021-01 .. 2024-11
-DROP_MONTH = "2024-12"
+DROP_MONTH = "2024-12"  # into 2024's partition: the generator writes plain year tables, so through its indexes
+FRESH_MONTH = "2025-01"  # opens a month partition of a new year: the fresh-table path a portal's new months take
 ANALYST_PASSWORD = "a load-test analyst passphrase 9"
 PARTNER = SimpleNamespace(id=None, tier="partner_analyst", is_authenticated=True, is_active=True)
 # The map as a page opens: all of London at zoom 11 (boroughs), no points layer.
@@ -124,19 +125,22 @@ def per_rollup(timings: dict[str, float]) -> dict[str, float]:
 
 
 def cmd_ingest(args) -> dict:
-    """A month's drop through the real pipeline on top of the generated data, then the views it touches."""
+    """A month's drop through the real pipeline on top of the generated data, then the views it touches; then
+    the drop is taken out again (and the month partition it opened dropped, so the next run opens it too)."""
     from loaders.demo import generate_demo_drops
     from loaders.pipeline import load_paths
     from safestats import rollups
 
     url = database(args.rows)
     ensure_generated(url, args.rows)
+    month = args.drop_month
+    partition = f"incidents_y{month[:4]}m{month[5:7]}"
     with tempfile.TemporaryDirectory() as tmp:
-        files = [f for f in generate_demo_drops(Path(tmp), months=1, end_month=DROP_MONTH,
+        files = [f for f in generate_demo_drops(Path(tmp), months=1, end_month=month,
                                                 rows_per_month=args.drop_rows, fire_and_transport=False)
                  if "street" in f.name]
         size = sum(f.stat().st_size for f in files)
-        print(f"loading {DROP_MONTH}'s police.uk street drop ({len(files)} files, {size / 1e6:.0f} MB) through "
+        print(f"loading {month}'s police.uk street drop ({len(files)} files, {size / 1e6:.0f} MB) through "
               f"the pipeline ({load_average()}) ...", flush=True)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
@@ -147,8 +151,15 @@ def cmd_ingest(args) -> dict:
     read = sum(r.rows_read for r in results)
     if not loaded:
         raise SystemExit(f"the drop loaded nothing: {[r.message for r in results]}")
+    # Which path it took: a month partition made by the fresh path carries its bounds CHECK (migration 0017).
+    fresh = run_sql(url, "SELECT count(*) FROM pg_constraint WHERE conname = %s", (partition + "_bounds",))[0][0] == 1
+    largest = max(results, key=lambda r: r.rows_read)
+    path_text = ("a fresh month partition, indexed as attached" if fresh
+                 else "through the indexes of an existing partition")
     print(f"ingest: {read:,} rows read, {loaded:,} loaded and committed in {elapsed:.2f} s "
-          f"({read / elapsed:,.0f} rows/s end to end; {load_average()})", flush=True)
+          f"({read / elapsed:,.0f} rows/s end to end; {path_text}; largest drop {largest.rows_read:,} rows: "
+          f"read to committed {largest.seconds:.2f} s, of which writing {largest.write_seconds:.2f} s; "
+          f"{load_average()})", flush=True)
     try:
         started = time.perf_counter()
         touched = rollups.refresh_after_load(url, drop_ids, trigger="bench/scale one month's drop")
@@ -160,11 +171,16 @@ def cmd_ingest(args) -> dict:
     finally:
         run_sql(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
         run_sql(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
-        rollups.refresh_rollups(url, trigger="bench/scale restore",
-                                months=[date.fromisoformat(DROP_MONTH + "-01")])
-    return {"drop_rows_read": read, "drop_rows_loaded": loaded, "drop_files": len(files), "drop_wall_s": round(elapsed, 2),
-            "ingest_rows_per_s": round(read / elapsed), "touched_refresh_s": round(refresh_s, 1),
-            "touched_views": len(touched), "touched_per_rollup_s": per_rollup(touched)}
+        if fresh:
+            run_sql(url, f"DROP TABLE {partition}")
+        rollups.refresh_rollups(url, trigger="bench/scale restore", months=[date.fromisoformat(month + "-01")])
+    key = "" if month == DROP_MONTH else f"_{month}"
+    return {f"drop_rows_read{key}": read, f"drop_rows_loaded{key}": loaded, f"drop_files{key}": len(files),
+            f"drop_wall_s{key}": round(elapsed, 2), f"ingest_rows_per_s{key}": round(read / elapsed),
+            f"drop_fresh_partition{key}": fresh, f"drop_largest_seconds{key}": round(largest.seconds, 2),
+            f"drop_largest_write_seconds{key}": round(largest.write_seconds, 2),
+            f"touched_refresh_s{key}": round(refresh_s, 1), f"touched_views{key}": len(touched),
+            f"touched_per_rollup_s{key}": per_rollup(touched)}
 
 
 def cmd_refresh(args) -> dict:
@@ -560,7 +576,8 @@ def run_section(name: str, args, argv: list[str]) -> None:
     print(f"\n== bench/scale {name} at {args.rows:,} incidents ({load_average()})", flush=True)
     figures = COMMANDS[name](args)
     if name in SAVED and figures:
-        save(args.rows, name, figures, argv)
+        fresh_month = name == "ingest" and args.drop_month != DROP_MONTH
+        save(args.rows, "ingest_fresh_month" if fresh_month else name, figures, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -570,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="incidents generated (default 1,000,000)")
     parser.add_argument("--fresh", action="store_true", help="generate: drop and rebuild the database")
     parser.add_argument("--drop-rows", type=int, default=300_000, help="ingest: rows in the month's drop")
+    parser.add_argument("--drop-month", default=DROP_MONTH, choices=[DROP_MONTH, FRESH_MONTH],
+                        help=f"ingest: the drop's month: {DROP_MONTH} (through 2024's indexes, default) or "
+                             f"{FRESH_MONTH} (a new month partition, as a portal's new months)")
     parser.add_argument("--repeats", type=int, default=5, help="panels/http: cold runs per filter change")
     parser.add_argument("--workers", type=int, default=None,
                         help="http/load: gunicorn workers (default: http 2, load 2 x cores + 1)")
