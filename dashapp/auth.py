@@ -17,6 +17,7 @@ Flask; the Dash app behind them is guarded in ``dashapp.create_app``.
 """
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
 import time
@@ -30,7 +31,7 @@ from flask import (Blueprint, current_app, redirect, render_template_string, req
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from markupsafe import Markup
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from dashapp import guard
 from safestats import login_security
@@ -140,13 +141,14 @@ def authenticate(engine: Engine, email: str, password: str) -> User | None:
     return _user(row)
 
 
-def load_user_by_id(engine: Engine, user_id) -> User | None:
-    """The active user with this id (in an active organisation), or None, which logs the session out."""
+def load_user_by_id(engine: Engine | Connection, user_id) -> User | None:
+    """The active user with this id (in an active organisation), or None, which logs the session out. Given a
+    connection, reads in its transaction."""
     try:
         user_id_int = int(user_id)
     except (TypeError, ValueError):
         return None
-    with engine.connect() as conn:
+    with (engine.connect() if isinstance(engine, Engine) else contextlib.nullcontext(engine)) as conn:
         row = conn.execute(text(f"{_USER_SELECT} WHERE u.id = :id AND u.active AND o.active"),
                            {"id": user_id_int}).one_or_none()
     return _user(row) if row else None
@@ -160,9 +162,12 @@ def _engine() -> Engine:
 def _load_user(session_token: str) -> User | None:
     """The user of the live session this cookie's token names; None (logged out) for anything else."""
     config = current_app.config
-    user_id = login_security.live_session_user_id(_engine(), session_token, config["SAFESTATS_SESSION_IDLE_MINUTES"],
-                                                  config["SAFESTATS_SESSION_MAX_HOURS"])
-    user = load_user_by_id(_engine(), user_id) if user_id is not None else None
+    # One checkout and one transaction for both reads: every Dash callback is a request that comes here, and
+    # under load each extra checkout (its pre-ping) and commit is a round trip queued behind the others.
+    with _engine().begin() as conn:
+        user_id = login_security.live_session_user_id(conn, session_token, config["SAFESTATS_SESSION_IDLE_MINUTES"],
+                                                      config["SAFESTATS_SESSION_MAX_HOURS"])
+        user = load_user_by_id(conn, user_id) if user_id is not None else None
     return replace(user, session_token=session_token) if user else None
 
 

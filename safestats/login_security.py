@@ -17,6 +17,7 @@ workers or hosts serve the portal:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -45,13 +46,16 @@ def start_session(engine: Engine, user_id: int) -> str:
     return token
 
 
-def live_session_user_id(engine: Engine, token: str, idle_minutes: float, max_hours: float) -> int | None:
+def live_session_user_id(engine: Engine | Connection, token: str, idle_minutes: float,
+                         max_hours: float) -> int | None:
     """The user id of the live session ``token`` names, or None (unknown, revoked, idle too long, too old).
 
-    Marks the session seen; a session found idle or too old is revoked on the spot, with the reason."""
+    Marks the session seen; a session found idle or too old is revoked on the spot, with the reason. Given a
+    connection, works in its transaction (the caller commits), so a request's session and user are read in
+    one checkout of the pool."""
     if not token or not isinstance(token, str):
         return None
-    with engine.begin() as conn:
+    with (engine.begin() if isinstance(engine, Engine) else contextlib.nullcontext(engine)) as conn:
         # No row lock: a Dash page fires several requests at once, and two of them both marking the session
         # seen, or both revoking an idle one, is harmless.
         row = conn.execute(text("""
