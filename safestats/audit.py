@@ -18,6 +18,8 @@ from typing import Iterator
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from safestats import db_scope
+
 GENESIS_HASH = bytes(32)  # the "previous hash" of the first row
 FIELDS = ("seq", "at", "user_id", "email", "organisation", "tier", "kind", "target", "filter_state",
           "rows_returned", "exported", "allowed", "outcome")
@@ -46,7 +48,8 @@ def record(engine: Engine, *, user_id: int | None, email: str | None, organisati
               "target": target[:200], "filter_state": filter_state[:MAX_FILTER_STATE] if filter_state else None,
               "rows_returned": rows_returned, "exported": bool(exported), "allowed": bool(allowed),
               "outcome": outcome}
-    with engine.connect() as conn:
+    # audit_log has no row-level security: the user's scope settings would be a round trip for nothing.
+    with db_scope.outside_scope(), engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             conn.execute(_INSERT, params)

@@ -91,6 +91,34 @@ def test_a_panel_call_is_audited_with_user_tier_state_and_rows(app, clean_data):
     assert query(clean_data, "SELECT organisation FROM audit_log WHERE seq > %s", (before,)) == [("E09000007",)]
 
 
+def test_a_cached_panel_call_reads_its_user_in_one_transaction_and_audits_in_one_statement(app, clean_data):
+    """Every Dash callback is a request: under load each round trip queues for the CPU behind the others. A
+    panel answered from the cache reads the session and its user in one transaction and writes its audit row
+    in one more statement, with no scope settings (audit_log has no row-level security) and no ping."""
+    from sqlalchemy import event
+
+    from tests.test_queries import seed_incidents
+    from dashapp import ids
+
+    seed_incidents(clean_data)
+    client = app.test_client()
+    _login(client, VIEWER_EMAIL)
+    inputs = {f"{ids.DATA_STATE}.data": {"qs": "from=2024-01-01&to=2024-12-31", "error": None}}
+    assert _callback(app, client, ids.CATEGORIES, inputs, f"{ids.DATA_STATE}.data").status_code == 200
+    engine = app.extensions["safestats_engine"]
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split())[:60])
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert _callback(app, client, ids.CATEGORIES, inputs, f"{ids.DATA_STATE}.data").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [s.split()[0] for s in statements] == ["SELECT", "SELECT", "BEGIN;"], statements
+    assert not any("safestats_set_scope" in s for s in statements), statements
+
+
 def test_admin_pages_are_refused_to_other_tiers_and_the_refusal_is_audited(app, areas_loaded):
     client = app.test_client()
     _login(client, VIEWER_EMAIL)
