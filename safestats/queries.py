@@ -61,6 +61,50 @@ _cache_lock = threading.Lock()
 _CACHE_SIZE = 1024
 _data_version: dict[str, tuple[float, int]] = {}
 _DATA_VERSION_TTL_S = 1.0
+SINGLE_FLIGHT_WAIT_S = 120.0  # a thread waits this long for another's computation of the same key, then does its own
+
+
+class _Flight:
+    def __init__(self):
+        self.done = threading.Event()
+        self.value: Any = None
+        self.failed = False
+
+
+class _SingleFlight:
+    """One computation per key at a time in this process: a thread asking for a key that another thread is
+    computing waits for that result instead of computing it again. A filter change's panel callbacks arrive
+    at once (a drawn polygon's first read is a second of every core, and six of them at once took seven), and
+    analysts of a team ask for the same cold view together."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._flights: dict[tuple, _Flight] = {}
+
+    def run(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            flight = self._flights.get(key)
+            leading = flight is None
+            if leading:
+                flight = self._flights[key] = _Flight()
+        if not leading:
+            # (Its failure is not ours to report: the caller computes, and meets any error itself.)
+            if flight.done.wait(SINGLE_FLIGHT_WAIT_S) and not flight.failed:
+                return flight.value
+            return compute()
+        try:
+            flight.value = compute()
+            return flight.value
+        except BaseException:
+            flight.failed = True
+            raise
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+
+_single_flight = _SingleFlight()
 
 
 def clear_caches(keep_reference: bool = False, keep_grid_months: bool | None = None) -> None:
@@ -115,12 +159,15 @@ def _cached(engine: Engine, name: str, key: tuple, compute: Callable[[], Any], v
         if full_key in _cache:
             _cache.move_to_end(full_key)
             return _cache[full_key]
-    value = compute()
-    with _cache_lock:
-        _cache[full_key] = value
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return value
+
+    def compute_and_keep():
+        value = compute()
+        with _cache_lock:
+            _cache[full_key] = value
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        return value
+    return _single_flight.run(full_key, compute_and_keep)
 
 
 _capture = threading.local()
@@ -1642,6 +1689,11 @@ def _polygon_months(engine: Engine, ring: tuple) -> dict[date, _GridMonth]:
         if key in _polygon_months_held:
             _polygon_months_held.move_to_end(key)
             return _polygon_months_held[key]
+    # The panels of a newly drawn polygon all ask at once: one of them reads, the others wait for it.
+    return _single_flight.run(("polygon months",) + key, lambda: _read_polygon_months(engine, ring, key))
+
+
+def _read_polygon_months(engine: Engine, ring: tuple, key: tuple) -> dict[date, _GridMonth]:
     cells = _area_cells(engine)
     local = "occurred_at AT TIME ZONE 'Europe/London'"
     sql = f"""

@@ -361,3 +361,50 @@ def test_health_data_reaches_only_istv_analysts_and_admins_and_the_cache_never_l
     only_las = FilterState(suppliers=("las",), date_from=date(2024, 1, 1), date_to=date(2024, 1, 31))
     assert queries.headline(engine, only_las, user("viewer")).total == 0
     assert queries.headline(engine, only_las, user("admin")).total == 3
+
+
+def test_single_flight_computes_a_key_once_for_threads_asking_together():
+    """queries._SingleFlight: threads asking for a key another thread is computing get that thread's result;
+    after a failure each waiting thread computes for itself (and meets the error itself)."""
+    import threading
+    import time
+
+    flight = queries._SingleFlight()
+    calls, results, start = [], [], threading.Barrier(4)
+
+    def compute():
+        calls.append(1)
+        time.sleep(0.2)
+        return object()
+
+    def ask():
+        start.wait()
+        results.append(flight.run(("k",), compute))
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len({id(r) for r in results}) == 1 and len(results) == 4
+    assert flight.run(("k",), lambda: "again") == "again", "nothing is kept once the computation is done"
+
+    failures, start = [], threading.Barrier(3)
+
+    def failing():
+        calls.append(1)
+        time.sleep(0.2)
+        raise RuntimeError("the database went away")
+
+    def ask_failing():
+        start.wait()
+        try:
+            flight.run(("bad",), failing)
+        except RuntimeError as error:
+            failures.append(error)
+    calls.clear()
+    threads = [threading.Thread(target=ask_failing) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(failures) == 3 and len(calls) == 3
