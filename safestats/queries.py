@@ -69,6 +69,7 @@ class _Flight:
         self.done = threading.Event()
         self.value: Any = None
         self.failed = False
+        self.leader = threading.get_ident()
 
 
 class _SingleFlight:
@@ -88,6 +89,8 @@ class _SingleFlight:
             if leading:
                 flight = self._flights[key] = _Flight()
         if not leading:
+            if flight.leader == threading.get_ident():
+                return compute()    # (asked again inside its own computation: never wait for oneself)
             # (Its failure is not ours to report: the caller computes, and meets any error itself.)
             if flight.done.wait(SINGLE_FLIGHT_WAIT_S) and not flight.failed:
                 return flight.value

@@ -408,3 +408,5 @@ def test_single_flight_computes_a_key_once_for_threads_asking_together():
     for t in threads:
         t.join()
     assert len(failures) == 3 and len(calls) == 3
+    # A computation that asks for its own key again (in its own thread) computes it instead of waiting for itself.
+    assert flight.run(("outer",), lambda: flight.run(("outer",), lambda: "inner")) == "inner"
