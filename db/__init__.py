@@ -49,7 +49,9 @@ def libpq_dsn(url: str) -> str:
 # round trip, and under load every round trip queues for the CPU behind the others: SQLAlchemy's pool_pre_ping
 # (a ping at every checkout) was a third of a Dash callback's time with 50 analysts at 30M (bench/README.md).
 # A connection used seconds ago is alive unless the server went away in those seconds; an idle one (a server
-# restarted overnight, a connection dropped by the network) is pinged, and replaced when the ping fails.
+# restarted overnight, a connection dropped by the network) is pinged, and replaced when the ping fails. The
+# price: when the server goes away with connections used in the last seconds, the first statement on one of
+# them fails (one request per pool), and SQLAlchemy then replaces every connection of that pool.
 PING_AFTER_IDLE_S = 10.0
 
 
@@ -75,15 +77,28 @@ def _ping_connections_after_idle(engine: Engine) -> Engine:
     return engine
 
 
+_engines_made: list[Engine] = []  # every engine get_engine made, so a dropped database's pools can be emptied
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     from safestats import db_scope
     from safestats.config import get_settings
 
     settings = get_settings()
-    return db_scope.install(_ping_connections_after_idle(create_engine(
+    engine = db_scope.install(_ping_connections_after_idle(create_engine(
         sqlalchemy_url(url or database_url()), future=True, pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow)))
+    _engines_made.append(engine)
+    return engine
+
+
+def forget_connections(database: str) -> None:
+    """Close the pooled connections every engine of this process holds to ``database`` (about to be dropped,
+    or just dropped): they are dead, and one used moments ago would be handed out without a ping."""
+    for engine in _engines_made:
+        if engine.url.database == database:
+            engine.dispose()
 
 
 def get_web_engine(owner_url: str | None = None) -> Engine:
@@ -107,6 +122,7 @@ def drop_database(url: str) -> None:
     """Drop the database ``url`` names, connected to the same server's ``postgres`` database (tests' and
     benchmarks' throw-away databases)."""
     parsed = make_url(sqlalchemy_url(url))
+    forget_connections(parsed.database)
     conn = psycopg2.connect(libpq_dsn(parsed.set(database="postgres").render_as_string(hide_password=False)))
     conn.autocommit = True
     try:

@@ -255,6 +255,9 @@ class EmbeddedPostgres:
         try:
             with admin.cursor() as cur:
                 if drop_existing:
+                    from db import forget_connections
+
+                    forget_connections(name)
                     cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cur.fetchone() is None:
