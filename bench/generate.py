@@ -184,6 +184,11 @@ def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int =
         cur.execute("SELECT pg_get_serial_sequence('incidents', 'id')")
         (id_sequence,) = cur.fetchone()
         new_years = _new_year_tables(cur, sorted({m.year for m in months}))
+        for month in months:
+            if month.year not in new_years:  # (a year a loader made is partitioned by month: its months too)
+                cur.execute("SELECT safestats_ensure_incident_partitions(%(t)s::timestamp AT TIME ZONE 'Europe/London', "
+                            "(%(t)s::timestamp + interval '1 month' - interval '1 second') AT TIME ZONE 'Europe/London')",
+                            {"t": month})
     if new_years:
         log(f"  years {', '.join(map(str, new_years))}: written index-free, indexed and attached afterwards")
     share_total = sum(SUPPLIER_SHARES[s] for s in suppliers)

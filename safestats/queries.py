@@ -36,7 +36,8 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any, Callable
 
 import numpy as np
@@ -1792,6 +1793,18 @@ def _within_data_span(engine: Engine, state: FilterState, period: Period) -> Per
     return Period(start, end) if start <= end else None
 
 
+def _within_possible_data(engine: Engine, state: FilterState, period: Period) -> Period | None:
+    """The part of ``period`` from the first month of data to the end of the later of the last month of data
+    and this month: the months that hold incidents or may yet (a layer's months of a period that reaches past
+    the data count zeros there), without the centuries a forged range could add (None: nothing loaded)."""
+    span = data_span(engine)
+    if span is None:
+        return None
+    today = datetime.now(ZoneInfo("Europe/London")).date()
+    start, end = max(period.start, span[0]), min(period.end, max(span[1], _month_end(today)))
+    return Period(start, end) if start <= end else None
+
+
 def _months_with_data(engine: Engine, state: FilterState, period: Period) -> list[date]:
     """The months of ``period`` within the data span."""
     within = _within_data_span(engine, state, period)
@@ -1830,7 +1843,7 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
 
     def compute():
         cells = len(study_area_cells(engine, cell_m)[0])
-        within = period and _within_data_span(engine, state, period)
+        within = period and _within_possible_data(engine, state, period)
         if within is None:
             return [], np.zeros((0, cells))
         months = _months_of(within)
@@ -2111,7 +2124,7 @@ def emerging_hotspot_layer(engine: Engine, state: FilterState, step_months: int 
     def compute():
         band = hotspots.default_band_m(cell_m)
         xs, ys = (np.array(v, dtype=int) for v in study_area_cells(engine, cell_m))
-        within = period and _within_data_span(engine, state, period)  # (steps beyond the data hold nothing)
+        within = period and _within_possible_data(engine, state, period)  # (not a forged range's centuries)
         steps = time_steps(within, step_months) if within else []
         if len(steps) < 2:
             return HotspotLayer("emerging", cell_m, band, False, confidence, len(xs), 0, dict(_EMPTY_FEATURES),
