@@ -186,8 +186,9 @@ def generate_incidents(url: str, rows: int, first_year: int = 2021, years: int =
         new_years = _new_year_tables(cur, sorted({m.year for m in months}))
         for month in months:
             if month.year not in new_years:  # (a year a loader made is partitioned by month: its months too)
-                cur.execute("SELECT safestats_ensure_incident_partitions(%(t)s::timestamp AT TIME ZONE 'Europe/London', "
-                            "(%(t)s::timestamp + interval '1 month' - interval '1 second') AT TIME ZONE 'Europe/London')",
+                cur.execute("""SELECT safestats_ensure_incident_partitions(
+                                   %(t)s::timestamp AT TIME ZONE 'Europe/London',
+                                   (%(t)s::timestamp + interval '1 month - 1 second') AT TIME ZONE 'Europe/London')""",
                             {"t": month})
     if new_years:
         log(f"  years {', '.join(map(str, new_years))}: written index-free, indexed and attached afterwards")

@@ -18,7 +18,8 @@ def pool_of_one(db_url, monkeypatch):
     engine = db._ping_connections_after_idle(create_engine(db.sqlalchemy_url(db_url), pool_size=1, max_overflow=0))
     pings = []
     real_ping = engine.dialect.do_ping
-    monkeypatch.setattr(engine.dialect, "do_ping", lambda dbapi_connection: pings.append(1) or real_ping(dbapi_connection))
+    monkeypatch.setattr(engine.dialect, "do_ping",
+                        lambda dbapi_connection: pings.append(1) or real_ping(dbapi_connection))
     yield engine, pings
     engine.dispose()
 
