@@ -63,3 +63,19 @@ def test_class_breaks_quantile_and_jenks():
     assert nice_round(1234) == 1200 and nice_round(0.04567) == 0.046
     with pytest.raises(ValueError):
         class_breaks(values, 5, "equal")
+
+
+def test_the_same_values_are_classified_once():
+    """Every analyst viewing the same map asks for its legend: the breaks of the same values (in any order)
+    are computed once, and each caller gets its own list."""
+    from safestats import classify
+
+    values = list(np.random.default_rng(3).gamma(2.0, 30.0, 4835))
+    first = class_breaks(values, 5, "jenks")
+    before = classify._breaks_of_sorted.cache_info()
+    again = class_breaks(list(reversed(values)), 5, "jenks")
+    after = classify._breaks_of_sorted.cache_info()
+    assert again == first and again is not first
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+    again.append(0)     # a caller's list is its own
+    assert class_breaks(values, 5, "jenks") == first
