@@ -515,6 +515,10 @@ def cmd_report(args) -> dict:
         lambda i: f"{i['drop_rows_read']:,} rows in {i['drop_wall_s']:.1f} s = {i['ingest_rows_per_s']:,} rows/s")
     row("views that drop touches, refreshed", "ingest",
         lambda i: f"{i['touched_refresh_s']:.0f} s ({i['touched_views']} view-months)")
+    fresh = f"_{FRESH_MONTH}"
+    row(f"the same drop opening its month partition ({FRESH_MONTH}, --drop-month)", "ingest_fresh_month",
+        lambda i: f"{i['drop_rows_read' + fresh]:,} rows in {i['drop_wall_s' + fresh]:.1f} s = "
+                  f"{i['ingest_rows_per_s' + fresh]:,} rows/s")
     row("full refresh of every view", "refresh", lambda f: f"{f['full_refresh_s']:.0f} s")
     row("filter change, all panels, in-process, cold: p50 / p95", "panels",
         lambda p: f"{p['p50_ms']:,.0f} / {p['p95_ms']:,.0f} ms")
