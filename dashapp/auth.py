@@ -162,9 +162,11 @@ def _engine() -> Engine:
 def _load_user(session_token: str) -> User | None:
     """The user of the live session this cookie's token names; None (logged out) for anything else."""
     config = current_app.config
-    # One checkout and one transaction for both reads: every Dash callback is a request that comes here, and
-    # under load each extra checkout (its pre-ping) and commit is a round trip queued behind the others.
-    with _engine().begin() as conn:
+    # One checkout, and each statement its own transaction (autocommit): every Dash callback is a request that
+    # comes here, and under load each round trip (a BEGIN and a COMMIT are one each) queues behind the others.
+    # The two reads need no common snapshot, and each write the session check may make is one statement.
+    with _engine().connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
         user_id = login_security.live_session_user_id(conn, session_token, config["SAFESTATS_SESSION_IDLE_MINUTES"],
                                                       config["SAFESTATS_SESSION_MAX_HOURS"])
         user = load_user_by_id(conn, user_id) if user_id is not None else None

@@ -51,8 +51,8 @@ def live_session_user_id(engine: Engine | Connection, token: str, idle_minutes: 
     """The user id of the live session ``token`` names, or None (unknown, revoked, idle too long, too old).
 
     Marks the session seen; a session found idle or too old is revoked on the spot, with the reason. Given a
-    connection, works in its transaction (the caller commits), so a request's session and user are read in
-    one checkout of the pool."""
+    connection, runs on it (in its transaction, or statement by statement in autocommit), so a request's
+    session and user are read in one checkout of the pool."""
     if not token or not isinstance(token, str):
         return None
     with (engine.begin() if isinstance(engine, Engine) else contextlib.nullcontext(engine)) as conn:
