@@ -515,6 +515,29 @@ def test_a_served_worker_reads_a_periods_lsoa_months_after_its_first_lsoa_map(ge
     assert queries.area_values(engine, state, "lsoa", user=ANALYST).current == first.current
 
 
+def test_a_period_a_few_months_short_of_those_held_reads_just_those(generated, monkeypatch):
+    """A worker holding a period's LSOA months answers a slightly longer period from memory too, reading only
+    the few months it lacks (READ_NOW_MONTHS) instead of leaving the whole period to SQL; a period mostly
+    not held is still left to SQL."""
+    engine = get_engine(generated)
+    queries.clear_caches()
+    held_period = queries.Period(date(2022, 3, 1), date(2022, 8, 31))
+    longer = queries.Period(date(2022, 1, 1), date(2022, 8, 31))
+    reads, real_read = [], queries._read_grid_months
+    monkeypatch.setattr(queries, "_read_grid_months", lambda *args: reads.append(args[-1]) or real_read(*args))
+    with db_scope.acting_as(ANALYST):
+        assert queries._lsoa_counts_in_memory(engine, FilterState(), [held_period], read_missing=True) is not None
+        reads.clear()
+        topped_up = queries._lsoa_counts_in_memory(engine, FilterState(), [longer], read_missing=False)
+        assert reads == [[date(2022, 1, 1), date(2022, 2, 1)]], "only the two months not held were read"
+        much_longer = queries.Period(date(2022, 1, 1), date(2023, 6, 30))   # ten months more: left to SQL
+        assert queries._lsoa_counts_in_memory(engine, FilterState(), [much_longer], read_missing=False) is None
+        queries.clear_caches()
+        from_scratch = queries._lsoa_counts_in_memory(engine, FilterState(), [longer], read_missing=True)
+    assert topped_up is not None and (topped_up[0] == from_scratch[0]).all() and topped_up[0].sum() > 0
+    queries.clear_caches()
+
+
 def test_theme_mask_is_one_function_used_by_every_rollup(generated):
     assert query(generated, "SELECT safestats_theme_mask(true, NULL, true, false, true)") == [(21,)]
     templates = _values(generated, "SELECT select_sql FROM rollup_tables WHERE 'incidents' = ANY(reads)")
