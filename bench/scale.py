@@ -47,6 +47,7 @@ from types import SimpleNamespace
 
 from bench.common import (bench_database, children_of, dashboard_callback_bodies, drop_bench_database,
                           load_average, login_form_token, percentile, rss_kib, run_sql)
+from safestats.serving import DEFAULT_THREADS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "scale-results"  # kept in git: the plot and bench/README.md are made from them
@@ -596,8 +597,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"{FRESH_MONTH} (a new month partition, as a portal's new months)")
     parser.add_argument("--repeats", type=int, default=5, help="panels/http: cold runs per filter change")
     parser.add_argument("--workers", type=int, default=None,
-                        help="http/load: gunicorn workers (default: http 2, load 2 x cores + 1)")
-    parser.add_argument("--threads", type=int, default=8, help="http/load: threads per worker (as safestats serve)")
+                        help="http/load: gunicorn workers (default: http 2, load as safestats serve: one per core)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="http/load: threads per worker (default as safestats serve)")
     parser.add_argument("--users", default="10,50,100", help="load: concurrent analysts, comma-separated")
     parser.add_argument("--duration", type=float, default=60, help="load: seconds per number of analysts")
     parser.add_argument("--think", default="1,3", help="load: think time between changes, seconds MIN,MAX")

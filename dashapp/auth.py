@@ -143,7 +143,7 @@ def authenticate(engine: Engine, email: str, password: str) -> User | None:
 
 def load_user_by_id(engine: Engine | Connection, user_id) -> User | None:
     """The active user with this id (in an active organisation), or None, which logs the session out. Given a
-    connection, reads in its transaction."""
+    connection, reads on it."""
     try:
         user_id_int = int(user_id)
     except (TypeError, ValueError):

@@ -9,6 +9,7 @@ the user the code acts as (``safestats.db_scope``), so row-level security sees w
 from __future__ import annotations
 
 import time
+import weakref
 from functools import lru_cache
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def _ping_connections_after_idle(engine: Engine) -> Engine:
     return engine
 
 
-_engines_made: list[Engine] = []  # every engine get_engine made, so a dropped database's pools can be emptied
+# Every engine get_engine made and still in use, so a dropped database's pools can be emptied (weak: an engine
+# dropped from get_engine's cache goes when nothing else holds it).
+_engines_made: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 
 @lru_cache(maxsize=8)
@@ -89,14 +92,14 @@ def get_engine(url: str | None = None) -> Engine:
     engine = db_scope.install(_ping_connections_after_idle(create_engine(
         sqlalchemy_url(url or database_url()), future=True, pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow)))
-    _engines_made.append(engine)
+    _engines_made.add(engine)
     return engine
 
 
 def forget_connections(database: str) -> None:
     """Close the pooled connections every engine of this process holds to ``database`` (about to be dropped,
     or just dropped): they are dead, and one used moments ago would be handed out without a ping."""
-    for engine in _engines_made:
+    for engine in list(_engines_made):
         if engine.url.database == database:
             engine.dispose()
 

@@ -1404,6 +1404,12 @@ _COPY_HEADER = 19  # PGCOPY signature, flags, header extension length
 _PG_EPOCH = date(2000, 1, 1).toordinal()
 
 
+def _day_hour_cell_sql(borough: str, day: str, hour: str, isodow: str) -> str:
+    """The day x hour months' cell from SQL expressions for the borough's index, the day of the month, the
+    hour (NULL: no time of day, 24) and the ISO weekday (NULL: none, 0): ``_counts_in_memory`` decodes it."""
+    return f"((({borough} * 31 + {day} - 1) * 25 + coalesce({hour}, 24)) * 8 + coalesce({isodow}, 0))::int4"
+
+
 def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months: list[date]
                       ) -> dict[date, _GridMonth]:
     """``months`` of ``family`` through its visible view (as the current user), summed to ``cell_m`` cells
@@ -1429,8 +1435,7 @@ def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months
             month = "date_trunc('month', day)::date"
             params["first_day"], params["end_day"] = min(months), _add_months(max(months), 1)
             where = f"day >= %(first_day)s AND day < %(end_day)s AND {month} = ANY(%(months)s)"
-            cell = (f"((({borough} * 31 + extract(day FROM day)::int4 - 1) * 25 + coalesce(hour, 24)) * 8 "
-                    f"+ coalesce(isodow, 0))::int4")
+            cell = _day_hour_cell_sql(borough, "extract(day FROM day)::int4", "hour", "isodow")
         sql = (f"SELECT {month}, {supplier}, category_id, theme_mask, {cell}, 0::int4, incidents "
                f"FROM {visible_view(family)} {joins} WHERE {where}")
     else:
@@ -1713,19 +1718,19 @@ def _polygon_months(engine: Engine, ring: tuple) -> dict[date, _GridMonth]:
 def _read_polygon_months(engine: Engine, ring: tuple, key: tuple) -> dict[date, _GridMonth]:
     cells = _area_cells(engine)
     local = "occurred_at AT TIME ZONE 'Europe/London'"
+    cell = _day_hour_cell_sql(f"coalesce(b.k - 1, {len(cells.boroughs)})", f"extract(day FROM {local})::int4",
+                              f"CASE WHEN time_precision = 'minute' THEN extract(hour FROM {local})::int4 END",
+                              f"CASE WHEN time_precision <> 'month' THEN extract(isodow FROM {local})::int4 END")
+    polygon = _POLYGON_BNG.replace(":polygon_wkt", "%(polygon_wkt)s")
     sql = f"""
         SELECT date_trunc('month', {local})::date,
                array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id,
                safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy,
                                     theme_arson),
-               (((coalesce(b.k - 1, {len(cells.boroughs)}) * 31 + extract(day FROM {local})::int4 - 1) * 25
-                 + coalesce(CASE WHEN time_precision = 'minute' THEN extract(hour FROM {local})::int4 END, 24)) * 8
-                 + coalesce(CASE WHEN time_precision <> 'month' THEN extract(isodow FROM {local})::int4 END, 0))::int4,
-               0::int4, count(*)::int4
+               {cell}, 0::int4, count(*)::int4
         FROM incidents
         LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = borough_code
-        WHERE geom && {_POLYGON_BNG.replace(':polygon_wkt', '%(polygon_wkt)s')}
-          AND ST_Intersects(geom, {_POLYGON_BNG.replace(':polygon_wkt', '%(polygon_wkt)s')})
+        WHERE geom && {polygon} AND ST_Intersects(geom, {polygon})
         GROUP BY 1, 2, 3, 4, 5"""
     params = {"codes": sorted(supplier_levels(engine)), "boroughs": list(cells.boroughs),
               "polygon_wkt": _polygon_wkt(ring)}
@@ -1796,25 +1801,20 @@ def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: P
     return out if per_month else out.sum(axis=0)
 
 
-def _within_data_span(engine: Engine, state: FilterState, period: Period) -> Period | None:
+def _within_data_span(engine: Engine, state: FilterState, period: Period,
+                      through_this_month: bool = False) -> Period | None:
     """The part of ``period`` inside the data span (None: none of it). Days outside count nothing, and a
-    forged range of centuries would otherwise be thousands of months to hold and loop over."""
-    span = data_span(engine, state)
+    forged range of centuries would otherwise be thousands of months to hold and loop over. With
+    ``through_this_month``, the span runs to the later of its last month and this month, and ignores a pin:
+    the months that hold incidents or may yet (a layer's months of a period reaching past the data count
+    zeros there)."""
+    span = data_span(engine, None if through_this_month else state)
     if span is None:
         return None
-    start, end = max(period.start, span[0]), min(period.end, span[1])
-    return Period(start, end) if start <= end else None
-
-
-def _within_possible_data(engine: Engine, state: FilterState, period: Period) -> Period | None:
-    """The part of ``period`` from the first month of data to the end of the later of the last month of data
-    and this month: the months that hold incidents or may yet (a layer's months of a period that reaches past
-    the data count zeros there), without the centuries a forged range could add (None: nothing loaded)."""
-    span = data_span(engine)
-    if span is None:
-        return None
-    today = datetime.now(ZoneInfo("Europe/London")).date()
-    start, end = max(period.start, span[0]), min(period.end, max(span[1], _month_end(today)))
+    last = span[1]
+    if through_this_month:
+        last = max(last, _month_end(datetime.now(ZoneInfo("Europe/London")).date()))
+    start, end = max(period.start, span[0]), min(period.end, last)
     return Period(start, end) if start <= end else None
 
 
@@ -1856,7 +1856,7 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
 
     def compute():
         cells = len(study_area_cells(engine, cell_m)[0])
-        within = period and _within_possible_data(engine, state, period)
+        within = period and _within_data_span(engine, state, period, through_this_month=True)
         if within is None:
             return [], np.zeros((0, cells))
         months = _months_of(within)
@@ -2137,7 +2137,7 @@ def emerging_hotspot_layer(engine: Engine, state: FilterState, step_months: int 
     def compute():
         band = hotspots.default_band_m(cell_m)
         xs, ys = (np.array(v, dtype=int) for v in study_area_cells(engine, cell_m))
-        within = period and _within_possible_data(engine, state, period)  # (not a forged range's centuries)
+        within = period and _within_data_span(engine, state, period, through_this_month=True)
         steps = time_steps(within, step_months) if within else []
         if len(steps) < 2:
             return HotspotLayer("emerging", cell_m, band, False, confidence, len(xs), 0, dict(_EMPTY_FEATURES),
