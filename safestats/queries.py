@@ -1668,20 +1668,19 @@ PANELS_FROM_MEMORY = True  # tests turn it off to compare with the SQL
 _READ_AT_ONCE = frozenset({"borough"})
 
 
-def _panel_months(engine: Engine, state: FilterState, source: str, months: list[date]
+def _panel_months(engine: Engine, state: FilterState, source: str, months: list[date], day_hour: bool = True
                   ) -> tuple[str, dict[date, _GridMonth]] | None:
     """(family, its ``months`` in memory) for a panel whose plan reads ``source``; None when only SQL
     answers: another source, a pinned view, no user, or months not held (read on a thread if served, unless
     they are more than two years of a large family: the time series of an area reads its few rows by SQL,
-    where a worker would read millions of rollup rows to hold them)."""
+    where a worker would read millions of rollup rows to hold them). A drawn polygon's months are by day x
+    hour only when the panel needs them so (``day_hour``, ``_needs_day_hour``)."""
     family = _MEMORY_FAMILY_OF.get(source)
     policy = db_scope.current_policy()
     if not PANELS_FROM_MEMORY or state.as_at is not None or db_scope.current_scope() is None or policy is None:
         return None
     if source == "incidents" and _polygon_only(state):
-        by_month = _polygon_months(engine, state.polygon)
-        empty = _GridMonth(*(np.zeros(0, dtype=t) for t in (np.int16, np.int16, np.int16, np.int32, np.int32)))
-        return "day_hour", {m: by_month.get(m, empty) for m in months}
+        return ("day_hour" if day_hour else "borough"), _polygon_months(engine, state.polygon, months, day_hour)
     if family is None or (family == "lsoa" and not policy.may_break_down_to("lsoa")):
         return None
     held = _grid_months_in_memory(engine, family, months, read_missing=family in _READ_AT_ONCE,
@@ -1689,12 +1688,29 @@ def _panel_months(engine: Engine, state: FilterState, source: str, months: list[
     return None if held is None else (family, held)
 
 
-# A drawn polygon's points, counted once by month x day x hour x weekday x borough (the day x hour months'
-# layout) for all its months: every panel of that polygon, and every later filter change that keeps it
-# (categories, dates, hours, a borough), then answers from them. A few polygons per worker (each is up to
-# a few hundred thousand rows at 30 million incidents); keyed by the data version and scope as the panels.
+# A drawn polygon's incidents in this worker's memory (a few polygons; keyed by the data version and scope as
+# the panels), in two forms, each read when a panel first needs it, and kept for later filter changes that
+# keep the polygon (categories, dates, hours, a borough):
+# * by month x borough (the borough months' layout), every month: the whole-month panels (headline, time
+#   series, categories, top areas, a borough map). The 250 m cells of the grid rollup wholly inside the
+#   polygon give most of it (a cell inside holds only points inside), read by an index-only scan of the
+#   rollup's covering cell index (db/sql/polygon_cells_v1.sql); only the cells on its edge count raw points.
+#   At 30M a central polygon of a million incidents took 1.2 s from raw points (bench/README.md).
+# * by day x hour x weekday x borough (the day x hour months' layout), only the months asked for: the hour
+#   x weekday grid, and every panel under a time of day, a weekday or a day-level range. Raw points.
 POLYGON_MONTHS_KEPT = 8
-_polygon_months_held: "OrderedDict[tuple, dict[date, _GridMonth]]" = OrderedDict()
+POLYGON_CELL_M = 250                # the grid rollup's cells (rollup_grid_month)
+POLYGON_CELLS_MAX = 200_000         # a polygon whose box holds more cells is counted from raw points only
+POLYGON_EDGE_BOXES_MAX = 400        # more edge boxes than this: one scan of the polygon finds the edge points
+
+
+@dataclass
+class _PolygonHeld:
+    by_month: dict[date, _GridMonth] | None = None              # every month ("borough" layout)
+    day_hour: dict[date, _GridMonth] = field(default_factory=dict)  # the months read so far ("day_hour")
+
+
+_polygon_months_held: "OrderedDict[tuple, _PolygonHeld]" = OrderedDict()
 
 
 def _polygon_only(state: FilterState) -> bool:
@@ -1704,44 +1720,178 @@ def _polygon_only(state: FilterState) -> bool:
             and (state.selected_area is None or state.selected_area[0] == "borough"))
 
 
-def _polygon_months(engine: Engine, ring: tuple) -> dict[date, _GridMonth]:
-    """The polygon's incidents the current user may see as records, as day x hour months (binary COPY)."""
+def _polygon_months(engine: Engine, ring: tuple, months: list[date], day_hour: bool) -> dict[date, _GridMonth]:
+    """``months`` of the polygon's incidents the current user may see as records: by day x hour (the
+    "day_hour" layout) when ``day_hour``, otherwise by month x borough (the "borough" layout)."""
     key = (_engine_key(engine), data_version(engine), db_scope.current_scope()[1:], tuple(ring))
     with _grid_months_lock:
-        if key in _polygon_months_held:
-            _polygon_months_held.move_to_end(key)
-            return _polygon_months_held[key]
-    # The panels of a newly drawn polygon all ask at once: one of them reads, the others wait for it.
-    return _single_flight.run(("polygon months",) + key, lambda: _read_polygon_months(engine, ring, key))
+        held = _polygon_months_held.get(key)
+        if held is None:
+            held = _polygon_months_held[key] = _PolygonHeld()
+            while len(_polygon_months_held) > POLYGON_MONTHS_KEPT:
+                _polygon_months_held.popitem(last=False)
+        _polygon_months_held.move_to_end(key)
+    # The panels of a newly drawn polygon all ask at once: one of them reads each form, the others wait.
+    if not day_hour:
+        if held.by_month is None:
+            held.by_month = _single_flight.run(("polygon months",) + key,
+                                               lambda: held.by_month or _read_polygon_by_month(engine, ring))
+        found = held.by_month
+    else:
+        missing = [m for m in months if m not in held.day_hour]
+        if missing:
+            read = _single_flight.run(("polygon day hour",) + key + tuple(missing),
+                                      lambda: _read_polygon_day_hour(engine, ring, missing))
+            with _grid_months_lock:
+                held.day_hour.update(read)
+        found = held.day_hour
+    empty = _GridMonth(*(np.zeros(0, dtype=t) for t in (np.int16, np.int16, np.int16, np.int32, np.int32)))
+    return {m: found.get(m, empty) for m in months}
 
 
-def _read_polygon_months(engine: Engine, ring: tuple, key: tuple) -> dict[date, _GridMonth]:
+_POLYGON_PARAM = _POLYGON_BNG.replace(":polygon_wkt", "%(polygon_wkt)s")
+_LONDON_MONTH = "date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date"
+_THEME_MASK_SQL = ("safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy, "
+                   "theme_arson)")
+
+
+def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> dict[date, _GridMonth]:
+    """The polygon's raw points of ``months`` by month x day x hour x weekday x borough, as the current user
+    may see them as records (grouped by the columns as stored, then coded per group, not per point)."""
     cells = _area_cells(engine)
+    runs: list[tuple[date, date]] = []  # [first month, the month after) of each run of consecutive months
+    for month in sorted(months):
+        if runs and runs[-1][1] == month:
+            runs[-1] = (runs[-1][0], _add_months(month, 1))
+        else:
+            runs.append((month, _add_months(month, 1)))
     local = "occurred_at AT TIME ZONE 'Europe/London'"
-    cell = _day_hour_cell_sql(f"coalesce(b.k - 1, {len(cells.boroughs)})", f"extract(day FROM {local})::int4",
-                              f"CASE WHEN time_precision = 'minute' THEN extract(hour FROM {local})::int4 END",
-                              f"CASE WHEN time_precision <> 'month' THEN extract(isodow FROM {local})::int4 END")
-    polygon = _POLYGON_BNG.replace(":polygon_wkt", "%(polygon_wkt)s")
+    cell = _day_hour_cell_sql(f"coalesce(b.k - 1, {len(cells.boroughs)})", "u.day", "u.hour", "u.isodow")
     sql = f"""
-        SELECT date_trunc('month', {local})::date,
-               array_position(CAST(%(codes)s AS text[]), supplier)::int2, category_id,
-               safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy,
-                                    theme_arson),
-               {cell}, 0::int4, count(*)::int4
-        FROM incidents
-        LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = borough_code
-        WHERE geom && {polygon} AND ST_Intersects(geom, {polygon})
-        GROUP BY 1, 2, 3, 4, 5"""
+        SELECT u.month, array_position(CAST(%(codes)s AS text[]), u.supplier)::int2, u.category_id, u.theme_mask,
+               {cell}, 0::int4, u.n
+        FROM (SELECT {_LONDON_MONTH} AS month, supplier, category_id, {_THEME_MASK_SQL} AS theme_mask,
+                     borough_code, extract(day FROM {local})::int4 AS day,
+                     CASE WHEN time_precision = 'minute' THEN extract(hour FROM {local})::int4 END AS hour,
+                     CASE WHEN time_precision <> 'month' THEN extract(isodow FROM {local})::int4 END AS isodow,
+                     count(*)::int4 AS n
+              FROM incidents
+              WHERE geom && {_POLYGON_PARAM} AND ST_Intersects(geom, {_POLYGON_PARAM}) AND ({" OR ".join(
+                  f"occurred_at >= (CAST(%(since{k})s AS date)::timestamp AT TIME ZONE 'Europe/London') AND "
+                  f"occurred_at < (CAST(%(until{k})s AS date)::timestamp AT TIME ZONE 'Europe/London')"
+                  for k in range(len(runs)))})
+              GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) AS u
+        LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = u.borough_code"""
     params = {"codes": sorted(supplier_levels(engine)), "boroughs": list(cells.boroughs),
               "polygon_wkt": _polygon_wkt(ring)}
-    rows = _copy_rows(engine, sql, params)
+    for k, (since, until) in enumerate(runs):
+        params[f"since{k}"], params[f"until{k}"] = since, until
+    # (Hashing the groups instead of sorting the points: 343-383 ms for a year of a million-point polygon's
+    # months at 30M, 414-477 sorted.)
+    rows = _copy_rows(engine, sql, params, settings=("SET LOCAL enable_sort = off",))
+    return _split_months(rows, rows["x"].astype(np.int32), sorted(months))
+
+
+def _polygon_cells(engine: Engine, ring: tuple) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
+    """(the grid rollup's cells wholly inside the polygon, the cells it only crosses) as (cell_x, cell_y);
+    None when its box holds more than ``POLYGON_CELLS_MAX`` cells."""
+    polygon = _POLYGON_BNG
+    size = POLYGON_CELL_M
+    box = _rows(engine, f"""
+        SELECT floor(ST_XMin(g) / {size})::int, floor(ST_XMax(g) / {size})::int,
+               floor(ST_YMin(g) / {size})::int, floor(ST_YMax(g) / {size})::int
+        FROM (SELECT {polygon} AS g) p""", {"polygon_wkt": _polygon_wkt(ring)})[0]
+    if box[0] is None or (box[1] - box[0] + 1) * (box[3] - box[2] + 1) > POLYGON_CELLS_MAX:
+        return None
+    rows = _rows(engine, f"""
+        SELECT x, y, ST_Covers(p.g, e) FROM (SELECT {polygon} AS g) p,
+               generate_series(:x0, :x1) x, generate_series(:y0, :y1) y,
+               ST_MakeEnvelope(x * {size}, y * {size}, (x + 1) * {size}, (y + 1) * {size}, 27700) e
+        WHERE ST_Intersects(p.g, e)""",
+                 {"polygon_wkt": _polygon_wkt(ring), "x0": box[0], "x1": box[1], "y0": box[2], "y1": box[3]})
+    return [(x, y) for x, y, inside in rows if inside], [(x, y) for x, y, inside in rows if not inside]
+
+
+def _edge_boxes(edge: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """The edge cells as few boxes (x0, y0, x1, y1 in cells, inclusive): runs along each row, then runs of the
+    same span in consecutive rows joined (a rectangle's edge is four boxes)."""
+    runs: list[list[int]] = []  # [x0, x1, y] along rows
+    for x, y in sorted(edge, key=lambda c: (c[1], c[0])):
+        if runs and runs[-1][2] == y and runs[-1][1] == x - 1:
+            runs[-1][1] = x
+        else:
+            runs.append([x, x, y])
+    boxes: dict[tuple[int, int], list[int]] = {}   # (x0, x1) -> [y0, y1] of the box still growing
+    out = []
+    for x0, x1, y in runs:
+        growing = boxes.get((x0, x1))
+        if growing is not None and growing[1] == y - 1:
+            growing[1] = y
+            continue
+        if growing is not None:
+            out.append((x0, growing[0], x1, growing[1]))
+        boxes[(x0, x1)] = [y, y]
+    out.extend((x0, y0, x1, y1) for (x0, x1), (y0, y1) in boxes.items())
+    return out
+
+
+def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth]:
+    """The polygon's incidents the current user may see as records, by month x supplier x category x themes x
+    borough: the grid rollup's cells wholly inside it (less the counts retention folded into them: the raw
+    points are the records still held) plus the raw points of the cells on its edge."""
+    levels = supplier_levels(engine)
+    cells = _area_cells(engine)
+    found = _polygon_cells(engine, ring)
+    inside, edge = found if found is not None else ([], [])
+    params = {"codes": sorted(levels), "boroughs": list(cells.boroughs), "polygon_wkt": _polygon_wkt(ring),
+              "inside_x": [x for x, _ in inside], "inside_y": [y for _, y in inside],
+              "inside_keys": [x * 2 ** 32 + y for x, y in inside]}
+    boxes = _edge_boxes(edge)
+    size = POLYGON_CELL_M
+    if found is None or len(boxes) > POLYGON_EDGE_BOXES_MAX:
+        near = f"geom && {_POLYGON_PARAM}"
+    else:
+        near = "(" + " OR ".join(f"geom && ST_MakeEnvelope({x0 * size}, {y0 * size}, {(x1 + 1) * size}, "
+                                 f"{(y1 + 1) * size}, 27700)" for x0, y0, x1, y1 in boxes) + ")" if boxes else "false"
+    # The inside cells keep what row-level security keeps of the raw points (incidents_web_records): the
+    # suppliers within the user's record level, in the boroughs the database says they may see records in.
+    # (LATERAL ... OFFSET 0: one index-only scan per cell; as a join, the planner hashed the whole rollup.)
+    inside_sql = """
+        SELECT month, supplier, category_id, theme_mask, borough_code, {sign}sum(incidents)::int4
+        FROM unnest(CAST(%(inside_x)s AS int4[]), CAST(%(inside_y)s AS int4[])) AS c(x, y),
+             LATERAL (SELECT month, supplier, category_id, theme_mask, borough_code, incidents FROM {table}
+                      WHERE cell_x = c.x AND cell_y = c.y OFFSET 0) AS r
+        WHERE supplier = ANY(ARRAY(SELECT code FROM suppliers
+                                   WHERE access_level <= (SELECT public.safestats_record_level())))
+          AND ((SELECT public.safestats_all_boroughs())
+               OR borough_code = ANY((SELECT public.safestats_record_boroughs())::text[]))
+        GROUP BY 1, 2, 3, 4, 5"""
+    parts = [inside_sql.format(sign="", table=visible_view("rollup_grid_month")),
+             inside_sql.format(sign="-", table=visible_view("retained_grid_month"))] if inside else []
+    parts.append(f"""
+        SELECT {_LONDON_MONTH}, supplier, category_id, {_THEME_MASK_SQL}, coalesce(borough_code, ''),
+               count(*)::int4
+        FROM incidents
+        WHERE {near} AND ST_Intersects(geom, {_POLYGON_PARAM})
+          AND floor(ST_X(geom) / {size})::int8 * 4294967296 + floor(ST_Y(geom) / {size})::int8
+              <> ALL(CAST(%(inside_keys)s AS int8[]))
+        GROUP BY 1, 2, 3, 4, 5""")
+    sql = f"""
+        SELECT u.month, array_position(CAST(%(codes)s AS text[]), u.supplier)::int2, u.category_id, u.theme_mask,
+               coalesce(b.k - 1, {len(cells.boroughs)})::int4, 0::int4, u.n
+        FROM ({" UNION ALL ".join(parts)}) AS u(month, supplier, category_id, theme_mask, borough_code, n)
+        LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = u.borough_code"""
+    rows = _copy_rows(engine, sql, params, settings=("SET LOCAL enable_sort = off",))  # (hashed groups)
     months = sorted({date.fromordinal(int(d) + _PG_EPOCH) for d in np.unique(rows["month"])})
-    by_month = _split_months(rows, rows["x"].astype(np.int32), months)
-    with _grid_months_lock:
-        _polygon_months_held[key] = by_month
-        while len(_polygon_months_held) > POLYGON_MONTHS_KEPT:
-            _polygon_months_held.popitem(last=False)
-    return by_month
+    return _split_months(rows, rows["x"].astype(np.int32), months)
+
+
+def _needs_day_hour(state: FilterState, periods: list, group: str, ignore: set[str]) -> bool:
+    """Whether counts grouped by ``group`` over ``periods`` (each a ``Period`` or a list of whole months) need
+    the day, hour or weekday of each incident: the hour x weekday grouping, a time of day or weekday filter
+    not ``ignore``d, or a period of part months."""
+    return (group == "supplier_hour_day" or ("time" not in ignore and (state.hours is not None or bool(state.days)))
+            or any(isinstance(p, Period) and not p.is_whole_months() for p in periods))
 
 
 def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: Period | list[date], group: str,
@@ -1755,7 +1905,7 @@ def _counts_in_memory(engine: Engine, state: FilterState, source: str, period: P
         return None
     per_month = isinstance(period, list)
     months = period if per_month else _months_with_data(engine, state, period)
-    found = _panel_months(engine, state, source, months)
+    found = _panel_months(engine, state, source, months, _needs_day_hour(state, [period], group, ignore))
     if found is None:
         return None
     family, held = found
@@ -1828,7 +1978,8 @@ def _periods_in_memory(engine: Engine, state: FilterState, source: str, periods,
                        level: str | None = None, ignore: set[str] = frozenset()) -> list[np.ndarray] | None:
     """``_counts_in_memory`` for each of ``periods``; None unless memory answers them all."""
     every_month = sorted({m for period in periods for m in _months_with_data(engine, state, period)})
-    if _panel_months(engine, state, source, every_month) is None:  # (one read on a thread for them all)
+    day_hour = _needs_day_hour(state, periods, group, ignore)
+    if _panel_months(engine, state, source, every_month, day_hour) is None:  # (one read for them all)
         return None
     out = []
     for period in periods:

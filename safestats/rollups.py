@@ -78,12 +78,18 @@ def visible_view(view: str) -> str:
 def visible_view_sql(view: str) -> str:
     """CREATE VIEW (and GRANT) of ``view``'s visible view, from ``db/sql/rollup_visible_view.sql``. Migrations
     that create a rollup run this for it; the catalog tests fail for a rollup without one."""
-    from db import read_sql
-
     rollup = next((r for r in ROLLUPS if r.name == view), None)
     if rollup is None:
         raise ValueError(f"unknown rollup {view!r} (known: {', '.join(ROLLUP_VIEWS)})")
-    return read_sql("rollup_visible_view.sql").format(view=view, finest_level=rollup.finest_area_level)
+    return visible_view_sql_for(view, rollup.finest_area_level)
+
+
+def visible_view_sql_for(table: str, finest_level: str) -> str:
+    """CREATE VIEW (and GRANT) of ``table``'s visible view, for any table at a rollup's grain (a rollup, or
+    the folded counts retention adds to one) that breaks data down to ``finest_level``."""
+    from db import read_sql
+
+    return read_sql("rollup_visible_view.sql").format(view=table, finest_level=finest_level)
 
 
 def drop_web_doors(bind) -> None:

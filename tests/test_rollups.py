@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bench.generate import generate_incidents
-from db import get_engine, libpq_dsn, migrate
+from db import get_engine, get_web_engine, libpq_dsn, migrate
 from safestats import db_scope, queries, rollups
 from safestats.access import TIER_POLICIES
 from safestats.filters import THEMES, FilterState
 from tests.conftest import TEST_DB_NAME, make_database, query, truncate_data
+from tests.test_database_access import make_user, remove_users
 
 YEARS = (2022, 2023)
 # The query layer answers only as a user (no user, no rows): a partner analyst sees every non-health supplier.
@@ -340,23 +341,42 @@ POLYGONS = {
 }
 
 
+# How a polygon's whole-month counts may be read: the grid rollup's cells inside it plus its edge's raw points
+# (the edge found by boxes, or by one scan of the polygon when it has too many), or every point raw.
+POLYGON_READS = {"inside cells and edge boxes": {},
+                 "inside cells and the polygon's scan": {"POLYGON_EDGE_BOXES_MAX": 0},
+                 "raw points only": {"POLYGON_CELLS_MAX": 0}}
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(drawn=panel_states(), polygon=st.sampled_from(sorted(POLYGONS)))
-@example(drawn=_drawn(hours=(22, 4)), polygon="central rectangle")
+@given(drawn=panel_states(), polygon=st.sampled_from(sorted(POLYGONS)), read=st.sampled_from(sorted(POLYGON_READS)))
+@example(drawn=_drawn(hours=(22, 4)), polygon="central rectangle", read="inside cells and edge boxes")
 @example(drawn=_drawn(area="borough", days=(6, 7), start=date(2023, 1, 9), end=date(2023, 2, 5)),
-         polygon="a slanted quadrilateral")
-def test_a_drawn_polygons_points_read_once_answer_every_panel_as_the_sql(generated, monkeypatch, drawn, polygon):
-    """A drawn polygon's points, read once into memory by month x day x hour x weekday x borough, answer every
-    panel as the raw-table SQL does, for random filters, dates, hours, weekdays and selected areas; the
-    panels of one polygon read its points once."""
+         polygon="a slanted quadrilateral", read="inside cells and edge boxes")
+@example(drawn=_drawn(), polygon="across London's edge", read="inside cells and the polygon's scan")
+def test_a_drawn_polygons_points_read_once_answer_every_panel_as_the_sql(generated, monkeypatch, drawn, polygon,
+                                                                         read):
+    """A drawn polygon's incidents, read into memory by month x borough (the grid rollup's cells wholly inside
+    it, and the raw points of the cells on its edge) and by day x hour x weekday x borough (raw points, the
+    months asked for), answer every panel as the raw-table SQL does, for random filters, dates, hours,
+    weekdays and selected areas; the panels of one polygon read each form once, and no month twice."""
     f, fields = drawn
     engine = get_engine(generated)
     selected = _selected_area(engine, f)
     state = FilterState(**fields, **selected, polygon=POLYGONS[polygon])
+    for name, value in POLYGON_READS[read].items():
+        monkeypatch.setattr(queries, name, value)
+    by_month_reads, day_hour_months = [], []
+    read_by_month, read_day_hour = queries._read_polygon_by_month, queries._read_polygon_day_hour
+    monkeypatch.setattr(queries, "_read_polygon_by_month",
+                        lambda *a: by_month_reads.append(1) or read_by_month(*a))
+    monkeypatch.setattr(queries, "_read_polygon_day_hour",
+                        lambda engine, ring, months: day_hour_months.extend(months) or read_day_hour(engine, ring, months))
     for user in (ANALYST, rollups.OPERATOR):
         monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", True)
         from_memory = _panels(engine, state, user)
         queries.clear_caches(keep_reference=True)
+        by_month_reads.clear(), day_hour_months.clear()
         with queries.capture_sql() as statements:  # every panel of the change, as the dashboard asks them
             for panel in (queries.headline, queries.monthly_series, queries.category_counts,
                           queries.hour_day_grid, queries.top_areas):
@@ -366,27 +386,106 @@ def test_a_drawn_polygons_points_read_once_answer_every_panel_as_the_sql(generat
                     pass
         reads = [sql for sql, _ in statements if "FROM incidents" in sql]
         if queries._polygon_only(state) and not isinstance(from_memory["headline"], tuple):
-            assert sum("GROUP BY 1, 2, 3, 4, 5" in sql for sql in reads) == 1, "one read of the polygon's points"
+            assert len(by_month_reads) <= 1, "one read of the polygon's whole months"
+            assert day_hour_months, "the hour x weekday grid reads the polygon's days and hours"
+            assert len(day_hour_months) == len(set(day_hour_months)), "no month of days and hours read twice"
             # (with a borough selected, the top areas are its MSOAs: those still come from the raw points)
-            assert len(reads) == (1 if state.selected_area is None else 2), reads
+            polygon_reads = len(by_month_reads) + (len(reads) - len(by_month_reads) -
+                                                   (0 if state.selected_area is None else 1))
+            assert polygon_reads <= 4, reads  # (whole months; days and hours of the periods, the series, the grid)
         monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
         from_sql = _panels(engine, state, user)
-        assert from_memory == from_sql, (user.tier, polygon, state)
+        assert from_memory == from_sql, (user.tier, polygon, read, state)
+
+
+def test_a_borough_analysts_polygon_counts_only_their_boroughs_records(generated, monkeypatch, request):
+    """A borough analyst sees records only in their boroughs: a polygon across Westminster and its
+    neighbours, with Westminster selected, counts from memory as row-level security lets the raw SQL count,
+    inside cells included (the rollup itself has every borough's); without the borough it is refused."""
+    engine = get_web_engine(generated)  # (as the portal connects: the owner's own policy sees every row)
+    analyst = make_user(generated, "borough_analyst", boroughs=("E09000033",))  # (user_boroughs: the database's say)
+    request.addfinalizer(lambda: remove_users(generated))
+    ring = POLYGONS["central rectangle"]
+    state = FilterState(polygon=ring, borough_code="E09000033")
+    with db_scope.acting_as(analyst):
+        inside, _ = queries._polygon_cells(engine, ring)
+    boroughs = {b for (b,) in query(generated, "SELECT DISTINCT borough_code FROM rollup_grid_month WHERE "
+                                               "(cell_x, cell_y) IN (SELECT * FROM unnest(%s::int[], %s::int[]))",
+                                    ([x for x, _ in inside], [y for _, y in inside]))}
+    assert "E09000033" in boroughs and len(boroughs) > 1, "the polygon's inside cells reach other boroughs"
+    queries.clear_caches(keep_reference=True)
+    from_memory = _panels(engine, state, analyst)
+    assert isinstance(from_memory["headline"], queries.Headline) and from_memory["headline"].total > 0
+    queries.monthly_series(engine, state, user=analyst)  # (_panels leaves nothing in memory)
+    (held,) = queries._polygon_months_held.values()
+    westminster = queries._area_cells(engine).boroughs.index("E09000033")
+    assert {int(c) for g in held.by_month.values() for c in g.cell} == {westminster}, "no other borough held"
+    monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
+    queries.clear_caches(keep_reference=True)
+    assert from_memory == _panels(engine, state, analyst)
+    with pytest.raises(queries.AccessRefused):
+        queries.headline(engine, FilterState(polygon=ring), user=analyst)
+
+
+def test_a_polygons_inside_cells_leave_out_the_counts_retention_folded(generated, monkeypatch):
+    """The grid rollup adds retention's folded counts to a cell's live ones, while a polygon's raw SQL counts
+    the records still held: the cells inside a polygon take the folded counts off again, so its panels from
+    memory still equal that SQL (and they would not if the folded counts stayed in)."""
+    engine = get_engine(generated)
+    state = FilterState(polygon=POLYGONS["central rectangle"])
+    with db_scope.acting_as(ANALYST):
+        inside, _ = queries._polygon_cells(engine, state.polygon)
+    (x, y), month = inside[len(inside) // 2], date(2023, 6, 1)
+    conn = psycopg2.connect(libpq_dsn(generated))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO retained_grid_month VALUES (%s, 'police_uk', 1, 0, 'E09000033', %s, %s, 40)",
+                        (month, x, y))
+            cur.execute("SELECT safestats_refresh_rollup('rollup_grid_month', %s, %s)",
+                        (month, date(2023, 7, 1)))
+        assert query(generated, "SELECT sum(incidents) FROM rollup_grid_month WHERE month = %s AND cell_x = %s "
+                                "AND cell_y = %s AND supplier = 'police_uk' AND category_id = 1 AND theme_mask = 0 "
+                                "AND borough_code = 'E09000033'", (month, x, y))[0][0] >= 40, "folded counts in the rollup"
+        queries.clear_caches(keep_reference=True)
+        monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", True)
+        from_memory = queries.monthly_series(engine, state, user=ANALYST)
+        monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
+        queries.clear_caches(keep_reference=True)
+        assert from_memory == queries.monthly_series(engine, state, user=ANALYST)
+    finally:
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM retained_grid_month")
+            cur.execute("SELECT safestats_refresh_rollup('rollup_grid_month', %s, %s)", (month, date(2023, 7, 1)))
+        conn.close()
+        queries.clear_caches(keep_reference=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cells=st.sets(st.tuples(st.integers(0, 12), st.integers(0, 12)), max_size=60))
+def test_a_polygons_edge_boxes_cover_its_edge_cells_and_nothing_else(cells):
+    """The boxes a polygon's edge points are found by cover exactly its edge cells (a point of an inside
+    cell on a box's border is kept out by its cell)."""
+    boxes = queries._edge_boxes(sorted(cells))
+    covered = [(x, y) for x0, y0, x1, y1 in boxes for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
+    assert sorted(covered) == sorted(cells), boxes
+    ring = {(x, y) for x in range(3, 9) for y in range(2, 7)} - {(x, y) for x in range(4, 8) for y in range(3, 6)}
+    assert len(queries._edge_boxes(sorted(ring))) == 4, "a rectangle's edge is four boxes"
 
 
 def test_a_new_polygons_panels_asked_at_once_read_its_points_once(generated, monkeypatch):
     """A filter change's panel callbacks arrive together (the browser sends them at once, and gunicorn serves
-    them on as many threads): for a newly drawn polygon one of them reads its points while the others wait
-    for that read, instead of each reading them (six reads at once of a central polygon took 7 s at 30M)."""
+    them on as many threads): for a newly drawn polygon one of them reads its whole months, and the hour x
+    weekday grid its days and hours, while the others wait for those reads, instead of each reading them
+    (six reads at once of a central polygon took 7 s at 30M)."""
     engine = get_engine(generated)
     state = FilterState(polygon=POLYGONS["central rectangle"])
     queries.clear_caches(keep_reference=True)
     reads, real_copy_rows = [], queries._copy_rows
 
-    def slow_copy_rows(*args):
+    def slow_copy_rows(*args, **kwargs):
         reads.append(1)
         time.sleep(0.3)     # long enough for every panel thread to ask while the read is under way
-        return real_copy_rows(*args)
+        return real_copy_rows(*args, **kwargs)
     monkeypatch.setattr(queries, "_copy_rows", slow_copy_rows)
     panels = (queries.headline, queries.monthly_series, queries.category_counts, queries.hour_day_grid,
               queries.top_areas)
@@ -400,7 +499,7 @@ def test_a_new_polygons_panels_asked_at_once_read_its_points_once(generated, mon
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert len(reads) == 1 and len(answers) == len(panels)
+    assert len(reads) == 2 and len(answers) == len(panels)  # (whole months; the grid's days and hours)
     monkeypatch.setattr(queries, "_copy_rows", real_copy_rows)
     queries.clear_caches(keep_reference=True)
     assert answers["headline"] == queries.headline(engine, state, user=ANALYST)
