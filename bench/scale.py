@@ -435,7 +435,8 @@ def cmd_size(args) -> dict:
                         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'm')
                         ORDER BY 3 DESC LIMIT %s""", (args.top,))
     groups = dict(run_sql(url, """SELECT CASE WHEN c.relname LIKE 'incidents_y%%' THEN 'incidents'
-                                             WHEN c.relkind = 'm' THEN 'rollup views' ELSE 'other' END,
+                                             WHEN c.relkind = 'm' OR c.relname LIKE 'rollup\_%%'
+                                             THEN 'rollup views' ELSE 'other' END,
                                         sum(pg_total_relation_size(c.oid))
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'm') GROUP BY 1"""))
@@ -453,7 +454,11 @@ def cmd_size(args) -> dict:
 def cmd_plot(args) -> dict:
     """Latency against size from every results file: in-process and HTTP p50/p95 of a filter change, and the
     load test's p95 per number of analysts."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("bench/scale plot needs matplotlib, the benchmarks' one extra: "
+                         ".venv/bin/pip install -e '.[bench]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -535,7 +540,7 @@ def cmd_report(args) -> dict:
             where=lambda l, u=users: l["by_users"].get(u, l))
     row("database size", "size", lambda z: f"{z['database_bytes'] / 2**30:.2f} GiB "
                                             f"({z['database_bytes'] / z['incidents']:.0f} B an incident)")
-    row("of which incidents / rollup views", "size",
+    row("of which incidents / rollups (tables or views)", "size",
         lambda z: f"{z['bytes_by_kind'].get('incidents', 0) / 2**30:.2f} / "
                   f"{z['bytes_by_kind'].get('rollup views', 0) / 2**30:.2f} GiB")
     print("\n| filter change (cold) | " + " | ".join(f"{s} in-process p50 / p95 | {s} HTTP p50 / p95" for s in sizes)

@@ -1701,7 +1701,7 @@ def _panel_months(engine: Engine, state: FilterState, source: str, months: list[
 #   x weekday grid, and every panel under a time of day, a weekday or a day-level range. Raw points.
 POLYGON_MONTHS_KEPT = 8
 POLYGON_CELL_M = 250                # the grid rollup's cells (rollup_grid_month)
-POLYGON_CELLS_MAX = 200_000         # a polygon whose box holds more cells is counted from raw points only
+POLYGON_CELLS_MAX = 60_000          # more cells in its box (London's is ~43,000): counted from raw points only
 POLYGON_EDGE_BOXES_MAX = 400        # more edge boxes than this: one scan of the polygon finds the edge points
 
 

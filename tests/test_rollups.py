@@ -354,6 +354,8 @@ POLYGON_READS = {"inside cells and edge boxes": {},
 @example(drawn=_drawn(area="borough", days=(6, 7), start=date(2023, 1, 9), end=date(2023, 2, 5)),
          polygon="a slanted quadrilateral", read="inside cells and edge boxes")
 @example(drawn=_drawn(), polygon="across London's edge", read="inside cells and the polygon's scan")
+@example(drawn=_drawn(hours=(0, 2), start=date(2023, 10, 20), end=date(2023, 11, 5)),  # the clocks go back
+         polygon="a slanted quadrilateral", read="inside cells and edge boxes")
 def test_a_drawn_polygons_points_read_once_answer_every_panel_as_the_sql(generated, monkeypatch, drawn, polygon,
                                                                          read):
     """A drawn polygon's incidents, read into memory by month x borough (the grid rollup's cells wholly inside
