@@ -13,7 +13,7 @@ The downgrade puts the plain index back and drops the view.
 from alembic import op
 
 from db import read_sql
-from safestats.rollups import visible_view_sql_for
+from safestats.rollups import RETAINED_WITH_VISIBLE_VIEW, visible_view_sql_for
 
 revision = "0019"
 down_revision = "0018"
@@ -23,11 +23,13 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(read_sql("polygon_cells_v1.sql"))
-    op.execute(visible_view_sql_for("retained_grid_month", "lsoa"))
+    for table in RETAINED_WITH_VISIBLE_VIEW:  # (at the 250 m grid's grain: as finely as LSOAs, as its rollup)
+        op.execute(visible_view_sql_for(table, "lsoa"))
 
 
 def downgrade() -> None:
-    op.execute("DROP VIEW IF EXISTS retained_grid_month_visible")
+    for table in RETAINED_WITH_VISIBLE_VIEW:
+        op.execute(f"DROP VIEW IF EXISTS {table}_visible")
     op.execute("DROP INDEX IF EXISTS retained_grid_month_cell_idx")
     op.execute("DROP INDEX IF EXISTS rollup_grid_month_cell_idx")
     op.execute("CREATE INDEX rollup_grid_month_cell_idx ON rollup_grid_month (cell_x, cell_y)")
