@@ -421,6 +421,10 @@ def current_period(engine: Engine, state: FilterState) -> Period | None:
 
 # ---- planning: which source answers a query, and its WHERE clause ----------------------------------------
 
+_LONDON = ZoneInfo("Europe/London")
+_LONDON_MONTH = "date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date"  # an incident's month
+
+
 @dataclass
 class _Plan:
     source: str
@@ -438,7 +442,7 @@ class _Plan:
 
     @property
     def month(self) -> str:
-        return {"incidents": "date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date",
+        return {"incidents": _LONDON_MONTH,
                 "rollup_borough_day_hour": "date_trunc('month', day)::date"}.get(self.source, "month")
 
     def area(self, level: str) -> str:
@@ -1397,17 +1401,32 @@ def _month_versions(engine: Engine, family: str, months: list[date]) -> dict[dat
     return {m: (i, at) for m, i, at in rows}
 
 
-_COPY_ROW = np.dtype([("fields", ">i2"), ("l0", ">i4"), ("month", ">i4"), ("l1", ">i4"), ("supplier", ">i2"),
-                      ("l2", ">i4"), ("category_id", ">i2"), ("l3", ">i4"), ("theme_mask", ">i2"),
-                      ("l4", ">i4"), ("x", ">i4"), ("l5", ">i4"), ("y", ">i4"), ("l6", ">i4"), ("n", ">i4")])
+def _binary_copy_row(*columns: tuple[str, str]) -> np.dtype:
+    """The numpy layout of one row of a binary COPY whose columns are ``(name, big-endian type)``: the field
+    count, then each value after its 4-byte length (no column may be NULL)."""
+    fields = [("fields", ">i2")]
+    for k, (name, kind) in enumerate(columns):
+        fields += [(f"l{k}", ">i4"), (name, kind)]
+    return np.dtype(fields)
+
+
+_COPY_ROW = _binary_copy_row(("month", ">i4"), ("supplier", ">i2"), ("category_id", ">i2"), ("theme_mask", ">i2"),
+                             ("x", ">i4"), ("y", ">i4"), ("n", ">i4"))
 _COPY_HEADER = 19  # PGCOPY signature, flags, header extension length
 _PG_EPOCH = date(2000, 1, 1).toordinal()
 
 
+# The day x hour months' cell, in SQL and in numpy (side by side: one layout), which _counts_in_memory decodes.
 def _day_hour_cell_sql(borough: str, day: str, hour: str, isodow: str) -> str:
-    """The day x hour months' cell from SQL expressions for the borough's index, the day of the month, the
-    hour (NULL: no time of day, 24) and the ISO weekday (NULL: none, 0): ``_counts_in_memory`` decodes it."""
+    """The cell from SQL expressions for the borough's index, the day of the month, the hour (NULL: no time of
+    day, 24) and the ISO weekday (NULL: none, 0)."""
     return f"((({borough} * 31 + {day} - 1) * 25 + coalesce({hour}, 24)) * 8 + coalesce({isodow}, 0))::int4"
+
+
+def _day_hour_cell(borough: np.ndarray, day: np.ndarray, hour: np.ndarray, isodow: np.ndarray) -> np.ndarray:
+    """The cell from arrays: the borough's index, the day of the month, the hour (24: no time of day) and the
+    ISO weekday (0: none)."""
+    return (((borough * 31 + day - 1) * 25 + hour) * 8 + isodow).astype(np.int32)
 
 
 def _read_grid_months(engine: Engine, family: str, per: int, cell_m: int, months: list[date]
@@ -1751,7 +1770,6 @@ def _polygon_months(engine: Engine, ring: tuple, months: list[date], day_hour: b
 
 
 _POLYGON_PARAM = _POLYGON_BNG.replace(":polygon_wkt", "%(polygon_wkt)s")
-_LONDON_MONTH = "date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date"
 _THEME_MASK_SQL = ("safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy, "
                    "theme_arson)")
 
@@ -1759,16 +1777,13 @@ _THEME_MASK_SQL = ("safestats_theme_mask(theme_weapon, theme_dava, theme_young_v
 # The polygon's raw points by UTC hour: the hour is one division of the stored instant, where London's month,
 # day, hour and weekday of each point were four time-zone conversions (290 ms of PostgreSQL for a year of a
 # million-point polygon at 30M, 161 ms without them); the few thousand distinct hours are converted here.
-_HOUR_COPY_ROW = np.dtype([("fields", ">i2"), ("l0", ">i4"), ("hour", ">i4"), ("l1", ">i4"), ("supplier", ">i2"),
-                           ("l2", ">i4"), ("category_id", ">i2"), ("l3", ">i4"), ("theme_mask", ">i2"),
-                           ("l4", ">i4"), ("borough", ">i4"), ("l5", ">i4"), ("precision", ">i2"), ("l6", ">i4"),
-                           ("n", ">i4")])
-_LONDON = ZoneInfo("Europe/London")
+_HOUR_COPY_ROW = _binary_copy_row(("hour", ">i4"), ("supplier", ">i2"), ("category_id", ">i2"),
+                                  ("theme_mask", ">i2"), ("borough", ">i4"), ("precision", ">i2"), ("n", ">i4"))
 
 
 def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> dict[date, _GridMonth]:
     """The polygon's raw points of ``months`` by month x day x hour x weekday x borough (the day x hour months'
-    cells, as ``_day_hour_cell_sql`` and the rollup's time-precision rules make them), as the current user may
+    cells, as ``_day_hour_cell`` and the rollup's time-precision rules make them), as the current user may
     see them as records."""
     cells = _area_cells(engine)
     runs: list[tuple[date, date]] = []  # [first month, the month after) of each run of consecutive months
@@ -1811,7 +1826,7 @@ def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> d
     precision = rows["precision"].astype(np.int64)
     hour = np.where(precision == 0, hour, 24)       # a time of day only to the minute
     isodow = np.where(precision == 2, 0, isodow)    # a weekday unless only the month is known
-    cell = (((rows["borough"].astype(np.int64) * 31 + day - 1) * 25 + hour) * 8 + isodow).astype(np.int32)
+    cell = _day_hour_cell(rows["borough"].astype(np.int64), day, hour, isodow)
     coded = np.empty(len(rows), dtype=[("month", np.int32), ("supplier", np.int16), ("category_id", np.int16),
                                        ("theme_mask", np.int16), ("n", np.int32)])
     coded["month"], coded["n"] = month, rows["n"]
@@ -1991,7 +2006,7 @@ def _within_data_span(engine: Engine, state: FilterState, period: Period,
         return None
     last = span[1]
     if through_this_month:
-        last = max(last, _month_end(datetime.now(ZoneInfo("Europe/London")).date()))
+        last = max(last, _month_end(datetime.now(_LONDON).date()))
     start, end = max(period.start, span[0]), min(period.end, last)
     return Period(start, end) if start <= end else None
 
