@@ -761,6 +761,33 @@ def test_a_refresh_writes_exactly_the_changes_of_a_month(generated):
         assert _month_of_family(url, family, month) == before[family], f"{family}: back as it was"
 
 
+@pytest.mark.parametrize("callers_setting", ["on", "off"])
+def test_a_refresh_plans_its_grouping_without_sorts_and_gives_back_the_callers_setting(generated, callers_setting):
+    """safestats_refresh_rollup plans its statements with sorting off (rollup_refresh_v3.sql: the planner had
+    sorted millions of rows on disk to group them), and the caller's transaction gets its own setting back.
+    auto_explain shows the plans of the function's statements with the settings they were planned under."""
+    conn = psycopg2.connect(libpq_dsn(generated))
+    try:
+        with conn.cursor() as cur:
+            try:
+                cur.execute("LOAD 'auto_explain'")
+            except psycopg2.Error as exc:
+                pytest.skip(f"auto_explain cannot be loaded by this database user ({exc.pgerror.strip()})")
+            cur.execute("SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; "
+                        "SET auto_explain.log_settings = on; SET auto_explain.log_level = notice")
+            cur.execute("SET LOCAL enable_sort = " + callers_setting)
+            del conn.notices[:]
+            cur.execute("SELECT safestats_refresh_rollup('rollup_area_month', '2023-06-01', '2023-07-01')")
+            assert cur.fetchone()[0] > 0
+            fresh_plans = [n for n in conn.notices if "CREATE TEMP TABLE rollup_fresh" in n]
+            assert fresh_plans and all("enable_sort = 'off'" in n for n in fresh_plans)
+            cur.execute("SHOW enable_sort")
+            assert cur.fetchone()[0] == callers_setting
+    finally:
+        conn.rollback()
+        conn.close()
+
+
 def test_status_reports_rows_size_staleness_and_dependencies(generated):
     status = {v["view"]: v for v in rollups.views_status(generated)}
     assert list(status) == list(rollups.ROLLUP_VIEWS)
