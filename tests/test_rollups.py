@@ -788,6 +788,40 @@ def test_a_refresh_plans_its_grouping_without_sorts_and_gives_back_the_callers_s
         conn.close()
 
 
+def test_the_source_span_reads_london_months_from_the_time_index(generated):
+    """safestats_rollup_source_span (rollup_source_span_v2.sql) gives London's months of the first and last
+    incident, an instant late on 30 June in UTC being July in London, and finds them through the time index:
+    version 1 read every incident, 28 s at 30 million, before every refresh after a load."""
+    conn = psycopg2.connect(libpq_dsn(generated))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT since, until FROM safestats_rollup_source_span()")
+            since, until = cur.fetchone()
+            cur.execute("""SELECT date_trunc('month', min(occurred_at AT TIME ZONE 'Europe/London'))::date,
+                                  (date_trunc('month', max(occurred_at AT TIME ZONE 'Europe/London'))
+                                   + interval '1 month')::date FROM incidents""")
+            assert (since, until) == cur.fetchone()
+            # The first incident at 23:30 UTC on 30 June 2020: 00:30 on 1 July in London.
+            cur.execute("SELECT safestats_ensure_incident_partitions('2020-06-30 23:30+00', '2020-06-30 23:30+00')")
+            cur.execute("""CREATE TEMP TABLE first_incident AS SELECT * FROM incidents LIMIT 1;
+                           UPDATE first_incident SET id = -1, occurred_at = '2020-06-30 23:30+00';
+                           INSERT INTO incidents SELECT * FROM first_incident""")
+            try:
+                cur.execute("LOAD 'auto_explain'")
+            except psycopg2.Error as exc:
+                pytest.skip(f"auto_explain cannot be loaded by this database user ({exc.pgerror.strip()})")
+            cur.execute("SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; "
+                        "SET auto_explain.log_level = notice")
+            del conn.notices[:]
+            cur.execute("SELECT since, until FROM safestats_rollup_source_span()")
+            assert cur.fetchone() == (date(2020, 7, 1), until)
+            plans = "".join(conn.notices)
+            assert "Index" in plans and "Seq Scan on incidents" not in plans, plans
+    finally:
+        conn.rollback()
+        conn.close()
+
+
 def test_status_reports_rows_size_staleness_and_dependencies(generated):
     status = {v["view"]: v for v in rollups.views_status(generated)}
     assert list(status) == list(rollups.ROLLUP_VIEWS)
