@@ -795,16 +795,23 @@ def test_the_source_span_reads_london_months_from_the_time_index(generated):
     conn = psycopg2.connect(libpq_dsn(generated))
     try:
         with conn.cursor() as cur:
+            # Version 1's span, over the same sources (incidents, retained counts, refreshed months).
+            version_1 = """
+                SELECT date_trunc('month', min(m))::date, (date_trunc('month', max(m)) + interval '1 month')::date
+                FROM (SELECT min(occurred_at AT TIME ZONE 'Europe/London') AS m FROM incidents
+                      UNION ALL SELECT max(occurred_at AT TIME ZONE 'Europe/London') FROM incidents
+                      UNION ALL SELECT min(month) FROM retained_area_month
+                      UNION ALL SELECT max(month) FROM retained_area_month
+                      UNION ALL SELECT min(month) FROM rollup_months
+                      UNION ALL SELECT max(month) FROM rollup_months) s"""
             cur.execute("SELECT since, until FROM safestats_rollup_source_span()")
             since, until = cur.fetchone()
-            cur.execute("""SELECT date_trunc('month', min(occurred_at AT TIME ZONE 'Europe/London'))::date,
-                                  (date_trunc('month', max(occurred_at AT TIME ZONE 'Europe/London'))
-                                   + interval '1 month')::date FROM incidents""")
+            cur.execute(version_1)
             assert (since, until) == cur.fetchone()
-            # The first incident at 23:30 UTC on 30 June 2020: 00:30 on 1 July in London.
-            cur.execute("SELECT safestats_ensure_incident_partitions('2020-06-30 23:30+00', '2020-06-30 23:30+00')")
+            # The first incident at 23:30 UTC on 30 June 1990, before anything else: 00:30 on 1 July in London.
+            cur.execute("SELECT safestats_ensure_incident_partitions('1990-06-30 23:30+00', '1990-06-30 23:30+00')")
             cur.execute("""CREATE TEMP TABLE first_incident AS SELECT * FROM incidents LIMIT 1;
-                           UPDATE first_incident SET id = -1, occurred_at = '2020-06-30 23:30+00';
+                           UPDATE first_incident SET id = -1, occurred_at = '1990-06-30 23:30+00';
                            INSERT INTO incidents SELECT * FROM first_incident""")
             try:
                 cur.execute("LOAD 'auto_explain'")
@@ -814,9 +821,11 @@ def test_the_source_span_reads_london_months_from_the_time_index(generated):
                         "SET auto_explain.log_level = notice")
             del conn.notices[:]
             cur.execute("SELECT since, until FROM safestats_rollup_source_span()")
-            assert cur.fetchone() == (date(2020, 7, 1), until)
+            assert cur.fetchone() == (date(1990, 7, 1), until)
             plans = "".join(conn.notices)
             assert "Index" in plans and "Seq Scan on incidents" not in plans, plans
+            cur.execute(version_1)
+            assert cur.fetchone() == (date(1990, 7, 1), until)
     finally:
         conn.rollback()
         conn.close()
@@ -893,19 +902,20 @@ def test_dashboard_query_never_waits_on_a_concurrent_refresh(generated):
     times, errors, took = loop_while(lambda: rollups.refresh_rollups(url, trigger="test concurrent"))
     assert not errors
     assert len(times) >= 3
-    # No query paused: none took much longer than the slowest of the normal runs (the machine is shared,
-    # so allow for noise: half a second, still well under the control's one-second wait below), while the
-    # refresh itself took far longer than any query.
-    allowed = max(3 * max(normal), baseline + 0.5)
+    # No query paused: none took much longer than the slowest of the normal runs, while the refresh itself
+    # took far longer than any query. The refresh's two connections share the two cores with the query, so
+    # it may run at a third of its speed or less (0.83 s against 0.23 s seen on a slow 2-core machine); the
+    # control below checks that a real wait still shows above the allowance.
+    allowed = max(4 * max(normal), baseline + 0.5)
     assert max(times) < allowed, (max(times), normal, took)
 
     times, errors, took = loop_while(lambda: slow_refresh(locking=False))
     assert not errors and max(times) < allowed, (max(times), normal, took)
 
     # The control: the same refresh behind a table lock (what a TRUNCATE and reload would take) held open
-    # makes a query wait about a second.
+    # makes a query wait the refresh and a second more: above what the checks above allow.
     times, errors, took = loop_while(lambda: slow_refresh(locking=True))
-    assert not errors and max(times) > 0.9, (max(times), normal, took)
+    assert not errors and max(times) > max(0.9, allowed), (max(times), allowed, normal, took)
 
 
 # ---- the migrations go down to versions 2 and 1 and up again, data in place ----------------------------
