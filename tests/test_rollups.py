@@ -761,6 +761,17 @@ def test_a_refresh_writes_exactly_the_changes_of_a_month(generated):
         assert _month_of_family(url, family, month) == before[family], f"{family}: back as it was"
 
 
+def _plans_as_notices(cur) -> None:
+    """Every statement's plan from here on, functions' statements too, with the settings it was planned under,
+    sent to the client as a NOTICE (auto_explain); the test is skipped where this user may not load it."""
+    try:
+        cur.execute("LOAD 'auto_explain'")
+    except psycopg2.Error as exc:
+        pytest.skip(f"auto_explain cannot be loaded by this database user ({exc.pgerror.strip()})")
+    cur.execute("SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; "
+                "SET auto_explain.log_settings = on; SET auto_explain.log_level = notice")
+
+
 @pytest.mark.parametrize("callers_setting", ["on", "off"])
 def test_a_refresh_plans_its_grouping_without_sorts_and_gives_back_the_callers_setting(generated, callers_setting):
     """safestats_refresh_rollup plans its statements with sorting off (rollup_refresh_v3.sql: the planner had
@@ -769,12 +780,7 @@ def test_a_refresh_plans_its_grouping_without_sorts_and_gives_back_the_callers_s
     conn = psycopg2.connect(libpq_dsn(generated))
     try:
         with conn.cursor() as cur:
-            try:
-                cur.execute("LOAD 'auto_explain'")
-            except psycopg2.Error as exc:
-                pytest.skip(f"auto_explain cannot be loaded by this database user ({exc.pgerror.strip()})")
-            cur.execute("SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; "
-                        "SET auto_explain.log_settings = on; SET auto_explain.log_level = notice")
+            _plans_as_notices(cur)
             cur.execute("SET LOCAL enable_sort = " + callers_setting)
             del conn.notices[:]
             cur.execute("SELECT safestats_refresh_rollup('rollup_area_month', '2023-06-01', '2023-07-01')")
@@ -813,12 +819,7 @@ def test_the_source_span_reads_london_months_from_the_time_index(generated):
             cur.execute("""CREATE TEMP TABLE first_incident AS SELECT * FROM incidents LIMIT 1;
                            UPDATE first_incident SET id = -1, occurred_at = '1990-06-30 23:30+00';
                            INSERT INTO incidents SELECT * FROM first_incident""")
-            try:
-                cur.execute("LOAD 'auto_explain'")
-            except psycopg2.Error as exc:
-                pytest.skip(f"auto_explain cannot be loaded by this database user ({exc.pgerror.strip()})")
-            cur.execute("SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; "
-                        "SET auto_explain.log_level = notice")
+            _plans_as_notices(cur)
             del conn.notices[:]
             cur.execute("SELECT since, until FROM safestats_rollup_source_span()")
             assert cur.fetchone() == (date(1990, 7, 1), until)
