@@ -52,15 +52,14 @@ def backend_cpu_seconds(pid: int) -> float:
 
 
 def prepared_payloads(conn, files: list[Path]) -> tuple[list[bytes], int]:
-    from loaders.pipeline import DROP_ID_OFFSET, prepare_drop
+    from loaders.pipeline import prepare_drop
 
     payloads, rows = [], 0
     for f in files:
         prepared = prepare_drop(conn, f)
         if prepared.located is None:
             sys.exit(f"bench/copy_costs: {f.name} was not prepared ({prepared.rejection or prepared.skipped})")
-        prepared.located.copy_rows.patch_int8(DROP_ID_OFFSET, 1)
-        payloads.append(bytes(prepared.located.copy_rows.payload))
+        payloads.append(prepared.located.copy_stream.for_drop(1).readall())
         rows += prepared.located.staged_rows
     return payloads, rows
 

@@ -304,14 +304,18 @@ class BinaryCopyRows:
             view[at] = np.frombuffer(struct.pack("!q", value), dtype=np.uint8)
 
 
-def binary_copy(n_rows: int, columns: list[tuple[str, object]]) -> BinaryCopyRows:
+def binary_copy(n_rows: int, columns: list[tuple[str, object]], header: bool = True,
+                trailer: bool = True) -> BinaryCopyRows:
     """Encode ``n_rows`` rows of ``columns`` ((kind, arrow array or one value for every row), in COPY order).
 
     kinds: text, jsonb (JSON text), bytea (already the binary form, e.g. EWKB for geometry), int2, int8,
     float8, bool, timestamptz (arrow timestamp or an aware datetime). Each row becomes the concatenation of
     a few binary pieces (field-count word, length words, values; runs of constants merged), joined row-wise
-    by pyarrow, so the payload is built without a Python loop over rows.
+    by pyarrow, so the payload is built without a Python loop over rows. A COPY sent in chunks has the
+    header on its first chunk only and the trailer on its last (``header``, ``trailer``).
     """
+    head = BINARY_COPY_HEADER if header else b""
+    tail = BINARY_COPY_TRAILER if trailer else b""
     pieces: list = [struct.pack("!h", len(columns))]
     for kind, values in columns:
         if not isinstance(values, (pa.Array, pa.ChunkedArray)):
@@ -329,14 +333,14 @@ def binary_copy(n_rows: int, columns: list[tuple[str, object]]) -> BinaryCopyRow
             else:
                 pieces.append(piece.view(pa.binary()) if isinstance(piece, pa.Array) else piece)
     if n_rows == 0:
-        return BinaryCopyRows(bytearray(BINARY_COPY_HEADER + BINARY_COPY_TRAILER), np.zeros(0, dtype=np.int64))
+        return BinaryCopyRows(bytearray(head + tail), np.zeros(0, dtype=np.int64))
     args = [pa.scalar(p, pa.binary()) if isinstance(p, bytes) else p for p in pieces]
     if all(isinstance(p, bytes) for p in pieces):
         args[0] = pa.array([pieces[0]] * n_rows, pa.binary())
     rows = pc.binary_join_element_wise(*args, b"")
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=n_rows + 1, offset=rows.offset * 4)
     body = rows.buffers()[2]
-    payload = bytearray(BINARY_COPY_HEADER)
+    payload = bytearray(head)
     payload += memoryview(body)[offsets[0]:offsets[-1]]
-    payload += BINARY_COPY_TRAILER
-    return BinaryCopyRows(payload, offsets[:-1].astype(np.int64) - offsets[0] + len(BINARY_COPY_HEADER))
+    payload += tail
+    return BinaryCopyRows(payload, offsets[:-1].astype(np.int64) - offsets[0] + len(head))

@@ -23,14 +23,18 @@ from safestats.embedded_pg import EmbeddedDatabaseError, EmbeddedPostgres
 TEST_FIRST_PORT = 56500
 
 
-def _postgis_version(url: str) -> str:
+def _one_value(url: str, sql: str):
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT postgis_version()")
+            cur.execute(sql)
             return cur.fetchone()[0]
     finally:
         conn.close()
+
+
+def _postgis_version(url: str) -> str:
+    return _one_value(url, "SELECT postgis_version()")
 
 
 def _remove_cluster(pg: EmbeddedPostgres) -> None:
@@ -69,6 +73,8 @@ def test_first_start_initialises_and_gives_a_postgis_database(private_cluster):
     assert _postgis_version(url).startswith("3.")
     assert url.startswith("postgresql://") and "@127.0.0.1:" in url and url.endswith("/safestats")
     assert (os.stat(pg.state_file).st_mode & 0o777) == 0o600, "pg.json holds the password: owner-only"
+    # A single-node cluster with no replicas: a drop's COPY into the month table it creates skips the WAL.
+    assert _one_value(url, "SHOW wal_level") == "minimal"
 
 
 def test_second_ensure_running_is_a_no_op_with_the_same_url(private_cluster):

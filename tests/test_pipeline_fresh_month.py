@@ -15,8 +15,10 @@ import signal
 import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 
+from db import libpq_dsn
 from loaders import pipeline
 from loaders.demo import generate_demo_drops
 from loaders.pipeline import load_paths
@@ -162,3 +164,67 @@ def test_a_drop_opening_its_month_holds_the_month_before_the_next_drop_may_make_
     city_load.join(timeout=60)
     assert [r.status for r in city_results] == ["loaded"]   # once the Met's loader is gone, the City's goes on
     assert month_partition(url, "incidents_y2016m08") == [("r", "incidents_y2016", True, True)]
+
+
+def disk_order(url: str) -> list[tuple]:
+    """Every incident's record id and point in the order of its partition's pages (ctid)."""
+    return query(url, "SELECT supplier_record_id, ST_AsEWKT(geom) FROM incidents ORDER BY tableoid, ctid")
+
+
+def test_a_drop_copied_in_chunks_equals_one_copy_in_order_and_content(clean_data, tmp_path, monkeypatch):
+    """The COPY is encoded and sent COPY_CHUNK_ROWS at a time on the encoder's thread (CopyStream): with chunks
+    of 1,000 rows (31 of them for the Met's month) the incidents, their drop ids and their order on disk (by
+    borough, then Z-order) are those of a single chunk."""
+    from tests.conftest import truncate_data
+
+    url = clean_data
+    files = street_files(tmp_path, "2016-11")
+    monkeypatch.setattr(pipeline, "COPY_CHUNK_ROWS", 10 ** 9)
+    single = load_paths(url, files, progress=False, refresh_rollups=False)
+    assert [r.status for r in single] == ["loaded", "loaded"]
+    assert made_fresh(url, "incidents_y2016m11")
+    one_chunk, one_chunk_order = contents(url), disk_order(url)
+    truncate_data(url)
+    conn = psycopg2.connect(libpq_dsn(url))
+    with conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE incidents_y2016m11")    # so the second load takes the fresh path too
+    conn.close()
+
+    monkeypatch.setattr(pipeline, "COPY_CHUNK_ROWS", 1_000)
+    chunked = load_paths(url, files, progress=False, refresh_rollups=False)
+    assert [r.rows_loaded for r in chunked] == [r.rows_loaded for r in single]
+    assert made_fresh(url, "incidents_y2016m11")
+    assert contents(url) == one_chunk
+    assert disk_order(url) == one_chunk_order
+    # Every row carries its own drop's id, the first chunk's and the last's alike.
+    assert sorted(query(url, "SELECT drop_id, count(*) FROM incidents GROUP BY 1")) == sorted(
+        (r.drop_id, r.rows_loaded) for r in chunked)
+
+
+def test_an_encoding_failure_mid_copy_rolls_the_drop_back(clean_data, tmp_path, monkeypatch):
+    """A chunk that fails to encode after earlier chunks were sent fails the COPY: the drop rolls back whole
+    (no incidents, no month table, no drop row but the failed load's), and the same file loads afterwards."""
+    url = clean_data
+    met = next(f for f in street_files(tmp_path, "2016-12") if "metropolitan" in f.name)
+    before = snapshot(url)
+    monkeypatch.setattr(pipeline, "COPY_CHUNK_ROWS", 5_000)
+    real_binary_copy, calls = pipeline.binary_copy, []
+
+    def failing_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("a broken column in the third chunk")
+        return real_binary_copy(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "binary_copy", failing_third_chunk)
+    [failed] = load_paths(url, [met], progress=False, refresh_rollups=False)
+    assert failed.status == "failed"
+    assert "encoding the drop's rows for COPY failed: a broken column in the third chunk" in failed.message
+    assert snapshot(url) == before
+    assert query(url, "SELECT to_regclass('incidents_y2016m12')") == [(None,)]
+    assert unattached_incident_tables(url) == []
+
+    monkeypatch.setattr(pipeline, "binary_copy", real_binary_copy)
+    [result] = load_paths(url, [met], progress=False, refresh_rollups=False)
+    assert result.status == "loaded" and result.rows_loaded > 20_000
+    assert query(url, "SELECT count(*) FROM incidents")[0][0] == result.rows_loaded
