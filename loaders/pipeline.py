@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from db import libpq_dsn
-from loaders.columnar import BinaryCopyRows, binary_copy, scan_csv, timestamps_utc
+from loaders.columnar import BinaryCopyRows, binary_copy, json_text, scan_csv, timestamps_utc
 
 # The harmonised columns every format's harmonise_row returns, in this order (occurred_at: ISO 8601 text
 # with an offset, or an aware datetime). x, y are the supplier's point in the format's coordinate_srid (or
@@ -528,7 +528,7 @@ def parse_columns(fmt: SupplierFormat, buf: bytes, progress=None) -> ParsedDrop 
             v = values[name]
             if not isinstance(v, pa.Array):
                 v = pa.array([v] * n_kept, HARMONISED_TYPES[name]) if n_kept else pa.array([], HARMONISED_TYPES[name])
-            merged[name] = pa.concat_arrays([v.cast(HARMONISED_TYPES[name]), extra[name]])
+            merged[name] = pa.concat_arrays([json_text(v).cast(HARMONISED_TYPES[name]), extra[name]])
         order = pc.sort_indices(merged["line_no"])
         values = {name: v.take(order) for name, v in merged.items()}
         line_ends = np.concatenate([line_ends, np.array(sink.row_ends, dtype=np.int64)])[order.to_numpy()]
@@ -677,12 +677,13 @@ class LocatedDrop:
             end = min(n, start + COPY_CHUNK_ROWS)
             rows = self._copy_order.slice(start, end - start) if self._copy_order is not None else None
 
-            def part(value):
+            def part(kind: str, value):
                 if not isinstance(value, (pa.Array, pa.ChunkedArray)):
                     return value        # one value for every row
-                return value.take(rows) if rows is not None else value.slice(start, end - start)
+                chunk = value.take(rows) if rows is not None else value.slice(start, end - start)
+                return json_text(chunk) if kind == "jsonb" else chunk
 
-            yield binary_copy(end - start, [(kind, part(value)) for kind, value in self._copy_columns],
+            yield binary_copy(end - start, [(kind, part(kind, value)) for kind, value in self._copy_columns],
                               header=start == 0, trailer=end >= n)
 
     def _confidence_and_quality(self, precision, given):
@@ -930,7 +931,7 @@ def apply_locations(parsed: ParsedDrop, fmt: SupplierFormat, cur, cache_key: str
     columns, n = parsed.columns, parsed.n_rows
 
     def as_list(name: str) -> list:
-        v = columns.get(name)
+        v = json_text(columns.get(name))
         return v.to_pylist() if isinstance(v, pa.Array) else [v] * n
 
     x, y, precision = as_list("x"), as_list("y"), as_list("location_precision")

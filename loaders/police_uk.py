@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loaders.columnar import distinct_codes, json_object_column
+from loaders.columnar import distinct_codes
 from loaders.pipeline import CategoryMapping, HarmonisedColumns, Quarantine, SupplierFormat, json_object
 
 LONDON = ZoneInfo("Europe/London")
@@ -150,10 +150,11 @@ class PoliceUkStreetFormat(SupplierFormat):
         force = pa.array(forces, pa.string()).take(pa.array(force_of_row))
         crime_id = columns["Crime ID"]
         falls_within = columns["Falls within"]
-        attributes = json_object_column([
-            ("force", force), ("falls_within", pc.if_else(pc.equal(falls_within, force), "", falls_within)),
-            ("location", columns["Location"]), ("lsoa_code", columns["LSOA code"]),
-            ("last_outcome_category", columns["Last outcome category"]), ("context", columns["Context"])])
+        # The JSON members as a struct: their JSON text is built by the COPY's encoder (columnar.json_text).
+        attributes = pa.StructArray.from_arrays(
+            [force, pc.if_else(pc.equal(falls_within, force), "", falls_within), columns["Location"],
+             columns["LSOA code"], columns["Last outcome category"], columns["Context"]],
+            names=["force", "falls_within", "location", "lsoa_code", "last_outcome_category", "context"])
         values = {
             "supplier_record_id": pc.if_else(pc.equal(crime_id, ""), pa.scalar(None, pa.string()), crime_id),
             "occurred_at": occurred,
