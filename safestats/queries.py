@@ -44,7 +44,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from safestats import access, db_scope, disclosure
+from safestats import access, db_scope, disclosure, shared_reads
 from safestats.filters import THEMES, FilterState
 from safestats.location_levels import precisions_at_least
 from safestats.rollups import visible_view
@@ -127,6 +127,7 @@ def clear_caches(keep_reference: bool = False, keep_grid_months: bool | None = N
         _data_version.clear()
     with _grid_months_lock:
         _polygon_months_held.clear()  # (a filter's own data, like a panel: never kept)
+        shared_reads.clear()          # (the same, shared with this host's other workers)
         if not keep_grid_months:
             _grid_months.clear()
 
@@ -1731,6 +1732,7 @@ class _PolygonHeld:
 
 
 _polygon_months_held: "OrderedDict[tuple, _PolygonHeld]" = OrderedDict()
+_EMPTY_GRID_MONTH = _GridMonth(*(np.zeros(0, dtype=t) for t in (np.int16, np.int16, np.int16, np.int32, np.int32)))
 
 
 def _polygon_only(state: FilterState) -> bool:
@@ -1752,21 +1754,45 @@ def _polygon_months(engine: Engine, ring: tuple, months: list[date], day_hour: b
                 _polygon_months_held.popitem(last=False)
         _polygon_months_held.move_to_end(key)
     # The panels of a newly drawn polygon all ask at once: one of them reads each form, the others wait.
+    # The other workers of the host ask at the same moment too: one of them reads, the rest load its result.
     if not day_hour:
         if held.by_month is None:
-            held.by_month = _single_flight.run(("polygon months",) + key,
-                                               lambda: held.by_month or _read_polygon_by_month(engine, ring))
+            by_month_key = ("polygon months",) + key
+            held.by_month = _single_flight.run(by_month_key, lambda: held.by_month or _months_read_once(
+                by_month_key, lambda: _read_polygon_by_month(engine, ring)))
         found = held.by_month
     else:
         missing = [m for m in months if m not in held.day_hour]
         if missing:
-            read = _single_flight.run(("polygon day hour",) + key + tuple(missing),
-                                      lambda: _read_polygon_day_hour(engine, ring, missing))
+            day_hour_key = ("polygon day hour",) + key + tuple(missing)
+            read = _single_flight.run(day_hour_key, lambda: _months_read_once(
+                day_hour_key, lambda: _read_polygon_day_hour(engine, ring, missing)))
             with _grid_months_lock:
                 held.day_hour.update(read)
         found = held.day_hour
-    empty = _GridMonth(*(np.zeros(0, dtype=t) for t in (np.int16, np.int16, np.int16, np.int32, np.int32)))
-    return {m: found.get(m, empty) for m in months}
+    return {m: found.get(m, _EMPTY_GRID_MONTH) for m in months}
+
+
+_GRID_MONTH_FIELDS = ("supplier", "category_id", "theme_mask", "cell", "incidents")
+
+
+def _months_read_once(key: tuple, read: Callable[[], dict[date, _GridMonth]]) -> dict[date, _GridMonth]:
+    """``read()``'s months, read by one web worker of this host at a time (safestats.shared_reads): as arrays,
+    every month's rows one after another, with each month's day number and row count."""
+    def read_as_arrays() -> dict[str, np.ndarray]:
+        months = read()
+        order = sorted(months)
+        arrays = {"month": np.array([m.toordinal() for m in order], dtype=np.int64),
+                  "rows": np.array([len(months[m]) for m in order], dtype=np.int64)}
+        for name in _GRID_MONTH_FIELDS:
+            arrays[name] = np.concatenate([getattr(months[m], name) for m in order]) if order else \
+                getattr(_EMPTY_GRID_MONTH, name)
+        return arrays
+
+    arrays = shared_reads.read_once(key, read_as_arrays)
+    ends = np.cumsum(arrays["rows"])
+    return {date.fromordinal(int(day)): _GridMonth(*(arrays[name][end - rows:end] for name in _GRID_MONTH_FIELDS))
+            for day, rows, end in zip(arrays["month"], arrays["rows"], ends)}
 
 
 _POLYGON_PARAM = _POLYGON_BNG.replace(":polygon_wkt", "%(polygon_wkt)s")

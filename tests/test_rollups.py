@@ -526,6 +526,33 @@ def test_a_new_polygons_panels_asked_at_once_read_its_points_once(generated, mon
     assert answers["headline"] == queries.headline(engine, state, user=ANALYST)
 
 
+def test_another_worker_loads_a_new_polygons_months_instead_of_reading_them(generated, monkeypatch):
+    """The panels of a filter change reach every web worker of the host at once: the polygon's months one
+    worker read are loaded by another (safestats.shared_reads) instead of read again, and answer as the SQL.
+    Another worker is this process with its own memory emptied; a new data version reads again."""
+    engine = get_engine(generated)
+    state = FilterState(polygon=POLYGONS["a slanted quadrilateral"])
+    panels = (queries.headline, queries.monthly_series, queries.hour_day_grid, queries.top_areas)
+    queries.clear_caches(keep_reference=True)
+    first = [panel(engine, state, user=ANALYST) for panel in panels]
+    reads, by_month, day_hour = [], queries._read_polygon_by_month, queries._read_polygon_day_hour
+    monkeypatch.setattr(queries, "_read_polygon_by_month", lambda *a: reads.append("months") or by_month(*a))
+    monkeypatch.setattr(queries, "_read_polygon_day_hour", lambda *a: reads.append("days") or day_hour(*a))
+
+    def as_another_worker():
+        with queries._cache_lock:
+            queries._cache.clear()
+        with queries._grid_months_lock:
+            queries._polygon_months_held.clear()
+        return [panel(engine, state, user=ANALYST) for panel in panels]
+    assert as_another_worker() == first and reads == [], "loaded, not read"
+    monkeypatch.setattr(queries, "data_version", lambda engine: -1)     # (what a new drop's refresh does)
+    assert as_another_worker() == first and sorted(reads) == ["days", "months"], "a new data version reads again"
+    monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
+    queries.clear_caches(keep_reference=True)
+    assert [panel(engine, state, user=ANALYST) for panel in panels] == first
+
+
 def test_the_area_months_keep_incidents_with_no_lsoa(generated):
     """The LSOA months in memory hold the incidents with no LSOA too (by borough, or none), so London's and
     a borough's totals from them equal the borough rollup's."""
