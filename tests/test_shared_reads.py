@@ -22,9 +22,14 @@ FORK = multiprocessing.get_context("fork")
 
 @pytest.fixture
 def shared_home(tmp_path, monkeypatch):
+    """A SAFESTATS_HOME of the test's own (the settings are cached per process: read again, and after)."""
+    from safestats.config import get_settings
+
     monkeypatch.setenv("SAFESTATS_HOME", str(tmp_path))
     monkeypatch.setattr(shared_reads, "_directory", None)
+    get_settings.cache_clear()
     yield tmp_path / "cache" / "shared-reads"
+    get_settings.cache_clear()
     monkeypatch.setattr(shared_reads, "_directory", None)
 
 
