@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg2.extensions
 
 from bench.common import load_average, run_sql
-from bench.scale import FRESH_MONTH, database
+from bench.scale import FRESH_MONTH, database, made_fresh, month_partition, month_street_files, take_drop_out
 
 STAGES: list[tuple[str, float, float]] = []     # (name, started, seconds) of the current run
 
@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import loaders.pipeline as pipeline
-    from loaders.demo import generate_demo_drops
 
     url = database(args.rows)
     if not run_sql(url, "SELECT to_regclass('incidents') IS NOT NULL")[0][0]:
@@ -72,11 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     pipeline._write_drop = timed("write the drop (_write_drop)", pipeline._write_drop)
     connect = pipeline.psycopg2.connect
     pipeline.psycopg2.connect = lambda *a, **k: connect(*a, cursor_factory=TimedCursor, **k)
-    partition = f"incidents_y{args.drop_month[:4]}m{args.drop_month[5:7]}"
+    partition = month_partition(args.drop_month)
     with tempfile.TemporaryDirectory() as tmp:
-        files = [f for f in generate_demo_drops(Path(tmp), months=1, end_month=args.drop_month,
-                                                rows_per_month=args.drop_rows, fire_and_transport=False)
-                 if "street" in f.name]
+        files = month_street_files(Path(tmp), args.drop_month, args.drop_rows)
         for run in range(args.repeats):
             STAGES.clear()
             started = time.perf_counter()
@@ -90,10 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, at, seconds in sorted(STAGES, key=lambda s: s[1]):
                 if seconds >= 0.01:
                     print(f"   {at - started:7.2f}  {seconds:7.3f}  {name}")
-            drop_ids = [r.drop_id for r in results if r.drop_id]
-            run_sql(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
-            run_sql(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
-            run_sql(url, f"DROP TABLE IF EXISTS {partition}")
+            take_drop_out(url, [r.drop_id for r in results if r.drop_id],
+                          partition if made_fresh(url, partition) else None)
     return 0
 
 

@@ -127,21 +127,44 @@ def per_rollup(timings: dict[str, float]) -> dict[str, float]:
             for name in ROLLUP_VIEWS}
 
 
+def month_street_files(folder: Path, month: str, rows: int) -> list[Path]:
+    """``month``'s police.uk street drop (the Met's and the City's demo files, about ``rows`` rows) in ``folder``."""
+    from loaders.demo import generate_demo_drops
+
+    return [f for f in generate_demo_drops(folder, months=1, end_month=month, rows_per_month=rows,
+                                           fire_and_transport=False) if "street" in f.name]
+
+
+def month_partition(month: str) -> str:
+    return f"incidents_y{month[:4]}m{month[5:7]}"
+
+
+def made_fresh(url: str, partition: str) -> bool:
+    """Whether the month partition was made by the fresh path (it carries its bounds CHECK, migration 0017)."""
+    return run_sql(url, "SELECT count(*) FROM pg_constraint WHERE conname = %s", (partition + "_bounds",))[0][0] == 1
+
+
+def take_drop_out(url: str, drop_ids: list[int], partition: str | None) -> None:
+    """Delete the drops' incidents and rows, and ``partition`` (the month partition the drop opened), so the
+    database is as it was and the next run opens the month too. The rollups are the caller's to refresh."""
+    run_sql(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
+    run_sql(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
+    if partition:
+        run_sql(url, f"DROP TABLE {partition}")
+
+
 def cmd_ingest(args) -> dict:
     """A month's drop through the real pipeline on top of the generated data, then the views it touches; then
     the drop is taken out again (and the month partition it opened dropped, so the next run opens it too)."""
-    from loaders.demo import generate_demo_drops
     from loaders.pipeline import load_paths
     from safestats import rollups
 
     url = database(args.rows)
     ensure_generated(url, args.rows)
     month = args.drop_month
-    partition = f"incidents_y{month[:4]}m{month[5:7]}"
+    partition = month_partition(month)
     with tempfile.TemporaryDirectory() as tmp:
-        files = [f for f in generate_demo_drops(Path(tmp), months=1, end_month=month,
-                                                rows_per_month=args.drop_rows, fire_and_transport=False)
-                 if "street" in f.name]
+        files = month_street_files(Path(tmp), month, args.drop_rows)
         size = sum(f.stat().st_size for f in files)
         if args.warm:
             warm_up_loader(url, files)
@@ -156,8 +179,7 @@ def cmd_ingest(args) -> dict:
     read = sum(r.rows_read for r in results)
     if not loaded:
         raise SystemExit(f"the drop loaded nothing: {[r.message for r in results]}")
-    # Which path it took: a month partition made by the fresh path carries its bounds CHECK (migration 0017).
-    fresh = run_sql(url, "SELECT count(*) FROM pg_constraint WHERE conname = %s", (partition + "_bounds",))[0][0] == 1
+    fresh = made_fresh(url, partition)     # (which path it took)
     largest = max(results, key=lambda r: r.rows_read)
     path_text = ("a fresh month partition, indexed as attached" if fresh
                  else "through the indexes of an existing partition")
@@ -174,10 +196,7 @@ def cmd_ingest(args) -> dict:
         for name, seconds in per_rollup(touched).items():
             print(f"  {name:24} {seconds:8.1f} s")
     finally:
-        run_sql(url, "DELETE FROM incidents WHERE drop_id = ANY(%s)", (drop_ids,))
-        run_sql(url, "DELETE FROM drops WHERE id = ANY(%s)", (drop_ids,))
-        if fresh:
-            run_sql(url, f"DROP TABLE {partition}")
+        take_drop_out(url, drop_ids, partition if fresh else None)
         rollups.refresh_rollups(url, trigger="bench/scale restore", months=[date.fromisoformat(month + "-01")])
     key = ("" if month == DROP_MONTH else f"_{month}") + ("_warm" if args.warm else "")
     return {f"drop_rows_read{key}": read, f"drop_rows_loaded{key}": loaded, f"drop_files{key}": len(files),

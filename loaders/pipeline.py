@@ -721,12 +721,29 @@ class LocatedDrop:
 DROP_ID_OFFSET = 6
 
 
+class BytesChunkReader(io.RawIOBase):
+    """A read()-able view of a bytearray for psycopg2's copy_expert, without copying it into a BytesIO first."""
+
+    def __init__(self, payload: bytearray):
+        self._view = memoryview(payload)
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size < 0 else min(len(self._view), self._at + size)
+        chunk = bytes(self._view[self._at:end])
+        self._at = end
+        return chunk
+
+
 # Rows per chunk of a drop's binary COPY. Large enough that a chunk's pyarrow kernels dwarf their Python
 # overhead, small enough that PostgreSQL has the first chunk to insert a few milliseconds after the COPY starts.
 COPY_CHUNK_ROWS = 32_768
 
 
-class CopyStream(io.RawIOBase):
+class CopyStream(BytesChunkReader):
     """A drop's rows for ``COPY ... FROM STDIN (FORMAT binary)``, encoded chunk by chunk on a thread of its own.
 
     Why: encoding a 300,000-row month is about a third of its Python time, and once it ran before the drop's
@@ -743,7 +760,8 @@ class CopyStream(io.RawIOBase):
         self._cancelled = threading.Event()
         self._thread: threading.Thread | None = None
         self._drop_id: int | None = None
-        self._view, self._at, self._ended = memoryview(b""), 0, False
+        self._ended = False
+        super().__init__(bytearray())
 
     def start(self) -> "CopyStream":
         if self._thread is None:
@@ -767,11 +785,8 @@ class CopyStream(io.RawIOBase):
         return self.start()
 
     def cancel(self) -> None:
-        """Stop encoding: the drop will not be written (loaded already, or its transaction failed)."""
+        """Stop encoding: the drop will not be written (a concurrent loader loaded the same file first)."""
         self._cancelled.set()
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         while self._at >= len(self._view):
@@ -786,27 +801,7 @@ class CopyStream(io.RawIOBase):
                 raise RuntimeError(f"encoding the drop's rows for COPY failed: {item}") from item
             item.patch_int8(DROP_ID_OFFSET, self._drop_id)
             self._view, self._at = memoryview(item.payload), 0
-        end = len(self._view) if size < 0 else min(len(self._view), self._at + size)
-        chunk = bytes(self._view[self._at:end])
-        self._at = end
-        return chunk
-
-
-class BytesChunkReader(io.RawIOBase):
-    """A read()-able view of a bytearray for psycopg2's copy_expert, without copying it into a BytesIO first."""
-
-    def __init__(self, payload: bytearray):
-        self._view = memoryview(payload)
-        self._at = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size < 0 else min(len(self._view), self._at + size)
-        chunk = bytes(self._view[self._at:end])
-        self._at = end
-        return chunk
+        return super().read(size)
 
 
 def _record_rejection(conn, supplier: str, path: Path, digest: str, size: int, received_at: datetime,

@@ -127,9 +127,9 @@ def clear_caches(keep_reference: bool = False, keep_grid_months: bool | None = N
         _data_version.clear()
     with _grid_months_lock:
         _polygon_months_held.clear()  # (a filter's own data, like a panel: never kept)
-        shared_reads.clear()          # (the same, shared with this host's other workers)
         if not keep_grid_months:
             _grid_months.clear()
+    shared_reads.clear()              # (the polygons' months shared with this host's other workers)
 
 
 def _engine_key(engine: Engine) -> str:
