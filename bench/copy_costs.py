@@ -59,7 +59,8 @@ def prepared_payloads(conn, files: list[Path]) -> tuple[list[bytes], int]:
         prepared = prepare_drop(conn, f)
         if prepared.located is None:
             sys.exit(f"bench/copy_costs: {f.name} was not prepared ({prepared.rejection or prepared.skipped})")
-        payloads.append(prepared.located.copy_stream.for_drop(1).readall())
+        # A drop that may open its month is encoded as a COPY per staging connection (loaders/staging.py).
+        payloads.extend(stream.for_drop(1).readall() for stream in prepared.located.copy_streams)
         rows += prepared.located.staged_rows
     return payloads, rows
 

@@ -226,7 +226,8 @@ def warm_up_loader(url: str, files: list[Path]) -> None:
         for path in files:
             prepared = prepare_drop(conn, path, area_index=area_index)
             if prepared.located is not None:
-                prepared.located.copy_stream.cancel()
+                for stream in prepared.located.copy_streams:
+                    stream.cancel()
         print(f"warm loader: the drop's files prepared once, not written, in {time.perf_counter() - started:.2f} s",
               flush=True)
     finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -46,6 +47,7 @@ import pyarrow.compute as pc
 
 from db import libpq_dsn
 from loaders.columnar import BinaryCopyRows, binary_copy, json_text, scan_csv, timestamps_utc
+from loaders.staging import STAGING_CONNECTIONS, MonthStager
 
 # The harmonised columns every format's harmonise_row returns, in this order (occurred_at: ISO 8601 text
 # with an offset, or an aware datetime). x, y are the supplier's point in the format's coordinate_srid (or
@@ -655,7 +657,7 @@ class LocatedDrop:
             order = pa.array(np.lexsort((~with_point, _z_order(cell_x, cell_y), borough_rank)))
 
         # In INCIDENT_COPY_COLUMNS order; drop_id first in every row, so it can be filled in once it is known.
-        # Encoded later, in chunks, by copy_stream (in ``order``).
+        # Encoded later, in chunks, by copy_streams (in ``order``).
         self._copy_order = order
         self._copy_columns = [(kind, value) for kind, value in [
             ("int8", 0), ("text", fmt.supplier), ("text", placed_values("supplier_record_id")),
@@ -668,23 +670,28 @@ class LocatedDrop:
             ("text", borough),
             ("int2", placed_values("access_level")), ("jsonb", placed_values("attributes")),
         ]]
-        self.copy_stream = CopyStream(self._copy_chunks)
+        # One COPY normally; a drop that may open its month is staged (loaders/staging.py): a COPY per helper
+        # connection, each of a consecutive share of the rows, so each share keeps the disk order.
+        shares = STAGING_CONNECTIONS if fresh_month_candidate(self, fmt) else 1
+        bounds = [self.staged_rows * k // shares for k in range(shares + 1)]
+        self.copy_streams = [CopyStream(functools.partial(self._copy_chunks, first, end))
+                             for first, end in zip(bounds, bounds[1:])]
 
-    def _copy_chunks(self) -> Iterable[BinaryCopyRows]:
-        """The staged rows encoded for a binary COPY in disk order, COPY_CHUNK_ROWS at a time."""
-        n = self.staged_rows
-        for start in range(0, max(n, 1), COPY_CHUNK_ROWS):
-            end = min(n, start + COPY_CHUNK_ROWS)
-            rows = self._copy_order.slice(start, end - start) if self._copy_order is not None else None
+    def _copy_chunks(self, first: int, end: int) -> Iterable[BinaryCopyRows]:
+        """Rows ``first`` to ``end`` (in disk order) of the staged rows, encoded for a binary COPY of their
+        own, COPY_CHUNK_ROWS at a time (an empty share still sends the COPY's header and trailer)."""
+        for start in range(first, end, COPY_CHUNK_ROWS) or [first]:
+            stop = min(end, start + COPY_CHUNK_ROWS)
+            rows = self._copy_order.slice(start, stop - start) if self._copy_order is not None else None
 
             def part(kind: str, value):
                 if not isinstance(value, (pa.Array, pa.ChunkedArray)):
                     return value        # one value for every row
-                chunk = value.take(rows) if rows is not None else value.slice(start, end - start)
+                chunk = value.take(rows) if rows is not None else value.slice(start, stop - start)
                 return json_text(chunk) if kind == "jsonb" else chunk
 
-            yield binary_copy(end - start, [(kind, part(kind, value)) for kind, value in self._copy_columns],
-                              header=start == 0, trailer=end >= n)
+            yield binary_copy(stop - start, [(kind, part(kind, value)) for kind, value in self._copy_columns],
+                              header=start == first, trailer=stop >= end)
 
     def _confidence_and_quality(self, precision, given):
         """Each placed row's location confidence (as resolved by loaders.locating, else the default of its
@@ -907,7 +914,8 @@ def prepare_drop(read_conn, path: Path, progress: bool = False, area_index=None,
             first = line_no[k].as_py() - 1
             prepared.quarantined.append((first + 1, parsed.raw_text(first, int(parsed.line_ends[k])), reason))
     if not is_update_format(fmt):
-        located.copy_stream.start()     # encoded while the drop's transaction begins and its COPY runs
+        for stream in located.copy_streams:
+            stream.start()      # encoded while the drop's transaction begins and its COPY runs
     return prepared
 
 
@@ -966,15 +974,6 @@ def claims_locator(path: Path) -> bool:
     return any(fmt.claims(path.name) and fmt.uses_locator for fmt in supplier_formats())
 
 
-def load_drop(conn, path: Path, progress: bool = False) -> DropResult:
-    """Load one supplier file through the pipeline on ``conn`` (a psycopg2 connection).
-
-    With ``progress``, a row-level progress bar shows on a terminal (tqdm hides it elsewhere).
-    """
-    _prepare_session(conn)
-    return commit_drop(conn, prepare_drop(conn, path, progress))
-
-
 def _prepare_session(conn) -> None:
     with conn.cursor() as cur:
         # JIT compiling the ingest statements costs more than running them (measured: 430 of 630 ms).
@@ -982,13 +981,14 @@ def _prepare_session(conn) -> None:
     conn.commit()
 
 
-def commit_drop(conn, prepared: PreparedDrop, partitions_known: set | None = None,
+def commit_drop(conn, prepared: PreparedDrop, stager: MonthStager, partitions_known: set | None = None,
                 began: Callable[[], None] | None = None) -> DropResult:
     """Write a prepared drop: the rejection, or its rows, quarantine and drop record in one transaction.
 
-    Optional, for a caller loading a batch: ``partitions_known`` remembers the years whose incident
-    partitions exist, to save a round trip per drop; ``began`` is called once the drop holds its locks and
-    has its drops row (or turned out to be loaded already), so the next drop may begin.
+    ``stager`` holds this writer's helper connections, which stage a drop that opens its month (see
+    loaders/staging.py). Optional, for a caller loading a batch: ``partitions_known`` remembers the years
+    whose incident partitions exist, to save a round trip per drop; ``began`` is called once the drop holds
+    its locks and has its drops row (or turned out to be loaded already), so the next drop may begin.
     """
     path = prepared.path
     result = DropResult(path=path, supplier=prepared.supplier, encoding=prepared.encoding)
@@ -1017,11 +1017,12 @@ def commit_drop(conn, prepared: PreparedDrop, partitions_known: set | None = Non
     try:
         with conn.cursor() as cur:
             try:
-                _write_drop(cur, prepared, result, partitions_known, began)
+                _write_drop(cur, prepared, result, stager, partitions_known, began)
                 result.write_seconds = time.monotonic() - writing_from
             except BaseException:
                 if not conn.closed and conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                     cur.execute("ROLLBACK")
+                stager.discard()    # once rolled back: the transaction had locked the staging table
                 raise
     finally:
         if not conn.closed:
@@ -1070,8 +1071,8 @@ def fresh_month_candidate(located: "LocatedDrop", fmt: SupplierFormat) -> bool:
     return len(_partition_keys(located.first_at, located.last_at)[1]) == 1
 
 
-def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_known: set | None,
-                began: Callable[[], None] | None) -> None:
+def _write_drop(cur, prepared: PreparedDrop, result: DropResult, stager: MonthStager,
+                partitions_known: set | None, began: Callable[[], None] | None) -> None:
     fmt, parsed, located, quarantined = prepared.fmt, prepared.parsed, prepared.located, prepared.quarantined
     path, digest = prepared.path, prepared.digest
     fresh_candidate = fresh_month_candidate(located, fmt)
@@ -1125,7 +1126,8 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
     if began is not None:
         began()
     if previous is not None:
-        located.copy_stream.cancel()
+        for stream in located.copy_streams:
+            stream.cancel()
         cur.execute("ROLLBACK")
         result.status, result.drop_id = "skipped", previous
         result.message = f"already loaded as drop {previous} by a concurrent loader; nothing changed"
@@ -1142,7 +1144,6 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
     _pause_for_tests("replaced")
 
     rows_unmatched = 0
-    fresh_table = None
     if is_update_format(fmt):
         # An update drop (police.uk outcomes) changes records already loaded; the format writes its rows.
         kept = pa.array(located.placed)
@@ -1153,16 +1154,20 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
         rows_loaded = located.staged_rows - rows_unmatched
     else:
         # Binary COPY, encoded while the previous drop was written; only the drop id is filled in now. A large
-        # drop that opens its month goes into a fresh table (NULL: the month has its partition already).
-        if fresh_candidate:
-            cur.execute("SELECT safestats_new_incident_month(%s)", (located.first_at,))
-            fresh_table = cur.fetchone()[0]
-        cur.copy_expert(f"COPY {fresh_table or 'incidents'} ({', '.join(INCIDENT_COPY_COLUMNS)}) "
-                        "FROM STDIN WITH (FORMAT binary)", located.copy_stream.for_drop(drop_id), size=1 << 20)
-        rows_loaded = cur.rowcount
-        _pause_for_tests("copied")
-        if fresh_table:
-            cur.execute("SELECT safestats_attach_incident_month(%s)", (located.first_at,))
+        # drop that opens its month is staged by the helper connections and attached here (None: the month
+        # has its partition already, and its rows go through incidents).
+        streams = [stream.for_drop(drop_id) for stream in located.copy_streams]
+        rows_loaded = stager.stage(located.first_at, streams) if fresh_candidate else None
+        if rows_loaded is not None:
+            _pause_for_tests("copied")
+            cur.execute("SELECT safestats_attach_staged_incident_month(%s)", (located.first_at,))
+        else:
+            rows_loaded = 0
+            for stream in streams:
+                cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) "
+                                "FROM STDIN WITH (FORMAT binary)", stream, size=1 << 20)
+                rows_loaded += cur.rowcount
+            _pause_for_tests("copied")
     _pause_for_tests("inserted")
 
     # Checked before anything else is written, so a drop whose rows do not add up rolls back instead of landing.
@@ -1192,6 +1197,7 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, partitions_know
                  "quarantined": len(quarantined), "unmatched": rows_unmatched, "first": located.first_at, "last": located.last_at})
     _pause_for_tests("before_commit")
     cur.execute("COMMIT")
+    stager.landed()
     # Everything above landed together or not at all.
     if fresh_candidate and partitions_known is not None:
         partitions_known |= _partition_keys(located.first_at, located.last_at)[1]   # the month has its partition
@@ -1280,6 +1286,7 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     started = time.monotonic()
     results: list[DropResult] = []
     writers = [psycopg2.connect(libpq_dsn(url)) for _ in range(max(1, min(WRITER_CONNECTIONS, len(files))))]
+    stagers = {id(conn): MonthStager(libpq_dsn(url)) for conn in writers}   # helpers, opened when first needed
     read_conn = psycopg2.connect(libpq_dsn(url))
     read_conn.set_session(readonly=True, autocommit=True)
     try:
@@ -1311,7 +1318,7 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
                 return prepared
             conn = free_writers.get()
             try:
-                return commit_drop(conn, prepared, partitions_known, began=may_begin[n + 1].set)
+                return commit_drop(conn, prepared, stagers[id(conn)], partitions_known, began=may_begin[n + 1].set)
             except Exception as exc:  # report and go on with the next file; the transaction rolled back
                 return DropResult(path=prepared.path, status="failed", message=f"{type(exc).__name__}: {exc}")
             finally:
@@ -1361,6 +1368,8 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     finally:
         for conn in writers:
             conn.close()
+        for stager in stagers.values():
+            stager.close()
         read_conn.close()
     elapsed = time.monotonic() - started
     loaded = sum(r.rows_loaded for r in results)
