@@ -181,7 +181,7 @@ def cmd_ingest(args) -> dict:
         raise SystemExit(f"the drop loaded nothing: {[r.message for r in results]}")
     fresh = made_fresh(url, partition)     # (which path it took)
     largest = max(results, key=lambda r: r.rows_read)
-    path_text = ("a fresh month partition, indexed as attached" if fresh
+    path_text = ("a fresh month partition, staged and indexed on helper connections, then attached" if fresh
                  else "through the indexes of an existing partition")
     print(f"ingest: {read:,} rows read, {loaded:,} loaded and committed in {elapsed:.2f} s "
           f"({read / elapsed:,.0f} rows/s end to end; {path_text}; largest drop {largest.rows_read:,} rows: "

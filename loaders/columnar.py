@@ -83,14 +83,31 @@ def scan_csv(buf: bytes, n_columns: int) -> CsvScan | None:
     ends_nl = data[bounds[1:] - 1] == 10
     ends_crnl = ends_nl & (lengths >= 2) & (data[np.maximum(bounds[1:] - 2, 0)] == 13)
     content = lengths - ends_nl - ends_crnl
-    commas = np.diff(np.searchsorted(np.flatnonzero(data == 44), bounds))
     quotes = (np.diff(np.searchsorted(np.flatnonzero(data == 34), bounds)) if b'"' in buf
               else np.zeros(n_lines, dtype=np.int64))
-
     data_line = np.arange(n_lines) >= 1
-    right_commas = data_line & (content > 0) & (commas == n_columns - 1)
+    non_empty = data_line & (content > 0)
+
+    # pyarrow with quoting off returns a row for every non-empty line with the right number of commas
+    # (quoted ones included, dropped below), skips empty lines, and is told to skip the rest.
+    names = [f"c{i}" for i in range(n_columns)]
+    table = pa_csv.read_csv(
+        pa.py_buffer(buf),
+        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+        parse_options=pa_csv.ParseOptions(quote_char=False, double_quote=False, escape_char=False,
+                                          newlines_in_values=False, ignore_empty_lines=True,
+                                          invalid_row_handler=lambda row: "skip"),
+        convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                              strings_can_be_null=False, quoted_strings_can_be_null=False))
+    if table.num_rows == int(non_empty.sum()):
+        # A row for every non-empty line: each split into n_columns fields at its commas, so each has the
+        # right number of commas, and counting them (a pass over the whole file) would tell nothing new.
+        right_commas = non_empty
+    else:
+        commas = np.diff(np.searchsorted(np.flatnonzero(data == 44), bounds))
+        right_commas = non_empty & (commas == n_columns - 1)
     plain = right_commas & (quotes == 0)
-    other = np.flatnonzero(data_line & (content > 0) & ~plain)
+    other = np.flatnonzero(non_empty & ~plain)
 
     other_lines: list[tuple[int, list[str]]] = []
     rows_read = int(plain.sum())
@@ -108,17 +125,6 @@ def scan_csv(buf: bytes, n_columns: int) -> CsvScan | None:
         other_lines.append((k, fields))
         rows_read += 1
 
-    # pyarrow with quoting off returns a row for every non-empty line with the right number of commas
-    # (quoted ones included, dropped below), skips empty lines, and is told to skip the rest.
-    names = [f"c{i}" for i in range(n_columns)]
-    table = pa_csv.read_csv(
-        pa.py_buffer(buf),
-        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
-        parse_options=pa_csv.ParseOptions(quote_char=False, double_quote=False, escape_char=False,
-                                          newlines_in_values=False, ignore_empty_lines=True,
-                                          invalid_row_handler=lambda row: "skip"),
-        convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                              strings_can_be_null=False, quoted_strings_can_be_null=False))
     arrow_lines = np.flatnonzero(right_commas)
     if table.num_rows != len(arrow_lines):
         return None         # pyarrow saw the lines differently from this scan: do not guess

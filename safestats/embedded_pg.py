@@ -189,10 +189,11 @@ class EmbeddedPostgres:
                 "shared_buffers = '512MB'\nwork_mem = '32MB'\nmaintenance_work_mem = '256MB'\n"
                 "max_wal_size = '4GB'\ncheckpoint_timeout = '15min'\n"
                 "log_min_duration_statement = 2000\n"
-                # A private single-node cluster has no replicas to feed: with minimal WAL, a month's COPY into
-                # the table its drop creates, and the ATTACH's index builds, skip the WAL (bench/README.md,
-                # "The month drop streamed": COPY 1.36 -> 1.14 s, ATTACH 0.93 -> 0.81 s at 30M). A server with
-                # read replicas (docs/scaling.md) keeps wal_level = replica.
+                # A private single-node cluster has no replicas to feed: with minimal WAL, an index built in
+                # the transaction that creates it (a staged month's, loaders/staging.py) and a COPY into a
+                # table created in the same transaction skip the WAL (bench/README.md, "The month drop
+                # streamed": COPY 1.36 -> 1.14 s, index builds 0.93 -> 0.81 s at 30M). A server with read
+                # replicas (docs/scaling.md) keeps wal_level = replica.
                 "wal_level = minimal\nmax_wal_senders = 0\n"
                 # Dashboard and ingest statements are short; JIT compilation costs more than it saves.
                 "jit = off\n")
