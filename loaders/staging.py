@@ -34,6 +34,8 @@ class MonthStager:
         self._staged_at: datetime | None = None     # the month staged for the drop being written, until it lands
 
     def _connections(self) -> list:
+        if any(conn.closed for conn in self._conns):
+            self.close()        # one was lost (a server restart, a failed drop's broken connection): anew
         if not self._conns:
             for _ in range(STAGING_CONNECTIONS):
                 conn = psycopg2.connect(self._dsn)
@@ -109,6 +111,7 @@ class MonthStager:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+            self._pool = None
         for conn in self._conns:
             conn.close()
         self._conns = []
