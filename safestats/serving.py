@@ -23,10 +23,12 @@ import sys
 from dataclasses import dataclass
 
 ENGINES_PER_WORKER = 2  # the web role's engine and the owner's (db.get_web_engine, db.get_engine)
-# Connections kept free for everything that is not the web tier: the scheduler's ingest and refresh
-# connections (rollups.REFRESH_CONNECTIONS), a loader, an operator's psql, and PostgreSQL's own
-# superuser_reserved_connections (3).
-DEFAULT_RESERVED_CONNECTIONS = 15
+# Connections kept free for everything that is not the web tier: PostgreSQL's own
+# superuser_reserved_connections (3); the scheduler's ingest lock (1) and its load (a reader, two writers
+# and, while a month is staged, each writer's two helpers, loaders/staging.py: 7; the refresh after it,
+# rollups.REFRESH_CONNECTIONS, starts once the load's are closed); a supplier's upload through the feed API,
+# the same in a web worker (8); an operator's psql (1). Before month staging a load needed 3, and this was 15.
+DEFAULT_RESERVED_CONNECTIONS = 20
 KEEP_ALIVE_S = 75
 
 
