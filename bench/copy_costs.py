@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from loaders.boundaries import load_boundaries
-    from loaders.pipeline import INCIDENT_COPY_COLUMNS, BytesChunkReader, expand_paths
+    from loaders.pipeline import BytesChunkReader, copy_incident_rows, expand_paths
 
     url = bench_database("safestats_bench")
     migrate.upgrade(url)
@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         payloads, rows = prepared_payloads(conn, files)
     rows *= args.loops
     print(f"{len(files)} files prepared, {rows:,} rows per repeat; {load_average()}", flush=True)
-    copy = f"COPY copy_cost_scratch ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)"
 
     def fresh_table(statements: list[str]) -> None:
         cur.execute("DROP TABLE IF EXISTS copy_cost_scratch; "
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             before = backend_cpu_seconds(pid)
             for payload in payloads * args.loops:       # one transaction per drop, as the loader does
                 cur.execute("BEGIN")
-                cur.copy_expert(copy, BytesChunkReader(bytearray(payload)), size=1 << 20)
+                copy_incident_rows(cur, "copy_cost_scratch", BytesChunkReader(bytearray(payload)))
                 cur.execute("COMMIT")
             cpu_us.append((backend_cpu_seconds(pid) - before) / rows * 1e6)
         print(f"COPY, {name:36s} median {statistics.median(cpu_us):6.2f} us/row (best {min(cpu_us):.2f}); "
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.builds:
         fresh_table([])
         for payload in payloads * args.loops:
-            cur.copy_expert(copy, BytesChunkReader(bytearray(payload)), size=1 << 20)
+            copy_incident_rows(cur, "copy_cost_scratch", BytesChunkReader(bytearray(payload)))
         for statement in (PK, TIME, BOROUGH, GIST, SPGIST):
             before, started = backend_cpu_seconds(pid), time.perf_counter()
             cur.execute(statement)

@@ -794,7 +794,8 @@ class CopyStream(BytesChunkReader):
         return self.start()
 
     def cancel(self) -> None:
-        """Stop encoding: the drop will not be written (a concurrent loader loaded the same file first)."""
+        """Stop encoding: the drop will not be written (a concurrent loader loaded the same file first, or
+        its staging failed)."""
         self._cancelled.set()
 
     def read(self, size: int = -1) -> bytes:
@@ -811,6 +812,13 @@ class CopyStream(BytesChunkReader):
             item.patch_int8(DROP_ID_OFFSET, self._drop_id)
             self._view, self._at = memoryview(item.payload), 0
         return super().read(size)
+
+
+def copy_incident_rows(cur, table: str, stream) -> int:
+    """COPY a drop's encoded rows (a CopyStream) into ``table`` (incidents, or a staging table); the rows."""
+    cur.copy_expert(f"COPY {table} ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)", stream,
+                    size=1 << 20)
+    return cur.rowcount
 
 
 def _record_rejection(conn, supplier: str, path: Path, digest: str, size: int, received_at: datetime,
@@ -1165,11 +1173,7 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, stager: MonthSt
             _pause_for_tests("copied")
             cur.execute("SELECT safestats_attach_staged_incident_month(%s)", (located.first_at,))
         else:
-            rows_loaded = 0
-            for stream in streams:
-                cur.copy_expert(f"COPY incidents ({', '.join(INCIDENT_COPY_COLUMNS)}) "
-                                "FROM STDIN WITH (FORMAT binary)", stream, size=1 << 20)
-                rows_loaded += cur.rowcount
+            rows_loaded = sum(copy_incident_rows(cur, "incidents", stream) for stream in streams)
             _pause_for_tests("copied")
     _pause_for_tests("inserted")
 

@@ -50,7 +50,8 @@ class MonthStager:
     def stage(self, first_at: datetime, streams: list) -> int | None:
         """Fill and index the staging table of ``first_at``'s month from ``streams`` (one per helper, the drop
         id already set); the rows COPYed, or None when the month has its partition already (nothing staged).
-        The caller's transaction must hold the month's advisory lock. On failure nothing staged is left."""
+        The caller's transaction must hold the month's advisory lock; on failure, the caller rolls it back,
+        then ``discard()`` drops what was staged (commit_drop does both)."""
         conns = self._connections()
         if len(streams) > len(conns):
             raise ValueError(f"{len(streams)} COPY streams for {len(conns)} staging connections")
@@ -72,7 +73,6 @@ class MonthStager:
         except BaseException:
             for stream in streams:
                 stream.cancel()
-            self.discard()
             raise
         return sum(copied)
 
@@ -118,12 +118,10 @@ class MonthStager:
 
 
 def _copy_into(conn, table: str, stream) -> int:
-    from loaders.pipeline import INCIDENT_COPY_COLUMNS
+    from loaders.pipeline import copy_incident_rows
 
     with conn.cursor() as cur:
-        cur.copy_expert(f"COPY {table} ({', '.join(INCIDENT_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)",
-                        stream, size=1 << 20)
-        return cur.rowcount
+        return copy_incident_rows(cur, table, stream)
 
 
 def _build_indexes(conn, builds: queue.Queue) -> None:

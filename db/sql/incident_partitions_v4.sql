@@ -18,6 +18,14 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT safestats_incident_month_partition(t) || '_staged'
 $$;
 
+-- The end of the month holding t (the next month's first instant, London's calendar): the bounds CHECK of a
+-- staging table and its partition bounds when attached.
+CREATE OR REPLACE FUNCTION safestats_incident_month_end(t timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT date_trunc('month', date_trunc('month', t, 'Europe/London') + interval '32 days', 'Europe/London')
+$$;
+
 -- On a helper connection (autocommit), for a loader whose transaction holds the month's advisory lock: the new
 -- staging table for the month holding t, or NULL when the month has its partition already (or its year is a
 -- plain table): the loader then COPYs through incidents as usual. The table takes its ids from the incidents
@@ -29,8 +37,7 @@ DECLARE
     part text := safestats_incident_month_partition(t);
     staged text := safestats_staged_month_table(t);
     month_start timestamptz := date_trunc('month', t, 'Europe/London');
-    month_end timestamptz := date_trunc('month', date_trunc('month', t, 'Europe/London') + interval '32 days',
-                                        'Europe/London');
+    month_end timestamptz := safestats_incident_month_end(t);
     leftover text;
 BEGIN
     -- Staging tables of killed loaders: any other month's whose lock is free (held until this statement ends,
@@ -105,7 +112,7 @@ BEGIN
     END LOOP;
     EXECUTE format('ALTER TABLE %I ALTER id DROP DEFAULT', part);
     EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', left(part, 15), part,
-                   month_start, date_trunc('month', month_start + interval '32 days', 'Europe/London'));
+                   month_start, safestats_incident_month_end(t));
 END;
 $$;
 

@@ -37,4 +37,5 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS safestats_staged_month_index_statements(regclass)")
     op.execute("DROP FUNCTION IF EXISTS safestats_stage_incident_month(timestamptz)")
     op.execute("DROP FUNCTION IF EXISTS safestats_staged_month_table(timestamptz)")
+    op.execute("DROP FUNCTION IF EXISTS safestats_incident_month_end(timestamptz)")
     op.execute(read_sql("incident_partitions_v3.sql"))
