@@ -70,18 +70,32 @@ def with_boundaries_loaded(body: str, loaded: set[str]) -> str:
     return json.dumps(request)
 
 
-def boundaries_sent(response) -> set[str]:
-    """The area layers whose boundaries a map response carried (the browser keeps them)."""
+def boundaries_sent(response) -> dict[str, str]:
+    """The area layers whose boundaries' URL a map response set, by level (the layer then fetches it)."""
     sent = json.loads(response.content).get("response", {})
-    return {component.rsplit("-", 1)[-1] for component, props in sent.items() if "data" in props}
+    return {component.rsplit("-", 1)[-1]: props["url"] for component, props in sent.items() if "url" in props}
+
+
+def fetch_boundaries(session, base: str, urls: dict[str, str], cached: dict[str, int], timeout: float) -> None:
+    """GET each boundaries URL as the map layer does, unless this browser's cache holds it already (the URL
+    names its content and may be kept for a year); ``cached`` maps URL to the bytes that came over the wire."""
+    for url in urls.values():
+        if url not in cached:
+            response = session.get(f"{base}{url}", timeout=timeout, headers={"Accept-Encoding": "gzip"},
+                                   stream=True)
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {url} answered {response.status_code}")
+            cached[url] = len(response.raw.read())
 
 
 def filter_change(session, base: str, bodies: dict[str, str], pool: ThreadPoolExecutor, timeout: float,
-                  recorder: Recorder, loaded: set[str] | None = None) -> bool:
-    """sync_state, then every panel at once; records the change's wall time; False on any error. ``loaded``:
-    the area layers whose boundaries this analyst's browser holds (updated from the map's answer)."""
+                  recorder: Recorder, loaded: set[str] | None = None, cached: dict[str, int] | None = None) -> bool:
+    """sync_state, then every panel at once (and the map's boundaries when they are new to this browser);
+    records the change's wall time; False on any error. ``loaded``: the area layers whose boundaries this
+    analyst's page holds (updated from the map's answer); ``cached``: the browser's cache of their URLs."""
     sync_key, *panel_keys = list(bodies)
     loaded = set() if loaded is None else loaded
+    cached = {} if cached is None else cached
     started = time.perf_counter()
     try:
         post_callback(session, base, bodies[sync_key], timeout)
@@ -91,7 +105,9 @@ def filter_change(session, base: str, bodies: dict[str, str], pool: ThreadPoolEx
         for key, future in futures.items():
             response = future.result()
             if key == MAP_KEY:
-                loaded |= boundaries_sent(response)
+                urls = boundaries_sent(response)
+                fetch_boundaries(session, base, urls, cached, timeout)
+                loaded |= set(urls)
     except Exception as exc:  # noqa: BLE001 - every failure is an error of the run, counted and shown
         recorder.error("filter change", repr(exc)[:200])
         return False
@@ -125,12 +141,13 @@ def analyst(base: str, email: str, password: str, changes: list[dict[str, str]],
             return
         recorder.add("open dashboard (page)", time.perf_counter() - started)
         loaded: set[str] = set()
-        filter_change(session, base, changes[0], pool, timeout, recorder, loaded)  # the page's first state
+        cached: dict[str, int] = {}
+        filter_change(session, base, changes[0], pool, timeout, recorder, loaded, cached)  # the page's first state
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(*think))
             if time.monotonic() >= deadline:
                 break
-            filter_change(session, base, rng.choice(changes), pool, timeout, recorder, loaded)
+            filter_change(session, base, rng.choice(changes), pool, timeout, recorder, loaded, cached)
     finally:
         pool.shutdown(wait=True)
         session.close()

@@ -36,7 +36,8 @@ import dash
 from flask import Flask, abort, g, request, send_from_directory
 from flask_login import current_user
 
-from dashapp import account, admin_audit, admin_status, admin_users, admin_views, api, auth, exports, feeds, guard, tiles
+from dashapp import (account, admin_audit, admin_status, admin_users, admin_views, api, auth, boundaries, exports, feeds,
+                     guard, tiles)
 from dashapp.callbacks import dashboard as dashboard_callbacks
 from dashapp.callbacks import saved_views as saved_views_callbacks
 from dashapp.callbacks import exports as exports_callbacks
@@ -124,6 +125,7 @@ def create_app(database_url: str | None = None) -> Flask:
     auth.login_manager.init_app(server)
     server.register_blueprint(auth.bp)
     server.register_blueprint(tiles.bp)
+    server.register_blueprint(boundaries.bp)
     server.register_blueprint(feeds.bp)
     server.register_blueprint(admin_status.bp)
     server.register_blueprint(admin_views.bp)

@@ -305,8 +305,8 @@ def _refuse_unregistered_callback(server, policy: TierPolicy) -> None:
 
 
 def _login_required():
-    # Dash's machinery (JSON, scripts, assets) gets a bare 401; only page loads are sent to the form.
-    if request.path.startswith(("/_", "/assets/", "/tiles/", "/api/")) or request.method != "GET":
+    # Dash's machinery (JSON, scripts, assets, shapes) gets a bare 401; only page loads are sent to the form.
+    if request.path.startswith(("/_", "/assets/", "/tiles/", "/boundaries/", "/api/")) or request.method != "GET":
         return jsonify(error="login required"), 401
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 

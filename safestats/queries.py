@@ -28,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import gzip
+import hashlib
 import inspect
 import json
 import logging
@@ -234,6 +236,29 @@ def boundaries_geojson(engine: Engine, level: str = "borough", region: str = "lo
             {"type": "Feature", "id": code, "properties": {"code": code, "name": name, "parent": parent},
              "geometry": json.loads(geometry)} for code, name, parent, geometry in rows]}
     return _cached(engine, "boundaries", (level, region), compute, versioned=False)
+
+
+@dataclass(frozen=True)
+class BoundariesDocument:
+    """``boundaries_geojson`` serialised once per worker for the browser to fetch by URL and keep: the JSON,
+    the same gzipped, and a version (a hash of the JSON) that names this content in the URL."""
+
+    body: bytes
+    gzipped: bytes
+    version: str
+
+
+def boundaries_document(engine: Engine, level: str = "borough", region: str = "london") -> BoundariesDocument:
+    """The region's display boundaries at ``level`` as bytes ready to send (``dashapp.boundaries``).
+
+    Why by URL: as callback output, the 4,835 LSOAs (1.6 MB of JSON) were serialised by Dash on every
+    switch to that level, a third of a second of a worker; as a document with its version in the URL they are
+    serialised once per worker and the browser's cache keeps them across pages and sessions."""
+    def compute():
+        body = json.dumps(boundaries_geojson(engine, level, region), separators=(",", ":")).encode()
+        return BoundariesDocument(body, gzip.compress(body, compresslevel=6, mtime=0),
+                                  hashlib.sha256(body).hexdigest()[:16])
+    return _cached(engine, "boundaries document", (level, region), compute, versioned=False)
 
 
 # Kept for the callers written before levels existed.

@@ -9,6 +9,7 @@ message and no data, never answered with all of London.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import re
 
@@ -229,6 +230,40 @@ def test_density_tiles_need_login_and_refuse_tampered_filters(app, client, clean
     assert client.get("/tiles/density/10/511/340.png?borough=E09999999").status_code == 400
     assert client.get("/tiles/density/10/99999/340.png").status_code == 400
     assert client.get("/tiles/blank.png").status_code == 200
+
+
+def test_the_map_sends_a_boundaries_url_once_and_the_url_serves_them(app, client, clean_data):
+    seed_incidents(clean_data)
+    assert client.get("/boundaries/borough.geojson").status_code == 401
+    _login(client)
+    state = {f"{ids.VIEW_STATE}.data": {"qs": "level=borough", "error": None}, f"{ids.MAP}.zoom": 10}
+    fresh = _callback(app, client, ids.MAP_LEGEND, state, f"{ids.VIEW_STATE}.data").get_json()["response"]
+    url = fresh[ids.MAP_AREAS["borough"]]["url"]
+    assert url.startswith("/boundaries/borough.geojson?v=") and "data" not in fresh[ids.MAP_AREAS["borough"]]
+    # Once the browser holds them (its hideout says so), only the colours travel.
+    held = {**state, f"{ids.MAP_AREAS['borough']}.hideout": {"loaded": True}}
+    again = _callback(app, client, ids.MAP_LEGEND, held, f"{ids.VIEW_STATE}.data").get_json()["response"]
+    assert ids.MAP_AREAS["borough"] not in again or "url" not in again[ids.MAP_AREAS["borough"]]
+
+    shapes = client.get(url, headers={"Accept-Encoding": "identity"})
+    assert shapes.status_code == 200 and shapes.mimetype == "application/geo+json"
+    assert json.loads(shapes.data) == queries.boundaries_geojson(get_engine(clean_data), "borough")
+    assert "immutable" in shapes.headers["Cache-Control"] and "no-store" not in shapes.headers["Cache-Control"]
+    zipped = client.get(url, headers={"Accept-Encoding": "gzip, deflate"})
+    assert zipped.headers["Content-Encoding"] == "gzip" and gzip.decompress(zipped.data) == shapes.data
+    assert client.get(url, headers={"If-None-Match": shapes.headers["ETag"]}).status_code == 304
+    # An old version's URL gets today's shapes, revalidated each time rather than kept for a year.
+    stale = client.get("/boundaries/borough.geojson?v=0000", headers={"Accept-Encoding": "identity"})
+    assert stale.data == shapes.data and stale.headers["Cache-Control"] == "private, no-cache"
+    assert client.get("/boundaries/ward.geojson").status_code == 404
+    # A viewer's maps stop at boroughs (safestats.access): the finer shapes are refused them.
+    assert client.get("/boundaries/lsoa.geojson").status_code == 403
+    client.get("/logout")
+    upsert_user(get_engine(clean_data), "web.partner@web-test.example", PASSWORD, "Web Partner", "GLA",
+                "partner_analyst")
+    _login(client, "web.partner@web-test.example")
+    lsoas = json.loads(client.get("/boundaries/lsoa.geojson", headers={"Accept-Encoding": "identity"}).data)
+    assert len(lsoas["features"]) == len(queries.boundaries_geojson(get_engine(clean_data), "lsoa")["features"]) > 0
 
 
 def test_callbacks_check_the_login_themselves(app):

@@ -25,7 +25,7 @@ from dash.exceptions import PreventUpdate
 from flask import current_app
 from flask_login import current_user
 
-from dashapp import guard, ids
+from dashapp import boundaries, guard, ids
 from dashapp.layouts import dashboard as view
 from safestats import queries
 from safestats.access import may_see_points
@@ -529,9 +529,9 @@ def register_callbacks(app: Dash) -> None:
         return [dict(r.__dict__, incidents=view.count_label(r.incidents) if r.incidents is None else r.incidents)
                 for r in rows], title
 
-    # view state + zoom -> choropleth (boundaries once per level, then only hideout) and legend
-    @guard.callback(app, 
-        *[Output(ids.MAP_AREAS[level], "data") for level in LEVELS],
+    # view state + zoom -> choropleth (the boundaries' URL once per level, then only hideout) and legend
+    @guard.callback(app,
+        *[Output(ids.MAP_AREAS[level], "url") for level in LEVELS],
         *[Output(ids.MAP_AREAS[level], "hideout") for level in LEVELS],
         Output(ids.MAP_LEGEND, "children"), Output(ids.MAP_NOTE, "children"),
         Input(ids.VIEW_STATE, "data"), Input(ids.MAP, "zoom"),
@@ -559,14 +559,15 @@ def register_callbacks(app: Dash) -> None:
             shown, note = {}, _error_reference(exc, "map")
         selected = state.selected_area[1] if state.selected_area else None
         hideout = view.area_hideout(shown, measure, state.map_breaks, selected, suppressed)
-        data_out, hideout_out = [], []
+        url_out, hideout_out = [], []
         for lv, old in zip(LEVELS, hideouts):
             loaded = isinstance(old, dict) and old.get("loaded")
-            data_out.append(queries.boundaries_geojson(engine, lv) if lv == level and not loaded else no_update)
+            # The layer fetches its shapes from the URL once; the browser's cache keeps them (dashapp.boundaries).
+            url_out.append(boundaries.boundaries_url(engine, lv) if lv == level and not loaded else no_update)
             hideout_out.append(dict(hideout, loaded=True) if lv == level
                                else {"hidden": True, "loaded": bool(loaded)})
         notes = [n for n in (note, _points_note(state, zoom)) if n]
-        return (*data_out, *hideout_out, view.legend(hideout, measure, level), " ".join(notes))
+        return (*url_out, *hideout_out, view.legend(hideout, measure, level), " ".join(notes))
 
     def _points_note(state: FilterState, zoom) -> str | None:
         if "points" not in state.map_layers:

@@ -471,8 +471,8 @@ def filter_panel() -> html.Div:
 def map_card() -> dbc.Card:
     settings = get_settings()
     area_layers = [
-        dl.GeoJSON(id=ids.MAP_AREAS[level], data={"type": "FeatureCollection", "features": []},
-                   style=AREA_STYLE, onEachFeature=AREA_ON_EACH_FEATURE,
+        # No data: the map callback sets ``url`` to the level's boundaries once it is shown (dashapp.boundaries).
+        dl.GeoJSON(id=ids.MAP_AREAS[level], style=AREA_STYLE, onEachFeature=AREA_ON_EACH_FEATURE,
                    hideout=area_hideout({}, "count", "quantile", None),
                    hoverStyle={"arrow": {"weight": 3, "color": "#333333", "fillOpacity": 0.85}})
         for level in ("borough", "msoa", "lsoa")]
