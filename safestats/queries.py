@@ -1821,6 +1821,25 @@ def _months_read_once(key: tuple, read: Callable[[], dict[date, _GridMonth]]) ->
 
 
 _POLYGON_PARAM = _POLYGON_BNG.replace(":polygon_wkt", "%(polygon_wkt)s")
+# The first instant of each London month from 1900 to 2100, worked out once a query: width_bucket's
+# thresholds, bucket m being the m-th month from 1900-01.
+_MONTH_BOUNDS_FROM, _MONTH_BOUNDS_COUNT = "1900-01-01", 200 * 12 + 1
+_LONDON_MONTH_BOUNDS_SQL = (f"ARRAY(SELECT d::timestamp AT TIME ZONE 'Europe/London' FROM generate_series("
+                            f"DATE '{_MONTH_BOUNDS_FROM}', DATE '{_MONTH_BOUNDS_FROM}' + "
+                            f"{_MONTH_BOUNDS_COUNT - 1} * interval '1 month', interval '1 month') AS d)")
+
+
+def _london_month_bucket(instant: str) -> str:
+    """SQL: the number of ``instant``'s London month among the bounds (grouped by, then turned into a date by
+    ``_london_month_of_bucket``): as ``_LONDON_MONTH`` but a binary search, not a time zone conversion."""
+    return f"width_bucket({instant}, {_LONDON_MONTH_BOUNDS_SQL})"
+
+
+def _london_month_of_bucket(bucket: str, instant: str) -> str:
+    """SQL: the first day of month number ``bucket``; outside 1900-2100, ``instant``'s month converted."""
+    return (f"CASE WHEN {bucket} BETWEEN 1 AND {_MONTH_BOUNDS_COUNT - 1} "
+            f"THEN DATE '{_MONTH_BOUNDS_FROM}' + ({bucket} - 1) * interval '1 month' "
+            f"ELSE date_trunc('month', {instant} AT TIME ZONE 'Europe/London') END::date")
 _THEME_MASK_SQL = ("safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy, "
                    "theme_arson)")
 
@@ -1943,8 +1962,10 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
     boxes = _edge_boxes(edge)
     size = POLYGON_CELL_M
     if found is None or len(boxes) > POLYGON_EDGE_BOXES_MAX:
-        near = f"geom && {_POLYGON_PARAM}"
-    else:
+        # One scan of the polygon: its points in inside cells are counted from the rollup, so left out here.
+        near = (f"geom && {_POLYGON_PARAM} AND floor(ST_X(geom) / {size})::int8 * 4294967296 "
+                f"+ floor(ST_Y(geom) / {size})::int8 <> ALL(CAST(%(inside_keys)s AS int8[]))")
+    else:  # (the boxes hold edge cells only: no point in them is in an inside cell)
         near = "(" + " OR ".join(f"geom && ST_MakeEnvelope({x0 * size}, {y0 * size}, {(x1 + 1) * size}, "
                                  f"{(y1 + 1) * size}, 27700)" for x0, y0, x1, y1 in boxes) + ")" if boxes else "false"
     # The inside cells keep what row-level security keeps of the raw points (incidents_web_records): the
@@ -1962,14 +1983,16 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
         GROUP BY 1, 2, 3, 4, 5"""
     parts = [inside_sql.format(sign="", table=visible_view("rollup_grid_month")),
              inside_sql.format(sign="-", table=visible_view("retained_grid_month"))] if inside else []
+    # Each point's London month as its place among the months' first instants (a binary search): the time
+    # zone conversion per point was a quarter of this read. Out of that range, the conversion, once a group.
     parts.append(f"""
-        SELECT {_LONDON_MONTH}, supplier, category_id, {_THEME_MASK_SQL}, coalesce(borough_code, ''),
-               count(*)::int4
-        FROM incidents
-        WHERE {near} AND ST_Intersects(geom, {_POLYGON_PARAM})
-          AND floor(ST_X(geom) / {size})::int8 * 4294967296 + floor(ST_Y(geom) / {size})::int8
-              <> ALL(CAST(%(inside_keys)s AS int8[]))
-        GROUP BY 1, 2, 3, 4, 5""")
+        SELECT {_london_month_of_bucket("m", "any_at")}, supplier, category_id, theme_mask, borough_code, n
+        FROM (SELECT {_london_month_bucket("occurred_at")} AS m, supplier, category_id,
+                     {_THEME_MASK_SQL} AS theme_mask, coalesce(borough_code, '') AS borough_code,
+                     count(*)::int4 AS n, min(occurred_at) AS any_at
+              FROM incidents
+              WHERE {near} AND ST_Intersects(geom, {_POLYGON_PARAM})
+              GROUP BY 1, 2, 3, 4, 5) AS edge""")
     sql = f"""
         SELECT u.month, array_position(CAST(%(codes)s AS text[]), u.supplier)::int2, u.category_id, u.theme_mask,
                coalesce(b.k - 1, {len(cells.boroughs)})::int4, 0::int4, u.n

@@ -481,6 +481,24 @@ def test_a_polygons_inside_cells_are_read_from_the_covering_index_alone(generate
     assert "Index Only Scan using rollup_grid_month_cell_idx" in plan, plan
 
 
+def test_a_polygons_edge_months_by_binary_search_are_london_months(generated):
+    """The edge's month of each point is found among the London months' first instants (width_bucket), not by
+    converting each point's time zone: the same month for instants on either side of every month's start
+    (a microsecond before, at, after), through both clock changes, and beyond the bounds' range."""
+    bucket, month = queries._london_month_bucket("t"), queries._london_month_of_bucket("m", "t")
+    rows = query(generated, f"""
+        WITH starts AS (SELECT (d::timestamp AT TIME ZONE 'Europe/London') AS s
+                        FROM generate_series(DATE '2019-01-01', DATE '2027-01-01', interval '1 month') d),
+             instants AS (SELECT s + k * interval '1 microsecond' AS t FROM starts, (VALUES (-1), (0), (1)) v(k)
+                          UNION ALL SELECT generate_series(TIMESTAMPTZ '2023-03-25', '2023-04-02', interval '17 minutes')
+                          UNION ALL SELECT generate_series(TIMESTAMPTZ '2023-10-28', '2023-11-02', interval '13 minutes')
+                          UNION ALL VALUES (TIMESTAMPTZ '1850-06-30 23:30Z'), (TIMESTAMPTZ '2150-06-30 23:30Z'))
+        SELECT count(*), count(*) FILTER (WHERE {month} IS DISTINCT FROM
+                                          date_trunc('month', t AT TIME ZONE 'Europe/London')::date)
+        FROM (SELECT t, {bucket} AS m FROM instants) AS b""")
+    assert rows[0][0] > 300 and rows[0][1] == 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(cells=st.sets(st.tuples(st.integers(0, 12), st.integers(0, 12)), max_size=60))
 def test_a_polygons_edge_boxes_cover_its_edge_cells_and_nothing_else(cells):
