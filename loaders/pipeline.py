@@ -1082,6 +1082,21 @@ def fresh_month_candidate(located: "LocatedDrop", fmt: SupplierFormat) -> bool:
     return len(_partition_keys(located.first_at, located.last_at)[1]) == 1
 
 
+def _write_quarantine(cur, drop_id: int, quarantined: list[tuple[int, str, str]], quality: dict) -> None:
+    """The drop's quarantined rows (line number, raw line, reason) and its location quality per method."""
+    ordered = sorted(quarantined)
+    cur.execute("""
+        INSERT INTO quarantine (drop_id, line_no, raw_line, reason)
+        SELECT %(drop)s, * FROM unnest(%(lines)s::integer[], %(raws)s::text[], %(reasons)s::text[]);
+        INSERT INTO drop_location_quality (drop_id, method, rows, mean_confidence)
+        SELECT %(drop)s, * FROM unnest(%(methods)s::text[], %(method_rows)s::integer[], %(confidences)s::real[])""",
+                {"drop": drop_id, "lines": [q[0] for q in ordered],
+                 # PostgreSQL text cannot hold NUL; the raw line keeps a visible marker instead.
+                 "raws": [q[1].replace("\x00", "\\x00") for q in ordered], "reasons": [q[2] for q in ordered],
+                 "methods": list(quality), "method_rows": [q[0] for q in quality.values()],
+                 "confidences": [round(float(q[1]), 2) for q in quality.values()]})
+
+
 def _write_drop(cur, prepared: PreparedDrop, result: DropResult, stager: MonthStager,
                 partitions_known: set | None, began: Callable[[], None] | None) -> None:
     fmt, parsed, located, quarantined = prepared.fmt, prepared.parsed, prepared.located, prepared.quarantined
@@ -1154,7 +1169,7 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, stager: MonthSt
                     {"old": old_id, "new": drop_id, "start": old_start or "-infinity", "end": old_end or "infinity"})
     _pause_for_tests("replaced")
 
-    rows_unmatched = 0
+    rows_unmatched, quarantined_written = 0, False
     if is_update_format(fmt):
         # An update drop (police.uk outcomes) changes records already loaded; the format writes its rows.
         kept = pa.array(located.placed)
@@ -1168,10 +1183,13 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, stager: MonthSt
         # drop that opens its month is staged by the helper connections and attached here (None: the month
         # has its partition already, and its rows go through incidents).
         streams = [stream.for_drop(drop_id) for stream in located.copy_streams]
-        rows_loaded = stager.stage(located.first_at, streams) if fresh_candidate else None
+        # The quarantine is written on this connection while the helpers COPY (it waited for them before).
+        rows_loaded = stager.stage(located.first_at, streams, meanwhile=lambda: _write_quarantine(
+            cur, drop_id, quarantined, located.quality)) if fresh_candidate else None
         if rows_loaded is not None:
             _pause_for_tests("copied")
             cur.execute("SELECT safestats_attach_staged_incident_month(%s)", (located.first_at,))
+            quarantined_written = True
         else:
             rows_loaded = sum(copy_incident_rows(cur, "incidents", stream) for stream in streams)
             _pause_for_tests("copied")
@@ -1181,26 +1199,18 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, stager: MonthSt
     if rows_loaded + len(quarantined) + rows_unmatched != parsed.rows_read:
         raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} + "
                              f"{rows_unmatched} != {parsed.rows_read}")
-    ordered = sorted(quarantined)
     # Update drops add no incidents, so they have no location quality of their own.
     quality = {} if is_update_format(fmt) else located.quality
+    if not quarantined_written:
+        _write_quarantine(cur, drop_id, quarantined, quality)
     cur.execute("""
-        INSERT INTO quarantine (drop_id, line_no, raw_line, reason)
-        SELECT %(drop)s, * FROM unnest(%(lines)s::integer[], %(raws)s::text[], %(reasons)s::text[]);
-        INSERT INTO drop_location_quality (drop_id, method, rows, mean_confidence)
-        SELECT %(drop)s, * FROM unnest(%(methods)s::text[], %(method_rows)s::integer[], %(confidences)s::real[]);
         UPDATE drops SET replace_key = %(replace_key)s, loaded_at = clock_timestamp(), rows_read = %(read)s,
                          rows_loaded = %(loaded)s, rows_quarantined = %(quarantined)s,
                          rows_unmatched = %(unmatched)s,
                          period_start = (%(first)s::timestamptz AT TIME ZONE 'Europe/London')::date,
                          period_end = (%(last)s::timestamptz AT TIME ZONE 'Europe/London')::date
         WHERE id = %(drop)s""",
-                {"drop": drop_id, "lines": [q[0] for q in ordered],
-                 # PostgreSQL text cannot hold NUL; the raw line keeps a visible marker instead.
-                 "raws": [q[1].replace("\x00", "\\x00") for q in ordered], "reasons": [q[2] for q in ordered],
-                 "methods": list(quality), "method_rows": [q[0] for q in quality.values()],
-                 "confidences": [round(float(q[1]), 2) for q in quality.values()],
-                 "replace_key": replace_key, "read": parsed.rows_read, "loaded": rows_loaded,
+                {"drop": drop_id, "replace_key": replace_key, "read": parsed.rows_read, "loaded": rows_loaded,
                  "quarantined": len(quarantined), "unmatched": rows_unmatched, "first": located.first_at, "last": located.last_at})
     _pause_for_tests("before_commit")
     cur.execute("COMMIT")

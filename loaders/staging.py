@@ -17,6 +17,7 @@ from __future__ import annotations
 import queue
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime
+from typing import Callable
 
 import psycopg2
 
@@ -47,11 +48,13 @@ class MonthStager:
             self._pool = ThreadPoolExecutor(max_workers=STAGING_CONNECTIONS, thread_name_prefix="month-stager")
         return self._conns
 
-    def stage(self, first_at: datetime, streams: list) -> int | None:
+    def stage(self, first_at: datetime, streams: list, meanwhile: Callable[[], None] = lambda: None) -> int | None:
         """Fill and index the staging table of ``first_at``'s month from ``streams`` (one per helper, the drop
         id already set); the rows COPYed, or None when the month has its partition already (nothing staged).
-        The caller's transaction must hold the month's advisory lock; on failure, the caller rolls it back,
-        then ``discard()`` drops what was staged (commit_drop does both)."""
+        ``meanwhile()`` runs on the calling thread while the helpers COPY (the caller's own writes, which
+        would otherwise wait for the staging). The caller's transaction must hold the month's advisory lock;
+        on failure, the caller rolls it back, then ``discard()`` drops what was staged (commit_drop does
+        both)."""
         conns = self._connections()
         if len(streams) > len(conns):
             raise ValueError(f"{len(streams)} COPY streams for {len(conns)} staging connections")
@@ -62,8 +65,14 @@ class MonthStager:
             return None
         self._staged_at = first_at
         try:
-            copied = self._run_on_helpers([
+            copies = self._start_on_helpers([
                 (lambda conn, stream=stream: _copy_into(conn, staged, stream)) for stream in streams])
+            try:
+                meanwhile()
+            except BaseException:
+                self._cancel(copies)
+                raise
+            copied = self._finish(copies)
             with conns[0].cursor() as cur:
                 cur.execute("SELECT safestats_staged_month_index_statements(%s)", (staged,))
                 builds: queue.Queue = queue.Queue()
@@ -77,18 +86,28 @@ class MonthStager:
         return sum(copied)
 
     def _run_on_helpers(self, jobs: list) -> list:
-        """Run job k on helper k, side by side; their results. When one fails, the others' statements are
-        cancelled (so a failed COPY does not wait for the other share to finish) and its error raised."""
-        futures = [self._pool.submit(job, conn) for job, conn in zip(jobs, self._conns)]
+        """Run job k on helper k, side by side; their results (see ``_finish``)."""
+        return self._finish(self._start_on_helpers(jobs))
+
+    def _start_on_helpers(self, jobs: list) -> list:
+        return [self._pool.submit(job, conn) for job, conn in zip(jobs, self._conns)]
+
+    def _finish(self, futures: list) -> list:
+        """The helpers' results. When one fails, the others' statements are cancelled (so a failed COPY does
+        not wait for the other share to finish) and its error raised."""
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in done if f.exception() is not None]
         if failed:
-            for future, conn in zip(futures, self._conns):
-                if not future.done():
-                    conn.cancel()
-            wait(futures)
+            self._cancel(futures)
             raise failed[0].exception()
         return [f.result() for f in futures]
+
+    def _cancel(self, futures: list) -> None:
+        """Cancel the helpers' statements still running, and wait for them to stop."""
+        for future, conn in zip(futures, self._conns):
+            if not future.done():
+                conn.cancel()
+        wait(futures)
 
     def landed(self) -> None:
         """The drop committed: its staging table is the month's partition now."""
