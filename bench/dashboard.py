@@ -259,7 +259,7 @@ def bench_panels(engine, repeats: int, user) -> dict:
         print(f"{panel:20} {statistics.median(values):15,.0f} {max(values):12,}")
     for level in ("borough", "msoa", "lsoa"):
         once = len(json.dumps(queries.boundaries_geojson(engine, level)))
-        print(f"{'boundaries ' + level:20} {once:15,} {'(sent once per page)':>12}")
+        print(f"{'boundaries ' + level:20} {once:15,} {'(fetched once, kept by the browser)':>12}")
     return {"changes": by_change, "sizes": sizes}
 
 
