@@ -194,7 +194,7 @@ def test_every_callback_x_every_tier_x_forged_inputs(forged_app, clean_data, cam
 
 def _endpoint_url(server, rule, qs: str) -> str:
     forged = {"supplier": "istv_ed", "drop_id": 1, "z": 14, "x": 8185, "y": 5447, "filename": "bootstrap.min.css",
-              "path": "forged", "package_name": "dash", "user_id": 1, "view_id": 1, "org_id": 1, "fingerprinted_path": "dash-renderer/build/dash_renderer.min.js"}
+              "path": "forged", "level": "lsoa", "package_name": "dash", "user_id": 1, "view_id": 1, "org_id": 1, "fingerprinted_path": "dash-renderer/build/dash_renderer.min.js"}
     adapter = server.url_map.bind("localhost")
     defaults = rule.defaults or {}   # e.g. an export's format, fixed by its URL
     url = adapter.build(rule.endpoint, {name: defaults[name] if name in defaults else forged[name]
@@ -221,7 +221,8 @@ def test_every_http_endpoint_x_every_tier(forged_app, clean_data, camden_assigne
                 assert response.status_code < 500, (tier, rule.endpoint, qs, response.status_code)
                 if rule.endpoint in admin_only and tier != "admin":
                     assert response.status_code == 403, (tier, rule.endpoint)
-                if rule.endpoint == "tiles.density_tile":  # grid cells are finer than a viewer may see
+                if rule.endpoint in ("tiles.density_tile", "boundaries.level_geojson"):
+                    # Grid cells and LSOA shapes are finer than a viewer's maps go.
                     assert (response.status_code == 403) == (tier == "viewer"), (tier, qs, response.status_code)
                 text = response.get_data().decode("utf-8", "replace")
                 # Only the record exports may carry points, and only those the tier may see.
