@@ -1962,12 +1962,15 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
     boxes = _edge_boxes(edge)
     size = POLYGON_CELL_M
     if found is None or len(boxes) > POLYGON_EDGE_BOXES_MAX:
-        # One scan of the polygon: its points in inside cells are counted from the rollup, so left out here.
-        near = (f"geom && {_POLYGON_PARAM} AND floor(ST_X(geom) / {size})::int8 * 4294967296 "
-                f"+ floor(ST_Y(geom) / {size})::int8 <> ALL(CAST(%(inside_keys)s AS int8[]))")
-    else:  # (the boxes hold edge cells only: no point in them is in an inside cell)
+        near = f"geom && {_POLYGON_PARAM}"
+    else:
         near = "(" + " OR ".join(f"geom && ST_MakeEnvelope({x0 * size}, {y0 * size}, {(x1 + 1) * size}, "
                                  f"{(y1 + 1) * size}, 27700)" for x0, y0, x1, y1 in boxes) + ")" if boxes else "false"
+    # Points in inside cells are counted from the rollup, so left out here by the rollup's own cell arithmetic,
+    # edge boxes or not: a box's && takes in points on its far sides and, comparing float4 boxes, within
+    # centimetres of its near sides, in the next cells (the real files' test polygon had 14 in inside cells).
+    near += (f" AND floor(ST_X(geom) / {size})::int8 * 4294967296 + floor(ST_Y(geom) / {size})::int8"
+             f" <> ALL(CAST(%(inside_keys)s AS int8[]))")
     # The inside cells keep what row-level security keeps of the raw points (incidents_web_records): the
     # suppliers within the user's record level, in the boroughs the database says they may see records in.
     # (LATERAL ... OFFSET 0: one index-only scan per cell; as a join, the planner hashed the whole rollup.)
