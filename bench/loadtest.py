@@ -76,20 +76,24 @@ def boundaries_sent(response) -> dict[str, str]:
     return {component.rsplit("-", 1)[-1]: props["url"] for component, props in sent.items() if "url" in props}
 
 
-def fetch_boundaries(session, base: str, urls: dict[str, str], cached: dict[str, int], timeout: float) -> None:
-    """GET each boundaries URL as the map layer does, unless this browser's cache holds it already (the URL
-    names its content and may be kept for a year); ``cached`` maps URL to the bytes that came over the wire."""
+def fetch_boundaries(session, base: str, urls: dict[str, str], cached: dict[str, tuple[float, int]],
+                     timeout: float) -> None:
+    """GET each boundaries URL as the map layer does (gzipped), unless this browser's cache holds it already
+    (the URL names its content and may be kept for a year); ``cached`` maps URL to (ms, bytes over the wire)."""
     for url in urls.values():
         if url not in cached:
+            started = time.perf_counter()
             response = session.get(f"{base}{url}", timeout=timeout, headers={"Accept-Encoding": "gzip"},
                                    stream=True)
             if response.status_code != 200:
                 raise RuntimeError(f"GET {url} answered {response.status_code}")
-            cached[url] = len(response.raw.read())
+            size = len(response.raw.read())
+            cached[url] = ((time.perf_counter() - started) * 1000, size)
 
 
 def filter_change(session, base: str, bodies: dict[str, str], pool: ThreadPoolExecutor, timeout: float,
-                  recorder: Recorder, loaded: set[str] | None = None, cached: dict[str, int] | None = None) -> bool:
+                  recorder: Recorder, loaded: set[str] | None = None,
+                  cached: dict[str, tuple[float, int]] | None = None) -> bool:
     """sync_state, then every panel at once (and the map's boundaries when they are new to this browser);
     records the change's wall time; False on any error. ``loaded``: the area layers whose boundaries this
     analyst's page holds (updated from the map's answer); ``cached``: the browser's cache of their URLs."""
@@ -141,7 +145,7 @@ def analyst(base: str, email: str, password: str, changes: list[dict[str, str]],
             return
         recorder.add("open dashboard (page)", time.perf_counter() - started)
         loaded: set[str] = set()
-        cached: dict[str, int] = {}
+        cached: dict[str, tuple[float, int]] = {}
         filter_change(session, base, changes[0], pool, timeout, recorder, loaded, cached)  # the page's first state
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(*think))

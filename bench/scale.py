@@ -384,7 +384,7 @@ def worker_rss_mib(master: int) -> list[float]:
 
 
 def cmd_http(args) -> dict:
-    from bench.loadtest import MAP_KEY, boundaries_sent, post_callback
+    from bench.loadtest import MAP_KEY, boundaries_sent, fetch_boundaries, post_callback
 
     url = database(args.rows)
     ensure_generated(url, args.rows)
@@ -404,13 +404,8 @@ def cmd_http(args) -> dict:
             started = time.perf_counter()
             response = post_callback(session, base, body, 120)
             size = len(response.content)
-            # The map layer then fetches boundaries new to this browser (dashapp.boundaries), gzipped.
-            for url in boundaries_sent(response).values() if key == MAP_KEY else ():
-                if url not in boundaries:
-                    fetched = time.perf_counter()
-                    shapes = session.get(f"{base}{url}", timeout=120, headers={"Accept-Encoding": "gzip"},
-                                         stream=True)
-                    boundaries[url] = ((time.perf_counter() - fetched) * 1000, len(shapes.raw.read()))
+            if key == MAP_KEY:  # the map layer then fetches boundaries new to this browser (dashapp.boundaries)
+                fetch_boundaries(session, base, boundaries_sent(response), boundaries, 120)
             return key, (time.perf_counter() - started) * 1000, size
 
         def one_change(bodies: dict[str, str]) -> float:

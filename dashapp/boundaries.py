@@ -12,7 +12,7 @@ from flask import Blueprint, Response, abort, current_app, request, url_for
 from flask_login import current_user
 
 from dashapp import guard
-from safestats import access, queries
+from safestats import queries
 
 bp = Blueprint("boundaries", __name__, url_prefix="/boundaries")
 LEVELS = tuple(queries.DISPLAY_SIMPLIFY_TOLERANCE_M)
@@ -29,9 +29,10 @@ def boundaries_url(engine, level: str) -> str:
 def level_geojson(level: str):
     if level not in LEVELS:
         abort(404)
-    if not access.policy_for(current_user).may_break_down_to(level):
-        abort(403, description=f"your access level shows areas down to "
-                               f"{access.policy_for(current_user).min_area_level} level only")
+    try:
+        queries.check_level(level, current_user)
+    except queries.AccessRefused as exc:
+        abort(403, description=str(exc))
     document = queries.boundaries_document(current_app.extensions["safestats_engine"], level)
     current = request.args.get("v") == document.version
     headers = {"ETag": f'"{document.version}"', "Vary": "Accept-Encoding",
@@ -39,9 +40,7 @@ def level_geojson(level: str):
                "Cache-Control": f"private, max-age={A_YEAR_S}, immutable" if current else "private, no-cache"}
     if document.version in request.if_none_match:
         return Response(status=304, headers=headers)
-    if "gzip" in request.accept_encodings:
-        response = Response(document.gzipped, mimetype="application/geo+json", headers=headers)
-        response.headers["Content-Encoding"] = "gzip"
-    else:
-        response = Response(document.body, mimetype="application/geo+json", headers=headers)
-    return response
+    zipped = "gzip" in request.accept_encodings
+    if zipped:
+        headers["Content-Encoding"] = "gzip"
+    return Response(document.gzipped if zipped else document.body, mimetype="application/geo+json", headers=headers)

@@ -1169,7 +1169,9 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, stager: MonthSt
                     {"old": old_id, "new": drop_id, "start": old_start or "-infinity", "end": old_end or "infinity"})
     _pause_for_tests("replaced")
 
-    rows_unmatched, quarantined_written = 0, False
+    # Update drops add no incidents, so they have no location quality of their own.
+    quality = {} if is_update_format(fmt) else located.quality
+    rows_unmatched, staged_rows = 0, None
     if is_update_format(fmt):
         # An update drop (police.uk outcomes) changes records already loaded; the format writes its rows.
         kept = pa.array(located.placed)
@@ -1183,25 +1185,23 @@ def _write_drop(cur, prepared: PreparedDrop, result: DropResult, stager: MonthSt
         # drop that opens its month is staged by the helper connections and attached here (None: the month
         # has its partition already, and its rows go through incidents).
         streams = [stream.for_drop(drop_id) for stream in located.copy_streams]
-        # The quarantine is written on this connection while the helpers COPY (it waited for them before).
-        rows_loaded = stager.stage(located.first_at, streams, meanwhile=lambda: _write_quarantine(
-            cur, drop_id, quarantined, located.quality)) if fresh_candidate else None
-        if rows_loaded is not None:
+        # A staged drop's quarantine is written on this connection while the helpers COPY.
+        staged_rows = stager.stage(located.first_at, streams, meanwhile=lambda: _write_quarantine(
+            cur, drop_id, quarantined, quality)) if fresh_candidate else None
+        if staged_rows is not None:
+            rows_loaded = staged_rows
             _pause_for_tests("copied")
             cur.execute("SELECT safestats_attach_staged_incident_month(%s)", (located.first_at,))
-            quarantined_written = True
         else:
             rows_loaded = sum(copy_incident_rows(cur, "incidents", stream) for stream in streams)
             _pause_for_tests("copied")
     _pause_for_tests("inserted")
 
-    # Checked before anything else is written, so a drop whose rows do not add up rolls back instead of landing.
+    # Checked before the drop row is completed, so a drop whose rows do not add up rolls back instead of landing.
     if rows_loaded + len(quarantined) + rows_unmatched != parsed.rows_read:
         raise AssertionError(f"row accounting broke for {path}: {rows_loaded} + {len(quarantined)} + "
                              f"{rows_unmatched} != {parsed.rows_read}")
-    # Update drops add no incidents, so they have no location quality of their own.
-    quality = {} if is_update_format(fmt) else located.quality
-    if not quarantined_written:
+    if staged_rows is None:
         _write_quarantine(cur, drop_id, quarantined, quality)
     cur.execute("""
         UPDATE drops SET replace_key = %(replace_key)s, loaded_at = clock_timestamp(), rows_read = %(read)s,

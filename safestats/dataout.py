@@ -243,7 +243,7 @@ def aggregates(engine: Engine, state: FilterState, user=None, level: str | None 
     scoped = queries._scoped(engine, state, user)
     if level is None:
         level = "borough" if queries._controlled(engine, scoped, user) else _export_level(state, user)
-    queries._check_level(level, user)
+    queries.check_level(level, user)
     controlled = queries._controlled(engine, scoped, user, level)
     period = queries.current_period(engine, scoped)
     total = queries.headline(engine, state, user).total

@@ -788,7 +788,8 @@ def _controlled(engine: Engine, state: FilterState, user, level: str = "borough"
     return True
 
 
-def _check_level(level: str, user) -> None:
+def check_level(level: str, user) -> None:
+    """Refuse (``AccessRefused``) areas finer than ``user``'s tier may break data down to."""
     if user is not None and not access.policy_for(user).may_break_down_to(level):
         raise AccessRefused(f"your access level shows areas down to {access.policy_for(user).min_area_level} "
                          "level only")
@@ -1023,7 +1024,7 @@ def area_values(engine: Engine, state: FilterState, level: str, user=None) -> Ar
     ``suppressed``; rates and changes are made from the rounded counts.
     """
     state = _scoped(engine, state, user)
-    _check_level(level, user)
+    check_level(level, user)
     controlled = _controlled(engine, state, user, level)
     period = current_period(engine, state)
 
@@ -1075,7 +1076,7 @@ def top_areas(engine: Engine, state: FilterState, user=None, limit: int = TOP_AR
     state = _scoped(engine, state, user)
     selected = state.selected_area
     level = {None: "borough", "borough": "msoa", "msoa": "lsoa", "lsoa": "lsoa"}[selected and selected[0]]
-    _check_level(level, user)
+    check_level(level, user)
     controlled = _controlled(engine, state, user, level)
     period = current_period(engine, state)
 
@@ -1132,7 +1133,7 @@ def density_cells(engine: Engine, state: FilterState, bbox_3857: tuple[float, fl
     LSOA, times of day). Health data under disclosure control has no cells finer than a borough: none.
     Grid cells are finer than LSOAs: refused (ValueError) for tiers that may not break data down that far."""
     state = _scoped(engine, state, user)
-    _check_level("lsoa", user)
+    check_level("lsoa", user)
     if _controlled(engine, state, user):
         return []
     if cell_m % 250:
@@ -1292,7 +1293,7 @@ def grid_counts(engine: Engine, state: FilterState, cell_m: int, period: Period 
     raw points. Health data under disclosure control has no cells finer than a borough: none. Refused below
     the tier's finest level."""
     state = _scoped(engine, state, user)
-    _check_level("lsoa", user)
+    check_level("lsoa", user)
     if _controlled(engine, state, user):
         return {}
     if cell_m % 250:
@@ -1840,6 +1841,8 @@ def _london_month_of_bucket(bucket: str, instant: str) -> str:
     return (f"CASE WHEN {bucket} BETWEEN 1 AND {_MONTH_BOUNDS_COUNT - 1} "
             f"THEN DATE '{_MONTH_BOUNDS_FROM}' + ({bucket} - 1) * interval '1 month' "
             f"ELSE date_trunc('month', {instant} AT TIME ZONE 'Europe/London') END::date")
+
+
 _THEME_MASK_SQL = ("safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy, "
                    "theme_arson)")
 
@@ -2119,7 +2122,7 @@ def study_counts_by_month(engine: Engine, state: FilterState, cell_m: int, perio
     (raw points). Health data under disclosure control has no cells: zeros. Refused below the tier's
     finest level."""
     state = _scoped(engine, state, user)
-    _check_level("lsoa", user)
+    check_level("lsoa", user)
     controlled = _controlled(engine, state, user)
     if cell_m % 250:
         raise ValueError("cell size must be a multiple of 250 m")
