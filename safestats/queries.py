@@ -1741,14 +1741,15 @@ def _panel_months(engine: Engine, state: FilterState, source: str, months: list[
 # * by month x borough (the borough months' layout), every month: the whole-month panels (headline, time
 #   series, categories, top areas, a borough map). The 250 m cells of the grid rollup wholly inside the
 #   polygon give most of it (a cell inside holds only points inside), read by an index-only scan of the
-#   rollup's covering cell index (db/sql/polygon_cells_v1.sql); only the cells on its edge count raw points.
+#   rollup's covering cell index (db/sql/polygon_cells_v1.sql); only the points of the cells on its edge are
+#   counted, from the packed points of those cells (db/sql/cell_points_v1.sql, ``_cell_points``).
 #   At 30M a central polygon of a million incidents took 1.2 s from raw points (bench/README.md).
 # * by day x hour x weekday x borough (the day x hour months' layout), only the months asked for: the hour
-#   x weekday grid, and every panel under a time of day, a weekday or a day-level range. Raw points.
+#   x weekday grid, and every panel under a time of day, a weekday or a day-level range. The packed points of
+#   every cell it touches (a year of the central polygon from raw points was 215-280 ms of two cores).
 POLYGON_MONTHS_KEPT = 8
 POLYGON_CELL_M = 250                # the grid rollup's cells (rollup_grid_month)
 POLYGON_CELLS_MAX = 60_000          # more cells in its box (London's is ~43,000): counted from raw points only
-POLYGON_EDGE_BOXES_MAX = 400        # more edge boxes than this: one scan of the polygon finds the edge points
 
 
 @dataclass
@@ -1855,9 +1856,19 @@ _HOUR_COPY_ROW = _binary_copy_row(("hour", ">i4"), ("supplier", ">i2"), ("catego
 
 
 def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> dict[date, _GridMonth]:
-    """The polygon's raw points of ``months`` by month x day x hour x weekday x borough (the day x hour months'
+    """The polygon's points of ``months`` by month x day x hour x weekday x borough (the day x hour months'
     cells, as ``_day_hour_cell`` and the rollup's time-precision rules make them), as the current user may
-    see them as records."""
+    see them as records: from the packed points of the cells it touches (``_cell_points``), or, for a polygon
+    over more cells than ``POLYGON_CELLS_MAX``, from the raw points."""
+    found = _polygon_cells(engine, ring)
+    if found is not None:
+        points = _cell_points(engine, ring, *found, months=sorted(months))
+        rows = np.zeros(len(points), dtype=_HOUR_COPY_ROW)
+        for name in ("hour", "supplier", "category_id", "theme_mask", "borough", "precision"):
+            rows[name] = points[name]
+        rows["supplier"] += 1  # (1-based, as array_position gives it in the SQL below)
+        rows["n"] = 1
+        return _day_hour_months(rows, months)
     cells = _area_cells(engine)
     runs: list[tuple[date, date]] = []  # [first month, the month after) of each run of consecutive months
     for month in sorted(months):
@@ -1885,7 +1896,12 @@ def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> d
         params[f"since{k}"], params[f"until{k}"] = since, until
     # (Hashing the groups instead of sorting the points: a third faster for a year of a million-point polygon.)
     rows = _copy_rows(engine, sql, params, settings=("SET LOCAL enable_sort = off",), row_type=_HOUR_COPY_ROW)
-    # London's wall-clock hour of each distinct UTC hour (BST is UTC+1), then its month, day, hour and weekday.
+    return _day_hour_months(rows, months)
+
+
+def _day_hour_months(rows: np.ndarray, months: list[date]) -> dict[date, _GridMonth]:
+    """Rows of ``_HOUR_COPY_ROW`` (UTC hour, 1-based supplier, category, themes, borough, time precision, count)
+    as the day x hour months: London's month, day, hour and weekday of each distinct UTC hour worked out once."""
     hours, which = np.unique(rows["hour"].astype(np.int64), return_inverse=True)
     offsets = np.array([datetime.fromtimestamp(int(h) * 3600, _LONDON).utcoffset() // timedelta(hours=1)
                         for h in hours], dtype=np.int64)
@@ -1908,6 +1924,62 @@ def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> d
     return _split_months(coded, cell, sorted(months))
 
 
+# A polygon's points from incident_cell_points (db/sql/cell_points_v1.sql): each cell's points of a month packed
+# per supplier, borough and access level, read through the web role's view (what row-level security keeps of
+# incidents) as one row of concatenated columns, so that unpacking them is a few numpy calls. Only the edge
+# cells' points are tested against the polygon (shapely's intersects, GEOS, on the very coordinates PostGIS's
+# ST_Intersects would test).
+_CELL_POINT = np.dtype([("month", np.int32), ("supplier", np.int16), ("borough", np.int32), ("hour", np.int32),
+                        ("category_id", np.int16), ("theme_mask", np.int16), ("precision", np.int16)])
+
+
+def _cell_points(engine: Engine, ring: tuple, inside: list[tuple[int, int]], edge: list[tuple[int, int]],
+                 months: list[date] | None = None) -> np.ndarray:
+    """The points (``_CELL_POINT``: month as days since 2000-01-01, 0-based supplier, borough index) the
+    current user may see as records in the polygon's ``inside`` and ``edge`` cells, of ``months`` (every
+    month when None), the edge cells' kept only where they intersect the polygon."""
+    import shapely
+
+    cells = _area_cells(engine)
+    in_months = "" if months is None else "AND p.month = ANY(CAST(:months AS date[]))"
+    # (LATERAL ... OFFSET 0: one index scan per cell; as a join the planner may read the whole table.)
+    row = _rows(engine, f"""
+        SELECT string_agg(int4send(r.month - DATE '2000-01-01'), ''::bytea),
+               string_agg(int2send(array_position(CAST(:codes AS text[]), r.supplier)::int2), ''::bytea),
+               string_agg(int2send(coalesce(b.k - 1, {len(cells.boroughs)})::int2), ''::bytea),
+               string_agg(int2send(r.edge), ''::bytea), string_agg(int4send(r.points), ''::bytea),
+               string_agg(r.hours, ''::bytea), string_agg(r.categories, ''::bytea), string_agg(r.codes, ''::bytea),
+               string_agg(r.xs, ''::bytea), string_agg(r.ys, ''::bytea),
+               (SELECT ST_AsBinary({_POLYGON_BNG}))
+        FROM unnest(CAST(:cx AS int4[]), CAST(:cy AS int4[]), CAST(:edge AS int2[])) AS c(x, y, edge),
+             LATERAL (SELECT p.*, c.edge FROM incident_cell_points_visible p
+                      WHERE p.cell_x = c.x AND p.cell_y = c.y {in_months} OFFSET 0) AS r
+        LEFT JOIN unnest(CAST(:boroughs AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = r.borough_code""",
+                {"codes": sorted(supplier_levels(engine)), "boroughs": list(cells.boroughs), "months": months,
+                 "polygon_wkt": _polygon_wkt(ring), "cx": [x for x, _ in inside + edge],
+                 "cy": [y for _, y in inside + edge], "edge": [0] * len(inside) + [1] * len(edge)})[0]
+    if row[0] is None:
+        return np.zeros(0, dtype=_CELL_POINT)
+    per_row = np.frombuffer(row[4], dtype=">i4")
+    out = np.empty(int(per_row.sum()), dtype=_CELL_POINT)
+    out["month"] = np.repeat(np.frombuffer(row[0], dtype=">i4"), per_row)
+    out["supplier"] = np.repeat(np.frombuffer(row[1], dtype=">i2"), per_row) - 1
+    out["borough"] = np.repeat(np.frombuffer(row[2], dtype=">i2"), per_row)
+    out["hour"] = np.frombuffer(row[5], dtype=">i4")
+    out["category_id"] = np.frombuffer(row[6], dtype=">i2")
+    code = np.frombuffer(row[7], dtype=">i2")
+    out["theme_mask"], out["precision"] = code // 4, code % 4
+    on_edge = np.repeat(np.frombuffer(row[3], dtype=">i2"), per_row) == 1
+    if not on_edge.any():
+        return out
+    polygon = shapely.from_wkb(bytes(row[10]))
+    shapely.prepare(polygon)
+    keep = ~on_edge
+    keep[on_edge] = shapely.intersects_xy(polygon, np.frombuffer(row[8], dtype=">f8")[on_edge],
+                                          np.frombuffer(row[9], dtype=">f8")[on_edge])
+    return out[keep]
+
+
 def _polygon_cells(engine: Engine, ring: tuple) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
     """(the grid rollup's cells wholly inside the polygon, the cells it only crosses) as (cell_x, cell_y);
     None when its box holds more than ``POLYGON_CELLS_MAX`` cells."""
@@ -1928,85 +2000,72 @@ def _polygon_cells(engine: Engine, ring: tuple) -> tuple[list[tuple[int, int]], 
     return [(x, y) for x, y, inside in rows if inside], [(x, y) for x, y, inside in rows if not inside]
 
 
-def _edge_boxes(edge: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
-    """The edge cells as few boxes (x0, y0, x1, y1 in cells, inclusive): runs along each row, then runs of the
-    same span in consecutive rows joined (a rectangle's edge is four boxes)."""
-    runs: list[list[int]] = []  # [x0, x1, y] along rows
-    for x, y in sorted(edge, key=lambda c: (c[1], c[0])):
-        if runs and runs[-1][2] == y and runs[-1][1] == x - 1:
-            runs[-1][1] = x
-        else:
-            runs.append([x, x, y])
-    boxes: dict[tuple[int, int], list[int]] = {}   # (x0, x1) -> [y0, y1] of the box still growing
-    out = []
-    for x0, x1, y in runs:
-        growing = boxes.get((x0, x1))
-        if growing is not None and growing[1] == y - 1:
-            growing[1] = y
-            continue
-        if growing is not None:
-            out.append((x0, growing[0], x1, growing[1]))
-        boxes[(x0, x1)] = [y, y]
-    out.extend((x0, y0, x1, y1) for (x0, x1), (y0, y1) in boxes.items())
-    return out
-
-
 def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth]:
     """The polygon's incidents the current user may see as records, by month x supplier x category x themes x
-    borough: the grid rollup's cells wholly inside it (less the counts retention folded into them: the raw
-    points are the records still held) plus the raw points of the cells on its edge."""
+    borough: the grid rollup's cells wholly inside it (less the counts retention folded into them: the points
+    are the records still held) plus the packed points of the cells on its edge (``_cell_points``); for a
+    polygon over more cells than ``POLYGON_CELLS_MAX``, its raw points."""
     levels = supplier_levels(engine)
     cells = _area_cells(engine)
     found = _polygon_cells(engine, ring)
-    inside, edge = found if found is not None else ([], [])
-    params = {"codes": sorted(levels), "boroughs": list(cells.boroughs), "polygon_wkt": _polygon_wkt(ring),
-              "inside_x": [x for x, _ in inside], "inside_y": [y for _, y in inside],
-              "inside_keys": [x * 2 ** 32 + y for x, y in inside]}
-    boxes = _edge_boxes(edge)
-    size = POLYGON_CELL_M
-    if found is None or len(boxes) > POLYGON_EDGE_BOXES_MAX:
-        near = f"geom && {_POLYGON_PARAM}"
+    params = {"codes": sorted(levels), "boroughs": list(cells.boroughs), "polygon_wkt": _polygon_wkt(ring)}
+    if found is None:
+        # Each point's London month as its place among the months' first instants (a binary search): the time
+        # zone conversion per point was a quarter of this read. Out of that range, the conversion, once a group.
+        counted = f"""
+            SELECT {_london_month_of_bucket("m", "any_at")}, supplier, category_id, theme_mask, borough_code, n
+            FROM (SELECT {_london_month_bucket("occurred_at")} AS m, supplier, category_id,
+                         {_THEME_MASK_SQL} AS theme_mask, coalesce(borough_code, '') AS borough_code,
+                         count(*)::int4 AS n, min(occurred_at) AS any_at
+                  FROM incidents
+                  WHERE geom && {_POLYGON_PARAM} AND ST_Intersects(geom, {_POLYGON_PARAM})
+                  GROUP BY 1, 2, 3, 4, 5) AS raw"""
     else:
-        near = "(" + " OR ".join(f"geom && ST_MakeEnvelope({x0 * size}, {y0 * size}, {(x1 + 1) * size}, "
-                                 f"{(y1 + 1) * size}, 27700)" for x0, y0, x1, y1 in boxes) + ")" if boxes else "false"
-    # Points in inside cells are counted from the rollup, so left out here by the rollup's own cell arithmetic,
-    # edge boxes or not: a box's && takes in points on its far sides and, comparing float4 boxes, within
-    # centimetres of its near sides, in the next cells (the real files' test polygon had 14 in inside cells).
-    near += (f" AND floor(ST_X(geom) / {size})::int8 * 4294967296 + floor(ST_Y(geom) / {size})::int8"
-             f" <> ALL(CAST(%(inside_keys)s AS int8[]))")
-    # The inside cells keep what row-level security keeps of the raw points (incidents_web_records): the
-    # suppliers within the user's record level, in the boroughs the database says they may see records in.
-    # (LATERAL ... OFFSET 0: one index-only scan per cell; as a join, the planner hashed the whole rollup.)
-    inside_sql = """
-        SELECT month, supplier, category_id, theme_mask, borough_code, {sign}sum(incidents)::int4
-        FROM unnest(CAST(%(inside_x)s AS int4[]), CAST(%(inside_y)s AS int4[])) AS c(x, y),
-             LATERAL (SELECT month, supplier, category_id, theme_mask, borough_code, incidents FROM {table}
-                      WHERE cell_x = c.x AND cell_y = c.y OFFSET 0) AS r
-        WHERE supplier = ANY(ARRAY(SELECT code FROM suppliers
-                                   WHERE access_level <= (SELECT public.safestats_record_level())))
-          AND ((SELECT public.safestats_all_boroughs())
-               OR borough_code = ANY((SELECT public.safestats_record_boroughs())::text[]))
-        GROUP BY 1, 2, 3, 4, 5"""
-    parts = [inside_sql.format(sign="", table=visible_view("rollup_grid_month")),
-             inside_sql.format(sign="-", table=visible_view("retained_grid_month"))] if inside else []
-    # Each point's London month as its place among the months' first instants (a binary search): the time
-    # zone conversion per point was a quarter of this read. Out of that range, the conversion, once a group.
-    parts.append(f"""
-        SELECT {_london_month_of_bucket("m", "any_at")}, supplier, category_id, theme_mask, borough_code, n
-        FROM (SELECT {_london_month_bucket("occurred_at")} AS m, supplier, category_id,
-                     {_THEME_MASK_SQL} AS theme_mask, coalesce(borough_code, '') AS borough_code,
-                     count(*)::int4 AS n, min(occurred_at) AS any_at
-              FROM incidents
-              WHERE {near} AND ST_Intersects(geom, {_POLYGON_PARAM})
-              GROUP BY 1, 2, 3, 4, 5) AS edge""")
-    sql = f"""
-        SELECT u.month, array_position(CAST(%(codes)s AS text[]), u.supplier)::int2, u.category_id, u.theme_mask,
-               coalesce(b.k - 1, {len(cells.boroughs)})::int4, 0::int4, u.n
-        FROM ({" UNION ALL ".join(parts)}) AS u(month, supplier, category_id, theme_mask, borough_code, n)
-        LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = u.borough_code"""
-    rows = _copy_rows(engine, sql, params, settings=("SET LOCAL enable_sort = off",))  # (hashed groups)
+        inside, edge = found
+        params.update({"inside_x": [x for x, _ in inside], "inside_y": [y for _, y in inside]})
+        # The inside cells keep what row-level security keeps of the raw points (incidents_web_records): the
+        # suppliers within the user's record level, in the boroughs the database says they may see records in.
+        # (LATERAL ... OFFSET 0: one index-only scan per cell; as a join, the planner hashed the whole rollup.)
+        inside_sql = """
+            SELECT month, supplier, category_id, theme_mask, borough_code, {sign}sum(incidents)::int4
+            FROM unnest(CAST(%(inside_x)s AS int4[]), CAST(%(inside_y)s AS int4[])) AS c(x, y),
+                 LATERAL (SELECT month, supplier, category_id, theme_mask, borough_code, incidents FROM {table}
+                          WHERE cell_x = c.x AND cell_y = c.y OFFSET 0) AS r
+            WHERE supplier = ANY(ARRAY(SELECT code FROM suppliers
+                                       WHERE access_level <= (SELECT public.safestats_record_level())))
+              AND ((SELECT public.safestats_all_boroughs())
+                   OR borough_code = ANY((SELECT public.safestats_record_boroughs())::text[]))
+            GROUP BY 1, 2, 3, 4, 5"""
+        counted = " UNION ALL ".join([inside_sql.format(sign="", table=visible_view("rollup_grid_month")),
+                                      inside_sql.format(sign="-", table=visible_view("retained_grid_month"))])
+    rows = np.zeros(0, dtype=_COPY_ROW)
+    if found is None or found[0]:
+        rows = _copy_rows(engine, f"""
+            SELECT u.month, array_position(CAST(%(codes)s AS text[]), u.supplier)::int2, u.category_id,
+                   u.theme_mask, coalesce(b.k - 1, {len(cells.boroughs)})::int4, 0::int4, u.n
+            FROM ({counted}) AS u(month, supplier, category_id, theme_mask, borough_code, n)
+            LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = u.borough_code""",
+                          params, settings=("SET LOCAL enable_sort = off",))  # (hashed groups)
+    if found is not None and found[1]:
+        rows = np.concatenate([rows, _counted_by_month(_cell_points(engine, ring, [], found[1]))])
     months = sorted({date.fromordinal(int(d) + _PG_EPOCH) for d in np.unique(rows["month"])})
     return _split_months(rows, rows["x"].astype(np.int32), months)
+
+
+def _counted_by_month(points: np.ndarray) -> np.ndarray:
+    """``_CELL_POINT`` points counted by month x supplier x category x themes x borough, as ``_COPY_ROW`` rows
+    (the borough in "x", the supplier 1-based) like the SQL's."""
+    first = int(points["month"].min()) if len(points) else 0
+    key = ((((points["month"].astype(np.int64) - first) * 256 + points["supplier"]) * 65536
+            + points["category_id"]) * 64 + points["theme_mask"]) * 65536 + points["borough"]
+    groups, n = np.unique(key, return_counts=True)
+    rows = np.zeros(len(groups), dtype=_COPY_ROW)
+    rows["x"], groups = groups % 65536, groups // 65536
+    rows["theme_mask"], groups = groups % 64, groups // 64
+    rows["category_id"], groups = groups % 65536, groups // 65536
+    rows["supplier"], groups = groups % 256 + 1, groups // 256
+    rows["month"], rows["n"] = groups + first, n
+    return rows
 
 
 def _needs_day_hour(state: FilterState, periods: list, group: str, ignore: set[str]) -> bool:

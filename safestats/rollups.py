@@ -268,10 +268,34 @@ def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trig
                 timings[f"{rollup.name} {label}"] = seconds
                 if log:
                     log(f"refreshed {rollup.name} {label}: {rows:,} rows in {seconds:.2f} s")
+            if CELL_POINTS_WITH in chosen:
+                timings[f"{CELL_POINTS} {label}"] = _refresh_cell_points(cur, run, label, log)
         conn.commit()
     finally:
         conn.close()
     return timings
+
+
+# A drawn polygon's points by 250 m cell (db/sql/cell_points_v1.sql): records, not counts, so not a rollup
+# family (whose refresh compares counts), but rewritten with the grid rollup, in its transaction, so a polygon's
+# inside cells (from the rollup) and its points never disagree about what has been loaded.
+CELL_POINTS, CELL_POINTS_WITH = "incident_cell_points", "rollup_grid_month"
+
+
+def _refresh_cell_points(cur, run: tuple[date, date], label: str, log: Callable[[str], None] | None) -> float:
+    """Rewrite ``incident_cell_points`` for the months of ``run``, a month at a time (one month's points sort
+    in memory); returns the seconds taken."""
+    started = time.monotonic()
+    rows = 0
+    month, until = run
+    while month < until:
+        cur.execute("SELECT safestats_refresh_cell_points(%s, %s)", (month, _next_month(month)))
+        rows += cur.fetchone()[0]
+        month = _next_month(month)
+    seconds = time.monotonic() - started
+    if log:
+        log(f"refreshed {CELL_POINTS} {label}: {rows:,} rows in {seconds:.2f} s")
+    return seconds
 
 
 def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,

@@ -341,26 +341,25 @@ POLYGONS = {
 }
 
 
-# How a polygon's whole-month counts may be read: the grid rollup's cells inside it plus its edge's raw points
-# (the edge found by boxes, or by one scan of the polygon when it has too many), or every point raw.
-POLYGON_READS = {"inside cells and edge boxes": {},
-                 "inside cells and the polygon's scan": {"POLYGON_EDGE_BOXES_MAX": 0},
+# How a polygon may be read: the grid rollup's cells inside it plus the packed points of its edge cells (and
+# the packed points of every cell it touches for days and hours), or every point raw.
+POLYGON_READS = {"inside cells and the edge cells' points": {},
                  "raw points only": {"POLYGON_CELLS_MAX": 0}}
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=panel_states(), polygon=st.sampled_from(sorted(POLYGONS)), read=st.sampled_from(sorted(POLYGON_READS)))
-@example(drawn=_drawn(hours=(22, 4)), polygon="central rectangle", read="inside cells and edge boxes")
+@example(drawn=_drawn(hours=(22, 4)), polygon="central rectangle", read="inside cells and the edge cells' points")
 @example(drawn=_drawn(area="borough", days=(6, 7), start=date(2023, 1, 9), end=date(2023, 2, 5)),
-         polygon="a slanted quadrilateral", read="inside cells and edge boxes")
-@example(drawn=_drawn(), polygon="across London's edge", read="inside cells and the polygon's scan")
+         polygon="a slanted quadrilateral", read="inside cells and the edge cells' points")
+@example(drawn=_drawn(), polygon="across London's edge", read="inside cells and the edge cells' points")
 @example(drawn=_drawn(hours=(0, 2), start=date(2023, 10, 20), end=date(2023, 11, 5)),  # the clocks go back
-         polygon="a slanted quadrilateral", read="inside cells and edge boxes")
+         polygon="a slanted quadrilateral", read="inside cells and the edge cells' points")
 def test_a_drawn_polygons_points_read_once_answer_every_panel_as_the_sql(generated, monkeypatch, drawn, polygon,
                                                                          read):
     """A drawn polygon's incidents, read into memory by month x borough (the grid rollup's cells wholly inside
-    it, and the raw points of the cells on its edge) and by day x hour x weekday x borough (raw points, the
-    months asked for), answer every panel as the raw-table SQL does, for random filters, dates, hours,
+    it, and the packed points of the cells on its edge) and by day x hour x weekday x borough (the packed
+    points of every cell it touches, the months asked for), answer every panel as the raw-table SQL does, for random filters, dates, hours,
     weekdays and selected areas; the panels of one polygon read each form once, and no month twice."""
     f, fields = drawn
     engine = get_engine(generated)
@@ -472,7 +471,7 @@ def test_a_polygons_inside_cells_are_read_from_the_covering_index_alone(generate
     with db_scope.acting_as(ANALYST):
         with queries.capture_sql() as statements:
             queries._read_polygon_by_month(engine, ring)
-        sql, params = statements[-1]
+        (sql, params), = [(sql, params) for sql, params in statements if "rollup_grid_month" in sql]
         with engine.connect() as conn, conn.begin():
             cursor = conn.connection.dbapi_connection.cursor()
             cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
@@ -499,16 +498,90 @@ def test_a_polygons_edge_months_by_binary_search_are_london_months(generated):
     assert rows[0][0] > 300 and rows[0][1] == 0
 
 
-@settings(max_examples=60, deadline=None)
-@given(cells=st.sets(st.tuples(st.integers(0, 12), st.integers(0, 12)), max_size=60))
-def test_a_polygons_edge_boxes_cover_its_edge_cells_and_nothing_else(cells):
-    """The boxes a polygon's edge points are found by cover exactly its edge cells (a point of an inside
-    cell on a box's border is kept out by its cell)."""
-    boxes = queries._edge_boxes(sorted(cells))
-    covered = [(x, y) for x0, y0, x1, y1 in boxes for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
-    assert sorted(covered) == sorted(cells), boxes
-    ring = {(x, y) for x in range(3, 9) for y in range(2, 7)} - {(x, y) for x in range(4, 8) for y in range(3, 6)}
-    assert len(queries._edge_boxes(sorted(ring))) == 4, "a rectangle's edge is four boxes"
+def _cell_points_as_rows(url: str, where: str = "true") -> list[tuple]:
+    """incident_cell_points unpacked: one (month, cell_x, cell_y, supplier, borough, access level, UTC hour,
+    category, theme mask * 4 + precision, x, y) per point, sorted."""
+    out = []
+    for month, cx, cy, supplier, borough, level, points, *packed in query(url, f"""
+            SELECT month, cell_x, cell_y, supplier, borough_code, access_level, points, hours, categories, codes,
+                   xs, ys FROM incident_cell_points WHERE {where}"""):
+        columns = [np.frombuffer(bytes(b), dtype=t) for b, t in zip(packed, (">i4", ">i2", ">i2", ">f8", ">f8"))]
+        assert all(len(c) == points for c in columns), "every packed column holds one value per point"
+        out += [(month, cx, cy, supplier, borough, level) + tuple(v.item() for v in values)
+                for values in zip(*columns)]
+    return sorted(out)
+
+
+def _incidents_as_cell_points(url: str, where: str = "true") -> list[tuple]:
+    return sorted(query(url, f"""
+        SELECT date_trunc('month', occurred_at AT TIME ZONE 'Europe/London')::date, floor(ST_X(geom) / 250)::int,
+               floor(ST_Y(geom) / 250)::int, supplier, coalesce(borough_code, ''), access_level,
+               floor(date_part('epoch', occurred_at) / 3600)::int, category_id,
+               safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy,
+                                    theme_arson) * 4
+               + CASE time_precision WHEN 'minute' THEN 0 WHEN 'day' THEN 1 ELSE 2 END,
+               ST_X(geom), ST_Y(geom)
+        FROM incidents WHERE geom IS NOT NULL AND {where}"""))
+
+
+def test_the_packed_cell_points_are_every_located_incident_and_follow_a_refresh(generated):
+    """incident_cell_points holds every incident with a point once, in its London month's 250 m cell (the
+    grid rollup's), with its UTC hour, category, themes, time precision and coordinates at the same place in
+    every packed column; a refresh of a month rewrites that month (incidents taken out, moved or added) and
+    leaves the others as they were."""
+    stored = _cell_points_as_rows(generated)
+    assert len(stored) > 0.9 * ROWS and stored == _incidents_as_cell_points(generated)
+    month, until = date(2023, 5, 1), date(2023, 6, 1)
+    in_month = ("occurred_at >= '2023-05-01'::timestamp AT TIME ZONE 'Europe/London' "
+                "AND occurred_at < '2023-06-01'::timestamp AT TIME ZONE 'Europe/London'")
+    others = _cell_points_as_rows(generated, f"month <> DATE '{month}'")
+    conn = psycopg2.connect(libpq_dsn(generated))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE kept AS SELECT * FROM incidents WHERE {in_month}")
+            cur.execute(f"DELETE FROM incidents WHERE {in_month} AND id % 3 = 0")
+            cur.execute(f"UPDATE incidents SET geom = ST_Translate(geom, 400, -300), category_id = 1 "
+                        f"WHERE {in_month} AND id % 3 = 1")
+        rollups.refresh_rollups(generated, trigger="test cell points", months=[month])
+        assert _cell_points_as_rows(generated, f"month = DATE '{month}'") == \
+            _incidents_as_cell_points(generated, in_month) != []
+        assert _cell_points_as_rows(generated, f"month <> DATE '{month}'") == others
+    finally:
+        with conn, conn.cursor() as cur:
+            cur.execute(f"DELETE FROM incidents WHERE {in_month}")
+            cur.execute("INSERT INTO incidents SELECT * FROM kept")
+        conn.close()
+        rollups.refresh_rollups(generated, trigger="test cell points restore", months=[month])
+        queries.clear_caches(keep_reference=True)
+    assert _cell_points_as_rows(generated) == stored
+
+
+def test_the_web_role_reads_the_cell_points_as_it_may_read_incidents(generated, request):
+    """The packed points are records: the web role cannot read the table, and through its view each tier sees
+    exactly the located incidents row-level security lets it see (a borough analyst their borough's; a viewer,
+    whose maps stop above LSOAs, and a transaction with no user, nothing)."""
+    engine = get_web_engine(generated)
+    request.addfinalizer(lambda: remove_users(generated))
+    users = {"partner analyst": ANALYST, "admin": rollups.OPERATOR,
+             "borough analyst": make_user(generated, "borough_analyst", boroughs=("E09000033",)),
+             "viewer": SimpleNamespace(id=None, tier="viewer", is_authenticated=True, is_active=True)}
+    seen = {}
+    for name, user in users.items():
+        with db_scope.acting_as(user), engine.connect() as conn:
+            packed = conn.exec_driver_sql("SELECT coalesce(sum(points), 0), count(DISTINCT borough_code) "
+                                          "FROM incident_cell_points_visible").one()
+            raw = conn.exec_driver_sql("SELECT count(*), count(DISTINCT coalesce(borough_code, '')) "
+                                       "FROM incidents WHERE geom IS NOT NULL").one()
+        seen[name] = tuple(packed)
+        if name == "viewer":
+            assert packed[0] == 0, "no records for a tier whose maps stop at boroughs"
+        else:
+            assert tuple(packed) == tuple(raw) and packed[0] > 0, name
+    assert seen["borough analyst"][1] == 1 and seen["partner analyst"][1] > 1
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM incident_cell_points_visible").scalar() == 0
+        with pytest.raises(Exception, match="permission denied"):
+            conn.exec_driver_sql("SELECT count(*) FROM incident_cell_points")
 
 
 def test_a_new_polygons_panels_asked_at_once_read_its_points_once(generated, monkeypatch):
@@ -519,13 +592,16 @@ def test_a_new_polygons_panels_asked_at_once_read_its_points_once(generated, mon
     engine = get_engine(generated)
     state = FilterState(polygon=POLYGONS["central rectangle"])
     queries.clear_caches(keep_reference=True)
-    reads, real_copy_rows = [], queries._copy_rows
+    reads, real_reads = [], (queries._read_polygon_by_month, queries._read_polygon_day_hour)
 
-    def slow_copy_rows(*args, **kwargs):
-        reads.append(1)
-        time.sleep(0.3)     # long enough for every panel thread to ask while the read is under way
-        return real_copy_rows(*args, **kwargs)
-    monkeypatch.setattr(queries, "_copy_rows", slow_copy_rows)
+    def slowly(read):
+        def slow_read(*args, **kwargs):
+            reads.append(read.__name__)
+            time.sleep(0.3)     # long enough for every panel thread to ask while the read is under way
+            return read(*args, **kwargs)
+        return slow_read
+    for read in real_reads:
+        monkeypatch.setattr(queries, read.__name__, slowly(read))
     panels = (queries.headline, queries.monthly_series, queries.category_counts, queries.hour_day_grid,
               queries.top_areas)
     answers, start = {}, threading.Barrier(len(panels))
@@ -538,8 +614,10 @@ def test_a_new_polygons_panels_asked_at_once_read_its_points_once(generated, mon
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert len(reads) == 2 and len(answers) == len(panels)  # (whole months; the grid's days and hours)
-    monkeypatch.setattr(queries, "_copy_rows", real_copy_rows)
+    assert sorted(reads) == ["_read_polygon_by_month", "_read_polygon_day_hour"]  # (once each)
+    assert len(answers) == len(panels)
+    for read in real_reads:
+        monkeypatch.setattr(queries, read.__name__, read)
     queries.clear_caches(keep_reference=True)
     assert answers["headline"] == queries.headline(engine, state, user=ANALYST)
 
