@@ -33,10 +33,12 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import re
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -1515,6 +1517,26 @@ def _copy_rows(engine: Engine, sql: str, params: dict, settings: tuple[str, ...]
     """The rows of ``sql`` (pyformat parameters; columns as ``row_type``) by binary COPY straight into numpy,
     as the current user (the transaction carries their scope: visible views, row-level security); ``settings``
     are SET LOCAL statements run first, in the same transaction."""
+    return np.frombuffer(_copy_binary(engine, sql, params, settings)[_COPY_HEADER:-2], dtype=row_type)
+
+
+def _copy_one_row(engine: Engine, sql: str, params: dict) -> list[memoryview | None]:
+    """The one row of ``sql`` (pyformat parameters) by binary COPY, as the current user, each column's bytes as
+    PostgreSQL sends them in binary (a bytea's own bytes: the text protocol would send them as hex, and a few
+    megabytes of hex cost more to send and decode than the query took)."""
+    data = _copy_binary(engine, sql, params)
+    fields, at = int.from_bytes(data[_COPY_HEADER:_COPY_HEADER + 2], "big", signed=True), _COPY_HEADER + 2
+    out: list[memoryview | None] = []
+    for _ in range(fields):
+        size = int.from_bytes(data[at:at + 4], "big", signed=True)
+        at += 4
+        out.append(None if size < 0 else data[at:at + size])
+        at += max(size, 0)
+    return out
+
+
+def _copy_binary(engine: Engine, sql: str, params: dict, settings: tuple[str, ...] = ()) -> memoryview:
+    """The whole binary COPY output of ``sql`` (see ``_copy_rows``)."""
     import io
 
     buffer = io.BytesIO()
@@ -1527,7 +1549,7 @@ def _copy_rows(engine: Engine, sql: str, params: dict, settings: tuple[str, ...]
             recording.append((re.sub(r"%\((\w+)\)s", r":\1", sql), params))
         cursor.copy_expert(f"COPY ({cursor.mogrify(sql, params).decode()}) TO STDOUT WITH (FORMAT binary)", buffer)
         cursor.close()
-    return np.frombuffer(buffer.getbuffer()[_COPY_HEADER:-2], dtype=row_type)
+    return buffer.getbuffer()
 
 
 def _split_months(rows: np.ndarray, cell: np.ndarray, months: list[date]) -> dict[date, _GridMonth]:
@@ -1902,7 +1924,14 @@ def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> d
 def _day_hour_months(rows: np.ndarray, months: list[date]) -> dict[date, _GridMonth]:
     """Rows of ``_HOUR_COPY_ROW`` (UTC hour, 1-based supplier, category, themes, borough, time precision, count)
     as the day x hour months: London's month, day, hour and weekday of each distinct UTC hour worked out once."""
-    hours, which = np.unique(rows["hour"].astype(np.int64), return_inverse=True)
+    utc_hour = rows["hour"].astype(np.int64)
+    first = int(utc_hour.min()) if len(rows) else 0
+    seen = np.zeros(int(utc_hour.max()) - first + 1 if len(rows) else 0, dtype=bool)
+    seen[utc_hour - first] = True  # (the distinct hours without sorting the rows: a year is ~8,800 of them)
+    hours = np.flatnonzero(seen) + first
+    at = np.zeros(len(seen), dtype=np.int64)
+    at[hours - first] = np.arange(len(hours))
+    which = at[utc_hour - first]
     offsets = np.array([datetime.fromtimestamp(int(h) * 3600, _LONDON).utcoffset() // timedelta(hours=1)
                         for h in hours], dtype=np.int64)
     local = (hours + offsets).astype("datetime64[h]")
@@ -1928,7 +1957,7 @@ def _day_hour_months(rows: np.ndarray, months: list[date]) -> dict[date, _GridMo
 # per supplier, borough and access level, read through the web role's view (what row-level security keeps of
 # incidents) as one row of concatenated columns, so that unpacking them is a few numpy calls. Only the edge
 # cells' points are tested against the polygon (shapely's intersects, GEOS, on the very coordinates PostGIS's
-# ST_Intersects would test).
+# ST_Intersects would test), and only their coordinates are sent.
 _CELL_POINT = np.dtype([("month", np.int32), ("supplier", np.int16), ("borough", np.int32), ("hour", np.int32),
                         ("category_id", np.int16), ("theme_mask", np.int16), ("precision", np.int16)])
 
@@ -1941,23 +1970,24 @@ def _cell_points(engine: Engine, ring: tuple, inside: list[tuple[int, int]], edg
     import shapely
 
     cells = _area_cells(engine)
-    in_months = "" if months is None else "AND p.month = ANY(CAST(:months AS date[]))"
+    in_months = "" if months is None else "AND p.month = ANY(CAST(%(months)s AS date[]))"
     # (LATERAL ... OFFSET 0: one index scan per cell; as a join the planner may read the whole table.)
-    row = _rows(engine, f"""
+    row = _copy_one_row(engine, f"""
         SELECT string_agg(int4send(r.month - DATE '2000-01-01'), ''::bytea),
-               string_agg(int2send(array_position(CAST(:codes AS text[]), r.supplier)::int2), ''::bytea),
+               string_agg(int2send(array_position(CAST(%(codes)s AS text[]), r.supplier)::int2), ''::bytea),
                string_agg(int2send(coalesce(b.k - 1, {len(cells.boroughs)})::int2), ''::bytea),
                string_agg(int2send(r.edge), ''::bytea), string_agg(int4send(r.points), ''::bytea),
                string_agg(r.hours, ''::bytea), string_agg(r.categories, ''::bytea), string_agg(r.codes, ''::bytea),
-               string_agg(r.xs, ''::bytea), string_agg(r.ys, ''::bytea),
-               (SELECT ST_AsBinary({_POLYGON_BNG}))
-        FROM unnest(CAST(:cx AS int4[]), CAST(:cy AS int4[]), CAST(:edge AS int2[])) AS c(x, y, edge),
+               string_agg(r.xs, ''::bytea) FILTER (WHERE r.edge = 1),
+               string_agg(r.ys, ''::bytea) FILTER (WHERE r.edge = 1),
+               (SELECT ST_AsBinary({_POLYGON_PARAM}))
+        FROM unnest(CAST(%(cx)s AS int4[]), CAST(%(cy)s AS int4[]), CAST(%(edge)s AS int2[])) AS c(x, y, edge),
              LATERAL (SELECT p.*, c.edge FROM incident_cell_points_visible p
                       WHERE p.cell_x = c.x AND p.cell_y = c.y {in_months} OFFSET 0) AS r
-        LEFT JOIN unnest(CAST(:boroughs AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = r.borough_code""",
+        LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = r.borough_code""",
                 {"codes": sorted(supplier_levels(engine)), "boroughs": list(cells.boroughs), "months": months,
                  "polygon_wkt": _polygon_wkt(ring), "cx": [x for x, _ in inside + edge],
-                 "cy": [y for _, y in inside + edge], "edge": [0] * len(inside) + [1] * len(edge)})[0]
+                 "cy": [y for _, y in inside + edge], "edge": [0] * len(inside) + [1] * len(edge)})
     if row[0] is None:
         return np.zeros(0, dtype=_CELL_POINT)
     per_row = np.frombuffer(row[4], dtype=">i4")
@@ -1975,8 +2005,8 @@ def _cell_points(engine: Engine, ring: tuple, inside: list[tuple[int, int]], edg
     polygon = shapely.from_wkb(bytes(row[10]))
     shapely.prepare(polygon)
     keep = ~on_edge
-    keep[on_edge] = shapely.intersects_xy(polygon, np.frombuffer(row[8], dtype=">f8")[on_edge],
-                                          np.frombuffer(row[9], dtype=">f8")[on_edge])
+    keep[on_edge] = shapely.intersects_xy(polygon, np.frombuffer(row[8], dtype=">f8"),
+                                          np.frombuffer(row[9], dtype=">f8"))  # (the edge cells' only)
     return out[keep]
 
 
@@ -2038,6 +2068,13 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
             GROUP BY 1, 2, 3, 4, 5"""
         counted = " UNION ALL ".join([inside_sql.format(sign="", table=visible_view("rollup_grid_month")),
                                       inside_sql.format(sign="-", table=visible_view("retained_grid_month"))])
+    # The edge cells' points are read on a second connection while this one reads the inside cells (each is a
+    # backend on a core: 230 -> 160 ms for the central polygon at 30M); a polygon's read is one per host at a
+    # time (_polygon_months), so this is at most one extra connection per newly drawn polygon.
+    edge_points = None
+    if found is not None and found[1]:
+        edge_points = _polygon_edge_reader().submit(contextvars.copy_context().run, _cell_points, engine, ring, [],
+                                                  found[1])
     rows = np.zeros(0, dtype=_COPY_ROW)
     if found is None or found[0]:
         rows = _copy_rows(engine, f"""
@@ -2046,10 +2083,23 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
             FROM ({counted}) AS u(month, supplier, category_id, theme_mask, borough_code, n)
             LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = u.borough_code""",
                           params, settings=("SET LOCAL enable_sort = off",))  # (hashed groups)
-    if found is not None and found[1]:
-        rows = np.concatenate([rows, _counted_by_month(_cell_points(engine, ring, [], found[1]))])
+    if edge_points is not None:
+        rows = np.concatenate([rows, _counted_by_month(edge_points.result())])
     months = sorted({date.fromordinal(int(d) + _PG_EPOCH) for d in np.unique(rows["month"])})
     return _split_months(rows, rows["x"].astype(np.int32), months)
+
+
+_polygon_edge_readers: dict[int, ThreadPoolExecutor] = {}
+
+
+def _polygon_edge_reader() -> ThreadPoolExecutor:
+    """This process's threads for polygon edge reads (per process id: a forked web worker starts its own)."""
+    with _grid_months_lock:
+        pid = os.getpid()
+        if pid not in _polygon_edge_readers:
+            _polygon_edge_readers.clear()
+            _polygon_edge_readers[pid] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="safestats-polygon-edge")
+        return _polygon_edge_readers[pid]
 
 
 def _counted_by_month(points: np.ndarray) -> np.ndarray:
