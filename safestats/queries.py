@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo
 from typing import Any, Callable
 
 import numpy as np
+import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -1921,6 +1922,24 @@ def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> d
     return _day_hour_months(rows, months)
 
 
+def _london_offset(utc_hour: int) -> int:
+    return datetime.fromtimestamp(utc_hour * 3600, _LONDON).utcoffset() // timedelta(hours=1)
+
+
+def _london_offsets(hours: np.ndarray) -> np.ndarray:
+    """London's offset from UTC in whole hours at each of the distinct UTC ``hours`` (since 1970): asked of the
+    time zone at each UTC day's first and last hour, and hour by hour only on days where the two differ (the
+    clocks change at 01:00 UTC)."""
+    days = np.unique(hours // 24)
+    first = np.array([_london_offset(int(d) * 24) for d in days], dtype=np.int64)
+    last = np.array([_london_offset(int(d) * 24 + 23) for d in days], dtype=np.int64)
+    offsets = first[np.searchsorted(days, hours // 24)]
+    for d in days[first != last]:
+        on_day = hours // 24 == d
+        offsets[on_day] = [_london_offset(int(h)) for h in hours[on_day]]
+    return offsets
+
+
 def _day_hour_months(rows: np.ndarray, months: list[date]) -> dict[date, _GridMonth]:
     """Rows of ``_HOUR_COPY_ROW`` (UTC hour, 1-based supplier, category, themes, borough, time precision, count)
     as the day x hour months: London's month, day, hour and weekday of each distinct UTC hour worked out once."""
@@ -1932,8 +1951,7 @@ def _day_hour_months(rows: np.ndarray, months: list[date]) -> dict[date, _GridMo
     at = np.zeros(len(seen), dtype=np.int64)
     at[hours - first] = np.arange(len(hours))
     which = at[utc_hour - first]
-    offsets = np.array([datetime.fromtimestamp(int(h) * 3600, _LONDON).utcoffset() // timedelta(hours=1)
-                        for h in hours], dtype=np.int64)
+    offsets = _london_offsets(hours)
     local = (hours + offsets).astype("datetime64[h]")
     local_day = local.astype("datetime64[D]")
     local_month = local.astype("datetime64[M]")
@@ -1967,8 +1985,6 @@ def _cell_points(engine: Engine, ring: tuple, inside: list[tuple[int, int]], edg
     """The points (``_CELL_POINT``: month as days since 2000-01-01, 0-based supplier, borough index) the
     current user may see as records in the polygon's ``inside`` and ``edge`` cells, of ``months`` (every
     month when None), the edge cells' kept only where they intersect the polygon."""
-    import shapely
-
     cells = _area_cells(engine)
     in_months = "" if months is None else "AND p.month = ANY(CAST(%(months)s AS date[]))"
     # (LATERAL ... OFFSET 0: one index scan per cell; as a join the planner may read the whole table.)

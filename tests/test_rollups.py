@@ -584,6 +584,18 @@ def test_the_web_role_reads_the_cell_points_as_it_may_read_incidents(generated, 
             conn.exec_driver_sql("SELECT count(*) FROM incident_cell_points")
 
 
+def test_londons_offset_by_day_equals_the_time_zone_hour_by_hour():
+    """A polygon's days and hours find London's offset once per UTC day (twice, at its first and last hour),
+    and hour by hour only on the days the clocks change: the same offset as the time zone gives for every
+    hour of 2015-2030, and for hours scattered over a century, both ways round."""
+    every_hour = np.arange(24 * 16436, 24 * 22281, dtype=np.int64)  # 2015-01-01 .. 2030-12-31
+    scattered = np.unique(np.random.default_rng(7).integers(0, 24 * 36525, 5000))
+    for hours in (every_hour, scattered):
+        expected = np.array([queries._london_offset(int(h)) for h in hours])
+        assert (queries._london_offsets(hours) == expected).all()
+    assert set(queries._london_offsets(every_hour)) == {0, 1}
+
+
 def test_a_new_polygons_panels_asked_at_once_read_its_points_once(generated, monkeypatch):
     """A filter change's panel callbacks arrive together (the browser sends them at once, and gunicorn serves
     them on as many threads): for a newly drawn polygon one of them reads its whole months, and the hour x
