@@ -120,11 +120,11 @@ def cmd_generate(args) -> dict:
 
 
 def per_rollup(timings: dict[str, float]) -> dict[str, float]:
-    from safestats.rollups import ROLLUP_VIEWS
+    from safestats.rollups import CELL_POINTS, ROLLUP_VIEWS
 
     # refresh_rollups keys its timings "<rollup> <first month>..<last month>"
     return {name: round(sum(s for key, s in timings.items() if key.split(" ", 1)[0] == name), 1)
-            for name in ROLLUP_VIEWS}
+            for name in ROLLUP_VIEWS + (CELL_POINTS,)}
 
 
 def month_street_files(folder: Path, month: str, rows: int) -> list[Path]:

@@ -269,7 +269,13 @@ def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trig
                 if log:
                     log(f"refreshed {rollup.name} {label}: {rows:,} rows in {seconds:.2f} s")
             if CELL_POINTS_WITH in chosen:
-                timings[f"{CELL_POINTS} {label}"] = _refresh_cell_points(cur, run, label, log)
+                started = time.monotonic()
+                rows = _refresh_cell_points(cur, run)
+                seconds = time.monotonic() - started
+                _record(cur, CELL_POINTS, since, until, seconds, rows, trigger, drop_ids)
+                timings[f"{CELL_POINTS} {label}"] = seconds
+                if log:
+                    log(f"refreshed {CELL_POINTS} {label}: {rows:,} rows in {seconds:.2f} s")
         conn.commit()
     finally:
         conn.close()
@@ -282,20 +288,16 @@ def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trig
 CELL_POINTS, CELL_POINTS_WITH = "incident_cell_points", "rollup_grid_month"
 
 
-def _refresh_cell_points(cur, run: tuple[date, date], label: str, log: Callable[[str], None] | None) -> float:
+def _refresh_cell_points(cur, run: tuple[date, date]) -> int:
     """Rewrite ``incident_cell_points`` for the months of ``run``, a month at a time (one month's points sort
-    in memory); returns the seconds taken."""
-    started = time.monotonic()
+    in memory); returns the rows written."""
     rows = 0
     month, until = run
     while month < until:
         cur.execute("SELECT safestats_refresh_cell_points(%s, %s)", (month, _next_month(month)))
         rows += cur.fetchone()[0]
         month = _next_month(month)
-    seconds = time.monotonic() - started
-    if log:
-        log(f"refreshed {CELL_POINTS} {label}: {rows:,} rows in {seconds:.2f} s")
-    return seconds
+    return rows
 
 
 def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,
