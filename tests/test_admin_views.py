@@ -79,9 +79,9 @@ def test_admin_sees_every_view_and_refreshes_one(some_data, client):
     response = client.post("/admin/views/rollup_grid_month/refresh", data={"csrf_token": csrf})
     assert response.status_code == 302
     refreshed = query(url, "SELECT family, trigger FROM rollup_refreshes WHERE id > %s ORDER BY id", (last_id,))
-    # The view and its dependant (the 500 m grid), nothing else, triggered by the admin.
-    # (every year with a partition: other tests may have left more than this one's)
-    assert {f for f, _ in refreshed} == {"rollup_grid_month", "rollup_grid500_month"}
+    # The view and its dependant (the 500 m grid), and the polygons' cell points rewritten with it, nothing
+    # else, triggered by the admin. (every year with a partition: other tests may have left more than this one's)
+    assert {f for f, _ in refreshed} == {"rollup_grid_month", "rollup_grid500_month", "incident_cell_points"}
     assert all("admin@views-test.example" in t for _, t in refreshed)
     assert "Refreshed rollup_grid_month" in client.get(response.headers["Location"]).get_data(as_text=True)
 

@@ -29,6 +29,8 @@ RETENTION_TABLES = {"retained_area_month", "retained_borough_day_hour", "retaine
 ROLLUP_TABLES = {"rollup_tables", "rollup_months", "rollup_area_month", "rollup_msoa_month", "rollup_borough_month",
                  "rollup_borough_day_hour", "rollup_grid_month", "rollup_grid500_month", "rollup_h3_month"}
 TABLES |= ROLLUP_TABLES
+CELL_POINTS_TABLES = {"incident_cell_points"}  # 0022: a drawn polygon's points packed by 250 m cell
+TABLES |= CELL_POINTS_TABLES
 
 
 def public_tables(url):
@@ -59,12 +61,20 @@ def test_migrations_up_down_up(shared_data):
     assert rollup_matviews(url) == set() and set(ROLLUP_VIEWS) <= ROLLUP_TABLES
     assert query(url, "SELECT sum(incidents) FROM rollup_borough_month") == [(result.rows_loaded,)]
     assert query(url, "SELECT sum(incidents) FROM rollup_h3_month") == [(result.rows_loaded,)]
+    located = query(url, "SELECT count(*) FROM incidents WHERE geom IS NOT NULL")
+    assert located[0][0] > 0 and query(url, "SELECT sum(points) FROM incident_cell_points") == located
+
+    # 0022 down and up over loaded data: the upgrade fills the cell points of every month from incidents.
+    migrate.downgrade(url, "0021")
+    assert public_tables(url) == (TABLES - CELL_POINTS_TABLES) | {"alembic_version"}
+    migrate.upgrade(url)
+    assert query(url, "SELECT sum(points) FROM incident_cell_points") == located
 
     # 0012 (locating; 0013 and everything above it go too) down and up again over loaded data: the per-drop quality and
     # confidence are backfilled.
     migrate.downgrade(url, "0011")
     assert public_tables(url) == (TABLES - LOCATING_TABLES - RETENTION_TABLES - SAVED_VIEW_TABLES
-                                  - API_TOKEN_TABLES - ROLLUP_TABLES) | {"alembic_version"}
+                                  - API_TOKEN_TABLES - ROLLUP_TABLES - CELL_POINTS_TABLES) | {"alembic_version"}
     assert rollup_matviews(url) == {f"{v}_y2023" for v in ROLLUP_VIEWS}  # version 2's year views again
     assert query(url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'location_confidence'"
                       " AND table_name = 'incidents'") == [(0,)]
