@@ -6,7 +6,7 @@ every supplier with a period gets a ``retention_runs`` row per run.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import psycopg2
 
@@ -64,6 +64,9 @@ def test_retention_folds_old_records_into_the_aggregates_and_removes_them(clean_
         [("las", False), ("las", False)]
     assert query(clean_data, "SELECT count(*) FROM quarantine") == [(1,)], "the old drop's raw line is gone"
     assert _rollup_contents(clean_data) == before, "every rollup reads exactly as before"
+    # A drawn polygon's packed points are records: the removed ones are gone from them too.
+    assert query(clean_data, "SELECT month, supplier, points FROM incident_cell_points ORDER BY 1, 2") == [
+        (date(2022, 6, 1), "police_uk", 1), (date(2023, 11, 1), "las", 1), (date(2024, 3, 1), "las", 1)]
     # Only the folded months were refreshed (2019-10, 2022-06, 2023-10), not every month with data.
     refreshed = query(clean_data, """SELECT DISTINCT to_char(m, 'YYYY-MM') FROM rollup_refreshes r,
                                          generate_series(r.month_from, r.month_to, interval '1 month') m
