@@ -14,7 +14,9 @@ same over every month, a year per connection, two at a time. Every refresh is re
 ``rollup_refreshes`` (view, family, months, started, duration, rows, the trigger and the drops that caused
 it) and each month's in ``rollup_months`` (staleness). The newest refresh id is the data version: the query
 layer keys its panel cache on it, so a web worker never serves numbers from before a load it has not seen.
-``safestats views status|refresh|explain`` and the admin views page sit on top of this module.
+``safestats views status|refresh|explain`` and the admin views page sit on top of this module. A drawn
+polygon's points packed by cell (``incident_cell_points``, records rather than counts) are rewritten with
+``rollup_grid_month``, in the same transaction, and recorded in ``rollup_refreshes`` the same way.
 
 The rollups are never granted to the web role: it reads each through ``<rollup>_visible``, a
 security-barrier view generated for every rollup in ``ROLLUPS`` from one template (``visible_view_sql``,
@@ -246,42 +248,6 @@ REFRESH_CONNECTIONS = 2
 _YEAR_LOCK = 0x5afe5747
 
 
-def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trigger: str,
-                 drop_ids: list[int] | None, log: Callable[[str], None] | None) -> dict[str, float]:
-    """Refresh the ``chosen`` families for the months ``run`` in dependency order, in ONE transaction (readers
-    see every family change at once, at the commit); returns seconds per family and run."""
-    since, until = run
-    label = f"{since:%Y-%m}" + (f"..{date.fromordinal(until.toordinal() - 1):%Y-%m}" if _next_month(since) < until else "")
-    timings: dict[str, float] = {}
-    conn = _session(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_YEAR_LOCK, since.year))
-            for rollup in ROLLUPS:
-                if rollup.name not in chosen:
-                    continue
-                started = time.monotonic()
-                cur.execute("SELECT safestats_refresh_rollup(%s, %s, %s)", (rollup.name, since, until))
-                rows = cur.fetchone()[0]
-                seconds = time.monotonic() - started
-                _record(cur, rollup.name, since, until, seconds, rows, trigger, drop_ids)
-                timings[f"{rollup.name} {label}"] = seconds
-                if log:
-                    log(f"refreshed {rollup.name} {label}: {rows:,} rows in {seconds:.2f} s")
-            if CELL_POINTS_WITH in chosen:
-                started = time.monotonic()
-                rows = _refresh_cell_points(cur, run)
-                seconds = time.monotonic() - started
-                _record(cur, CELL_POINTS, since, until, seconds, rows, trigger, drop_ids)
-                timings[f"{CELL_POINTS} {label}"] = seconds
-                if log:
-                    log(f"refreshed {CELL_POINTS} {label}: {rows:,} rows in {seconds:.2f} s")
-        conn.commit()
-    finally:
-        conn.close()
-    return timings
-
-
 # A drawn polygon's points by 250 m cell (db/sql/cell_points_v1.sql): records, not counts, so not a rollup
 # family (whose refresh compares counts), but rewritten with the grid rollup, in its transaction, so a polygon's
 # inside cells (from the rollup) and its points never disagree about what has been loaded.
@@ -298,6 +264,36 @@ def _refresh_cell_points(cur, run: tuple[date, date]) -> int:
         rows += cur.fetchone()[0]
         month = _next_month(month)
     return rows
+
+
+def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trigger: str,
+                 drop_ids: list[int] | None, log: Callable[[str], None] | None) -> dict[str, float]:
+    """Refresh the ``chosen`` families (in refresh order, as ``dependants_of`` gives them) for the months
+    ``run``, and the cell points after the grid rollup, in ONE transaction (readers see every change at once,
+    at the commit); returns seconds per family and run."""
+    since, until = run
+    label = f"{since:%Y-%m}" + (f"..{date.fromordinal(until.toordinal() - 1):%Y-%m}" if _next_month(since) < until else "")
+    timings: dict[str, float] = {}
+    conn = _session(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_YEAR_LOCK, since.year))
+            for name in chosen + ((CELL_POINTS,) if CELL_POINTS_WITH in chosen else ()):
+                started = time.monotonic()
+                if name == CELL_POINTS:
+                    rows = _refresh_cell_points(cur, run)
+                else:
+                    cur.execute("SELECT safestats_refresh_rollup(%s, %s, %s)", (name, since, until))
+                    rows = cur.fetchone()[0]
+                seconds = time.monotonic() - started
+                _record(cur, name, since, until, seconds, rows, trigger, drop_ids)
+                timings[f"{name} {label}"] = seconds
+                if log:
+                    log(f"refreshed {name} {label}: {rows:,} rows in {seconds:.2f} s")
+        conn.commit()
+    finally:
+        conn.close()
+    return timings
 
 
 def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,
