@@ -398,6 +398,32 @@ def test_a_drawn_polygons_points_read_once_answer_every_panel_as_the_sql(generat
         assert from_memory == from_sql, (user.tier, polygon, read, state)
 
 
+def test_a_small_polygon_within_a_few_cells_counts_its_edge_points_as_the_sql(generated, monkeypatch):
+    """A polygon smaller than a cell has no cell inside it: everything comes from its edge cells' packed points,
+    tested against it one by one, and every panel still equals the raw-table SQL (some points in, some out)."""
+    engine = get_engine(generated)
+    lon, lat = query(generated, "SELECT longitude, latitude FROM incidents WHERE geom IS NOT NULL "
+                                "AND occurred_at >= '2023-01-01' ORDER BY id LIMIT 1")[0]
+    ring = ((lon - 0.0004, lat - 0.0003), (lon + 0.0004, lat - 0.0003), (lon + 0.0004, lat + 0.0003),
+            (lon - 0.0004, lat + 0.0003))
+    with db_scope.acting_as(ANALYST):
+        inside, edge = queries._polygon_cells(engine, ring)
+    assert inside == [] and edge
+    state = FilterState(polygon=ring, date_from=date(2022, 1, 1), date_to=date(2023, 12, 31))
+    for user in (ANALYST, rollups.OPERATOR):
+        monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", True)
+        queries.clear_caches(keep_reference=True)
+        from_memory = _panels(engine, state, user)
+        monkeypatch.setattr(queries, "PANELS_FROM_MEMORY", False)
+        from_sql = _panels(engine, state, user)
+        assert from_memory == from_sql and from_memory["headline"].total > 0, user.tier
+    with db_scope.acting_as(ANALYST):
+        points = queries._cell_points(engine, ring, [], edge)
+        in_cells = queries._cell_points(engine, ((lon - 1, lat - 1), (lon + 1, lat - 1), (lon + 1, lat + 1),
+                                                 (lon - 1, lat + 1)), [], edge)
+    assert 0 < len(points) < len(in_cells), "the edge cells hold points outside the polygon, left out"
+
+
 def test_a_borough_analysts_polygon_counts_only_their_boroughs_records(generated, monkeypatch, request):
     """A borough analyst sees records only in their boroughs: a polygon across Westminster and its
     neighbours, with Westminster selected, counts from memory as row-level security lets the raw SQL count,
