@@ -1889,7 +1889,6 @@ def _read_polygon_day_hour(engine: Engine, ring: tuple, months: list[date]) -> d
         rows = np.zeros(len(points), dtype=_HOUR_COPY_ROW)
         for name in ("hour", "supplier", "category_id", "theme_mask", "borough", "precision"):
             rows[name] = points[name]
-        rows["supplier"] += 1  # (1-based, as array_position gives it in the SQL below)
         rows["n"] = 1
         return _day_hour_months(rows, months)
     cells = _area_cells(engine)
@@ -1982,9 +1981,9 @@ _CELL_POINT = np.dtype([("month", np.int32), ("supplier", np.int16), ("borough",
 
 def _cell_points(engine: Engine, ring: tuple, inside: list[tuple[int, int]], edge: list[tuple[int, int]],
                  months: list[date] | None = None) -> np.ndarray:
-    """The points (``_CELL_POINT``: month as days since 2000-01-01, 0-based supplier, borough index) the
-    current user may see as records in the polygon's ``inside`` and ``edge`` cells, of ``months`` (every
-    month when None), the edge cells' kept only where they intersect the polygon."""
+    """The points (``_CELL_POINT``: month as days since 2000-01-01, the supplier 1-based as the SQL reads give
+    it, borough index) the current user may see as records in the polygon's ``inside`` and ``edge`` cells, of
+    ``months`` (every month when None), the edge cells' kept only where they intersect the polygon."""
     cells = _area_cells(engine)
     in_months = "" if months is None else "AND p.month = ANY(CAST(%(months)s AS date[]))"
     # (LATERAL ... OFFSET 0: one index scan per cell; as a join the planner may read the whole table.)
@@ -2009,7 +2008,7 @@ def _cell_points(engine: Engine, ring: tuple, inside: list[tuple[int, int]], edg
     per_row = np.frombuffer(row[4], dtype=">i4")
     out = np.empty(int(per_row.sum()), dtype=_CELL_POINT)
     out["month"] = np.repeat(np.frombuffer(row[0], dtype=">i4"), per_row)
-    out["supplier"] = np.repeat(np.frombuffer(row[1], dtype=">i2"), per_row) - 1
+    out["supplier"] = np.repeat(np.frombuffer(row[1], dtype=">i2"), per_row)
     out["borough"] = np.repeat(np.frombuffer(row[2], dtype=">i2"), per_row)
     out["hour"] = np.frombuffer(row[5], dtype=">i4")
     out["category_id"] = np.frombuffer(row[6], dtype=">i2")
@@ -2054,6 +2053,7 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
     levels = supplier_levels(engine)
     cells = _area_cells(engine)
     found = _polygon_cells(engine, ring)
+    inside, edge = found if found is not None else ([], [])
     params = {"codes": sorted(levels), "boroughs": list(cells.boroughs), "polygon_wkt": _polygon_wkt(ring)}
     if found is None:
         # Each point's London month as its place among the months' first instants (a binary search): the time
@@ -2067,7 +2067,6 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
                   WHERE geom && {_POLYGON_PARAM} AND ST_Intersects(geom, {_POLYGON_PARAM})
                   GROUP BY 1, 2, 3, 4, 5) AS raw"""
     else:
-        inside, edge = found
         params.update({"inside_x": [x for x, _ in inside], "inside_y": [y for _, y in inside]})
         # The inside cells keep what row-level security keeps of the raw points (incidents_web_records): the
         # suppliers within the user's record level, in the boroughs the database says they may see records in.
@@ -2088,11 +2087,11 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
     # backend on a core: 230 -> 160 ms for the central polygon at 30M); a polygon's read is one per host at a
     # time (_polygon_months), so this is at most one extra connection per newly drawn polygon.
     edge_points = None
-    if found is not None and found[1]:
+    if edge:
         edge_points = _polygon_edge_reader().submit(contextvars.copy_context().run, _cell_points, engine, ring, [],
-                                                  found[1])
+                                                  edge)
     rows = np.zeros(0, dtype=_COPY_ROW)
-    if found is None or found[0]:
+    if found is None or inside:
         rows = _copy_rows(engine, f"""
             SELECT u.month, array_position(CAST(%(codes)s AS text[]), u.supplier)::int2, u.category_id,
                    u.theme_mask, coalesce(b.k - 1, {len(cells.boroughs)})::int4, 0::int4, u.n
@@ -2120,7 +2119,7 @@ def _polygon_edge_reader() -> ThreadPoolExecutor:
 
 def _counted_by_month(points: np.ndarray) -> np.ndarray:
     """``_CELL_POINT`` points counted by month x supplier x category x themes x borough, as ``_COPY_ROW`` rows
-    (the borough in "x", the supplier 1-based) like the SQL's."""
+    (the borough in "x") like the SQL's."""
     first = int(points["month"].min()) if len(points) else 0
     key = ((((points["month"].astype(np.int64) - first) * 256 + points["supplier"]) * 65536
             + points["category_id"]) * 64 + points["theme_mask"]) * 65536 + points["borough"]
@@ -2129,7 +2128,7 @@ def _counted_by_month(points: np.ndarray) -> np.ndarray:
     rows["x"], groups = groups % 65536, groups // 65536
     rows["theme_mask"], groups = groups % 64, groups // 64
     rows["category_id"], groups = groups % 65536, groups // 65536
-    rows["supplier"], groups = groups % 256 + 1, groups // 256
+    rows["supplier"], groups = groups % 256, groups // 256
     rows["month"], rows["n"] = groups + first, n
     return rows
 

@@ -254,18 +254,6 @@ _YEAR_LOCK = 0x5afe5747
 CELL_POINTS, CELL_POINTS_WITH = "incident_cell_points", "rollup_grid_month"
 
 
-def _refresh_cell_points(cur, run: tuple[date, date]) -> int:
-    """Rewrite ``incident_cell_points`` for the months of ``run``, a month at a time (one month's points sort
-    in memory); returns the rows written."""
-    rows = 0
-    month, until = run
-    while month < until:
-        cur.execute("SELECT safestats_refresh_cell_points(%s, %s)", (month, _next_month(month)))
-        rows += cur.fetchone()[0]
-        month = _next_month(month)
-    return rows
-
-
 def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trigger: str,
                  drop_ids: list[int] | None, log: Callable[[str], None] | None) -> dict[str, float]:
     """Refresh the ``chosen`` families (in refresh order, as ``dependants_of`` gives them) for the months
@@ -281,10 +269,10 @@ def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trig
             for name in chosen + ((CELL_POINTS,) if CELL_POINTS_WITH in chosen else ()):
                 started = time.monotonic()
                 if name == CELL_POINTS:
-                    rows = _refresh_cell_points(cur, run)
+                    cur.execute("SELECT safestats_refresh_cell_points(%s, %s)", (since, until))
                 else:
                     cur.execute("SELECT safestats_refresh_rollup(%s, %s, %s)", (name, since, until))
-                    rows = cur.fetchone()[0]
+                rows = cur.fetchone()[0]
                 seconds = time.monotonic() - started
                 _record(cur, name, since, until, seconds, rows, trigger, drop_ids)
                 timings[f"{name} {label}"] = seconds

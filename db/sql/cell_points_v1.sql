@@ -35,12 +35,15 @@ ALTER TABLE incident_cell_points ALTER COLUMN hours SET STORAGE EXTERNAL, ALTER 
 CREATE INDEX incident_cell_points_month_idx ON incident_cell_points (month);
 COMMENT ON TABLE incident_cell_points IS 'Each 250 m cell''s points of a month, packed by supplier, borough and access level: a drawn polygon''s records (db/sql/cell_points_v1.sql)';
 
--- Rewrite the London months [since, until) from incidents, in the caller's transaction; returns the rows
--- written. Readers see the old rows until the caller commits.
+-- Rewrite the London months [since, until) from incidents, in the caller's transaction, one month at a time (one
+-- month's points sort in memory, every month's at once would spill to disk); returns the rows written. Readers
+-- see the old rows until the caller commits.
 CREATE FUNCTION safestats_refresh_cell_points(since date, until date) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    written bigint;
+    written bigint := 0;
+    month_rows bigint;
+    m date := since;
     hashagg_setting text := current_setting('enable_hashagg');
 BEGIN
     IF since <> date_trunc('month', since)::date OR until <> date_trunc('month', until)::date OR until <= since THEN
@@ -49,25 +52,29 @@ BEGIN
     DELETE FROM incident_cell_points WHERE month >= since AND month < until;
     -- Grouped by sorting, not hashing: each group's five growing bytea values would be held at once.
     PERFORM set_config('enable_hashagg', 'off', true);
-    INSERT INTO incident_cell_points
-    SELECT month, cell_x, cell_y, supplier, borough_code, access_level, count(*)::integer,
-           string_agg(int4send(hour), ''::bytea), string_agg(int2send(category_id), ''::bytea),
-           string_agg(int2send(code), ''::bytea), string_agg(float8send(x), ''::bytea),
-           string_agg(float8send(y), ''::bytea)
-    FROM (SELECT (date_trunc('month', occurred_at AT TIME ZONE 'Europe/London'))::date AS month,
-                 floor(ST_X(geom) / 250)::integer AS cell_x, floor(ST_Y(geom) / 250)::integer AS cell_y,
-                 supplier, coalesce(borough_code, '') AS borough_code, access_level,
-                 floor(date_part('epoch', occurred_at) / 3600)::int4 AS hour, category_id,
-                 (safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy,
-                                       theme_arson) * 4
-                  + CASE time_precision WHEN 'minute' THEN 0 WHEN 'day' THEN 1 ELSE 2 END)::int2 AS code,
-                 ST_X(geom) AS x, ST_Y(geom) AS y
-          FROM incidents
-          WHERE geom IS NOT NULL
-            AND occurred_at >= (since::timestamp AT TIME ZONE 'Europe/London')
-            AND occurred_at < (until::timestamp AT TIME ZONE 'Europe/London')) AS p
-    GROUP BY month, cell_x, cell_y, supplier, borough_code, access_level;
-    GET DIAGNOSTICS written = ROW_COUNT;
+    WHILE m < until LOOP
+        INSERT INTO incident_cell_points
+        SELECT month, cell_x, cell_y, supplier, borough_code, access_level, count(*)::integer,
+               string_agg(int4send(hour), ''::bytea), string_agg(int2send(category_id), ''::bytea),
+               string_agg(int2send(code), ''::bytea), string_agg(float8send(x), ''::bytea),
+               string_agg(float8send(y), ''::bytea)
+        FROM (SELECT (date_trunc('month', occurred_at AT TIME ZONE 'Europe/London'))::date AS month,
+                     floor(ST_X(geom) / 250)::integer AS cell_x, floor(ST_Y(geom) / 250)::integer AS cell_y,
+                     supplier, coalesce(borough_code, '') AS borough_code, access_level,
+                     floor(date_part('epoch', occurred_at) / 3600)::int4 AS hour, category_id,
+                     (safestats_theme_mask(theme_weapon, theme_dava, theme_young_victim, theme_night_time_economy,
+                                           theme_arson) * 4
+                      + CASE time_precision WHEN 'minute' THEN 0 WHEN 'day' THEN 1 ELSE 2 END)::int2 AS code,
+                     ST_X(geom) AS x, ST_Y(geom) AS y
+              FROM incidents
+              WHERE geom IS NOT NULL
+                AND occurred_at >= (m::timestamp AT TIME ZONE 'Europe/London')
+                AND occurred_at < ((m + interval '1 month')::timestamp AT TIME ZONE 'Europe/London')) AS p
+        GROUP BY month, cell_x, cell_y, supplier, borough_code, access_level;
+        GET DIAGNOSTICS month_rows = ROW_COUNT;
+        written := written + month_rows;
+        m := (m + interval '1 month')::date;
+    END LOOP;
     PERFORM set_config('enable_hashagg', hashagg_setting, true);
     RETURN written;
 END;

@@ -21,23 +21,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(read_sql("cell_points_v1.sql"))
-    # Month by month: one sort of a month's points fits in memory, a sort of every point would spill.
+    # (The function sorts one month at a time; 256 MB keeps a month's sort in memory.)
     op.execute("SET LOCAL work_mem = '256MB'")
-    op.execute("""DO $$
-        DECLARE
-            span record;
-            m date;
-        BEGIN
-            SELECT * INTO span FROM safestats_rollup_source_span();
-            IF span.since IS NULL THEN
-                RETURN;
-            END IF;
-            m := span.since;
-            WHILE m < span.until LOOP
-                PERFORM safestats_refresh_cell_points(m, (m + interval '1 month')::date);
-                m := (m + interval '1 month')::date;
-            END LOOP;
-        END $$""")
+    op.execute("""SELECT safestats_refresh_cell_points(since, until) FROM safestats_rollup_source_span()
+                  WHERE since IS NOT NULL""")
     op.execute("ANALYZE incident_cell_points")
 
 
