@@ -1979,50 +1979,94 @@ _CELL_POINT = np.dtype([("month", np.int32), ("supplier", np.int16), ("borough",
                         ("category_id", np.int16), ("theme_mask", np.int16), ("precision", np.int16)])
 
 
+# The rows of incident_cell_points_visible in cells %(cx)s, %(cy)s (each with its %(edge)s flag) as r, with b.k
+# their borough's 1-based place in %(boroughs)s; and each row's month, supplier and borough, packed as the
+# queries below begin. (LATERAL ... OFFSET 0: one index scan per cell; as a join the planner may read the whole
+# table.)
+_CELL_ROWS_FROM = """
+        FROM unnest(CAST(%(cx)s AS int4[]), CAST(%(cy)s AS int4[]), CAST(%(edge)s AS int2[])) AS c(x, y, edge),
+             LATERAL (SELECT p.*, c.edge FROM incident_cell_points_visible p
+                      WHERE p.cell_x = c.x AND p.cell_y = c.y {in_months} OFFSET 0) AS r
+        LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = r.borough_code"""
+_CELL_ROW_KEYS = """string_agg(int4send(r.month - DATE '2000-01-01'), ''::bytea),
+               string_agg(int2send(array_position(CAST(%(codes)s AS text[]), r.supplier)::int2), ''::bytea),
+               string_agg(int2send(coalesce(b.k - 1, {n_boroughs})::int2), ''::bytea)"""
+
+
+def _cell_rows(engine: Engine, columns: str, inside: list[tuple[int, int]], edge: list[tuple[int, int]],
+               months: list[date] | None, extra: dict | None = None) -> tuple[list, np.ndarray]:
+    """One row of ``_CELL_ROW_KEYS`` and then ``columns`` (each aggregating r, the view's rows of the ``inside``
+    and ``edge`` cells in ``months``, every month when None); the row's fields, and each view row's month,
+    supplier and borough index as _CELL_POINT fields."""
+    cells = _area_cells(engine)
+    in_months = "" if months is None else "AND p.month = ANY(CAST(%(months)s AS date[]))"
+    row = _copy_one_row(engine, f"SELECT {_CELL_ROW_KEYS.format(n_boroughs=len(cells.boroughs))}, {columns}"
+                                f"{_CELL_ROWS_FROM.format(in_months=in_months)}",
+                        {"codes": sorted(supplier_levels(engine)), "boroughs": list(cells.boroughs), "months": months,
+                         "cx": [x for x, _ in inside + edge], "cy": [y for _, y in inside + edge],
+                         "edge": [0] * len(inside) + [1] * len(edge), **(extra or {})})
+    keys = np.zeros(0 if row[0] is None else len(row[0]) // 4, dtype=_CELL_POINT)
+    if row[0] is not None:
+        keys["month"] = np.frombuffer(row[0], dtype=">i4")
+        keys["supplier"] = np.frombuffer(row[1], dtype=">i2")
+        keys["borough"] = np.frombuffer(row[2], dtype=">i2")
+    return row[3:], keys
+
+
 def _cell_points(engine: Engine, ring: tuple, inside: list[tuple[int, int]], edge: list[tuple[int, int]],
                  months: list[date] | None = None) -> np.ndarray:
     """The points (``_CELL_POINT``: month as days since 2000-01-01, the supplier 1-based as the SQL reads give
     it, borough index) the current user may see as records in the polygon's ``inside`` and ``edge`` cells, of
     ``months`` (every month when None), the edge cells' kept only where they intersect the polygon."""
-    cells = _area_cells(engine)
-    in_months = "" if months is None else "AND p.month = ANY(CAST(%(months)s AS date[]))"
-    # (LATERAL ... OFFSET 0: one index scan per cell; as a join the planner may read the whole table.)
-    row = _copy_one_row(engine, f"""
-        SELECT string_agg(int4send(r.month - DATE '2000-01-01'), ''::bytea),
-               string_agg(int2send(array_position(CAST(%(codes)s AS text[]), r.supplier)::int2), ''::bytea),
-               string_agg(int2send(coalesce(b.k - 1, {len(cells.boroughs)})::int2), ''::bytea),
+    row, keys = _cell_rows(engine, f"""
                string_agg(int2send(r.edge), ''::bytea), string_agg(int4send(r.points), ''::bytea),
                string_agg(r.hours, ''::bytea), string_agg(r.categories, ''::bytea), string_agg(r.codes, ''::bytea),
                string_agg(r.xs, ''::bytea) FILTER (WHERE r.edge = 1),
                string_agg(r.ys, ''::bytea) FILTER (WHERE r.edge = 1),
-               (SELECT ST_AsBinary({_POLYGON_PARAM}))
-        FROM unnest(CAST(%(cx)s AS int4[]), CAST(%(cy)s AS int4[]), CAST(%(edge)s AS int2[])) AS c(x, y, edge),
-             LATERAL (SELECT p.*, c.edge FROM incident_cell_points_visible p
-                      WHERE p.cell_x = c.x AND p.cell_y = c.y {in_months} OFFSET 0) AS r
-        LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = r.borough_code""",
-                {"codes": sorted(supplier_levels(engine)), "boroughs": list(cells.boroughs), "months": months,
-                 "polygon_wkt": _polygon_wkt(ring), "cx": [x for x, _ in inside + edge],
-                 "cy": [y for _, y in inside + edge], "edge": [0] * len(inside) + [1] * len(edge)})
-    if row[0] is None:
-        return np.zeros(0, dtype=_CELL_POINT)
-    per_row = np.frombuffer(row[4], dtype=">i4")
-    out = np.empty(int(per_row.sum()), dtype=_CELL_POINT)
-    out["month"] = np.repeat(np.frombuffer(row[0], dtype=">i4"), per_row)
-    out["supplier"] = np.repeat(np.frombuffer(row[1], dtype=">i2"), per_row)
-    out["borough"] = np.repeat(np.frombuffer(row[2], dtype=">i2"), per_row)
-    out["hour"] = np.frombuffer(row[5], dtype=">i4")
-    out["category_id"] = np.frombuffer(row[6], dtype=">i2")
-    code = np.frombuffer(row[7], dtype=">i2")
+               (SELECT ST_AsBinary({_POLYGON_PARAM}))""", inside, edge, months, {"polygon_wkt": _polygon_wkt(ring)})
+    if not len(keys):
+        return keys
+    per_row = np.frombuffer(row[1], dtype=">i4")
+    out = np.repeat(keys, per_row)
+    out["hour"] = np.frombuffer(row[2], dtype=">i4")
+    out["category_id"] = np.frombuffer(row[3], dtype=">i2")
+    code = np.frombuffer(row[4], dtype=">i2")
     out["theme_mask"], out["precision"] = code // 4, code % 4
-    on_edge = np.repeat(np.frombuffer(row[3], dtype=">i2"), per_row) == 1
+    on_edge = np.repeat(np.frombuffer(row[0], dtype=">i2"), per_row) == 1
     if not on_edge.any():
         return out
-    polygon = shapely.from_wkb(bytes(row[10]))
+    polygon = shapely.from_wkb(bytes(row[7]))
     shapely.prepare(polygon)
     keep = ~on_edge
-    keep[on_edge] = shapely.intersects_xy(polygon, np.frombuffer(row[8], dtype=">f8"),
-                                          np.frombuffer(row[9], dtype=">f8"))  # (the edge cells' only)
+    keep[on_edge] = shapely.intersects_xy(polygon, np.frombuffer(row[5], dtype=">f8"),
+                                          np.frombuffer(row[6], dtype=">f8"))  # (the edge cells' only)
     return out[keep]
+
+
+def _cell_groups(engine: Engine, cells: list[tuple[int, int]]) -> np.ndarray:
+    """The records the current user may see in ``cells`` (a polygon's cells wholly inside it), every month,
+    counted by month x supplier x category x themes x borough as ``_COPY_ROW`` rows (the borough in "x"), from
+    the cell points' groups (db/sql/cell_points_v2.sql): a few bytes a group, not a point."""
+    if not cells:
+        return np.zeros(0, dtype=_COPY_ROW)
+    row, keys = _cell_rows(engine, """string_agg(int4send(length(r.groups) / 4), ''::bytea),
+               string_agg(r.groups, ''::bytea), string_agg(r.group_counts, ''::bytea)""", cells, [], None)
+    if not len(keys):
+        return np.zeros(0, dtype=_COPY_ROW)
+    keys = np.repeat(keys, np.frombuffer(row[0], dtype=">i4"))
+    groups, counts = np.frombuffer(row[1], dtype=">i4"), np.frombuffer(row[2], dtype=">i4")
+    # One int64 key a (month, supplier, category, themes, borough): month offset 16 bits, supplier 8, the
+    # group (category * 64 + themes) 22, borough 16.
+    first = int(keys["month"].min())
+    key = ((((keys["month"].astype(np.int64) - first) << 8 | keys["supplier"]) << 22 | groups) << 16
+           | keys["borough"])
+    unique, where = np.unique(key, return_inverse=True)
+    rows = np.zeros(len(unique), dtype=_COPY_ROW)
+    rows["n"] = np.bincount(where, weights=counts, minlength=len(unique))
+    rows["x"] = unique & 0xFFFF
+    rows["category_id"], rows["theme_mask"] = (unique >> 16 & 0x3FFFFF) // 64, (unique >> 16) % 64
+    rows["supplier"], rows["month"] = unique >> 38 & 0xFF, (unique >> 46) + first
+    return rows
 
 
 def _polygon_cells(engine: Engine, ring: tuple) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
@@ -2047,42 +2091,13 @@ def _polygon_cells(engine: Engine, ring: tuple) -> tuple[list[tuple[int, int]], 
 
 def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth]:
     """The polygon's incidents the current user may see as records, by month x supplier x category x themes x
-    borough: the grid rollup's cells wholly inside it (less the counts retention folded into them: the points
-    are the records still held) plus the packed points of the cells on its edge (``_cell_points``); for a
-    polygon over more cells than ``POLYGON_CELLS_MAX``, its raw points."""
+    borough: the cell points' groups of the cells wholly inside it (``_cell_groups``) plus the points of the
+    cells on its edge that fall in it (``_cell_points``); for a polygon over more cells than
+    ``POLYGON_CELLS_MAX``, its raw points."""
     levels = supplier_levels(engine)
     cells = _area_cells(engine)
     found = _polygon_cells(engine, ring)
     inside, edge = found if found is not None else ([], [])
-    params = {"codes": sorted(levels), "boroughs": list(cells.boroughs), "polygon_wkt": _polygon_wkt(ring)}
-    if found is None:
-        # Each point's London month as its place among the months' first instants (a binary search): the time
-        # zone conversion per point was a quarter of this read. Out of that range, the conversion, once a group.
-        counted = f"""
-            SELECT {_london_month_of_bucket("m", "any_at")}, supplier, category_id, theme_mask, borough_code, n
-            FROM (SELECT {_london_month_bucket("occurred_at")} AS m, supplier, category_id,
-                         {_THEME_MASK_SQL} AS theme_mask, coalesce(borough_code, '') AS borough_code,
-                         count(*)::int4 AS n, min(occurred_at) AS any_at
-                  FROM incidents
-                  WHERE geom && {_POLYGON_PARAM} AND ST_Intersects(geom, {_POLYGON_PARAM})
-                  GROUP BY 1, 2, 3, 4, 5) AS raw"""
-    else:
-        params.update({"inside_x": [x for x, _ in inside], "inside_y": [y for _, y in inside]})
-        # The inside cells keep what row-level security keeps of the raw points (incidents_web_records): the
-        # suppliers within the user's record level, in the boroughs the database says they may see records in.
-        # (LATERAL ... OFFSET 0: one index-only scan per cell; as a join, the planner hashed the whole rollup.)
-        inside_sql = """
-            SELECT month, supplier, category_id, theme_mask, borough_code, {sign}sum(incidents)::int4
-            FROM unnest(CAST(%(inside_x)s AS int4[]), CAST(%(inside_y)s AS int4[])) AS c(x, y),
-                 LATERAL (SELECT month, supplier, category_id, theme_mask, borough_code, incidents FROM {table}
-                          WHERE cell_x = c.x AND cell_y = c.y OFFSET 0) AS r
-            WHERE supplier = ANY(ARRAY(SELECT code FROM suppliers
-                                       WHERE access_level <= (SELECT public.safestats_record_level())))
-              AND ((SELECT public.safestats_all_boroughs())
-                   OR borough_code = ANY((SELECT public.safestats_record_boroughs())::text[]))
-            GROUP BY 1, 2, 3, 4, 5"""
-        counted = " UNION ALL ".join([inside_sql.format(sign="", table=visible_view("rollup_grid_month")),
-                                      inside_sql.format(sign="-", table=visible_view("retained_grid_month"))])
     # The edge cells' points are read on a second connection while this one reads the inside cells (each is a
     # backend on a core: 230 -> 160 ms for the central polygon at 30M); a polygon's read is one per host at a
     # time (_polygon_months), so this is at most one extra connection per newly drawn polygon.
@@ -2090,14 +2105,24 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
     if edge:
         edge_points = _polygon_edge_reader().submit(contextvars.copy_context().run, _cell_points, engine, ring, [],
                                                   edge)
-    rows = np.zeros(0, dtype=_COPY_ROW)
-    if found is None or inside:
+    if found is None:
+        # Each point's London month as its place among the months' first instants (a binary search): the time
+        # zone conversion per point was a quarter of this read. Out of that range, the conversion, once a group.
         rows = _copy_rows(engine, f"""
             SELECT u.month, array_position(CAST(%(codes)s AS text[]), u.supplier)::int2, u.category_id,
                    u.theme_mask, coalesce(b.k - 1, {len(cells.boroughs)})::int4, 0::int4, u.n
-            FROM ({counted}) AS u(month, supplier, category_id, theme_mask, borough_code, n)
+            FROM (SELECT {_london_month_of_bucket("m", "any_at")}, supplier, category_id, theme_mask, borough_code, n
+                  FROM (SELECT {_london_month_bucket("occurred_at")} AS m, supplier, category_id,
+                               {_THEME_MASK_SQL} AS theme_mask, coalesce(borough_code, '') AS borough_code,
+                               count(*)::int4 AS n, min(occurred_at) AS any_at
+                        FROM incidents
+                        WHERE geom && {_POLYGON_PARAM} AND ST_Intersects(geom, {_POLYGON_PARAM})
+                        GROUP BY 1, 2, 3, 4, 5) AS raw) AS u(month, supplier, category_id, theme_mask, borough_code, n)
             LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = u.borough_code""",
-                          params, settings=("SET LOCAL enable_sort = off",))  # (hashed groups)
+                          {"codes": sorted(levels), "boroughs": list(cells.boroughs),
+                           "polygon_wkt": _polygon_wkt(ring)}, settings=("SET LOCAL enable_sort = off",))
+    else:
+        rows = _cell_groups(engine, inside)
     if edge_points is not None:
         rows = np.concatenate([rows, _counted_by_month(edge_points.result())])
     months = sorted({date.fromordinal(int(d) + _PG_EPOCH) for d in np.unique(rows["month"])})

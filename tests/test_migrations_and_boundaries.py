@@ -70,6 +70,19 @@ def test_migrations_up_down_up(shared_data):
     migrate.upgrade(url)
     assert query(url, "SELECT sum(points) FROM incident_cell_points") == located
 
+    # 0024 down and up: version 1's columns, function and view without the groups, then the groups refilled.
+    groups_sum = "SELECT sum(length(groups)) / 4 FROM incident_cell_points"
+    grid_rows = query(url, "SELECT count(*) FROM rollup_grid_month")
+    assert query(url, groups_sum) == grid_rows, "a group a grid rollup row, with no folded counts"
+    migrate.downgrade(url, "0023")
+    assert query(url, "SELECT count(*) FROM information_schema.columns WHERE table_name = "
+                      "'incident_cell_points_visible' AND column_name IN ('groups', 'group_counts')") == [(0,)]
+    assert query(url, "SELECT safestats_refresh_cell_points(since, until) > 0 FROM safestats_rollup_source_span()"
+                      " WHERE since IS NOT NULL") == [(True,)]
+    migrate.upgrade(url)
+    assert query(url, "SELECT sum(points) FROM incident_cell_points") == located
+    assert query(url, groups_sum) == grid_rows
+
     # 0012 (locating; 0013 and everything above it go too) down and up again over loaded data: the per-drop quality and
     # confidence are backfilled.
     migrate.downgrade(url, "0011")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections import Counter
 from datetime import date, timedelta
 from types import SimpleNamespace
 
@@ -341,8 +342,8 @@ POLYGONS = {
 }
 
 
-# How a polygon may be read: the grid rollup's cells inside it plus the packed points of its edge cells (and
-# the packed points of every cell it touches for days and hours), or every point raw.
+# How a polygon may be read: the cell points' groups of the cells inside it plus the packed points of its edge
+# cells (and the packed points of every cell it touches for days and hours), or every point raw.
 POLYGON_READS = {"inside cells and the edge cells' points": {},
                  "raw points only": {"POLYGON_CELLS_MAX": 0}}
 
@@ -357,8 +358,8 @@ POLYGON_READS = {"inside cells and the edge cells' points": {},
          polygon="a slanted quadrilateral", read="inside cells and the edge cells' points")
 def test_a_drawn_polygons_points_read_once_answer_every_panel_as_the_sql(generated, monkeypatch, drawn, polygon,
                                                                          read):
-    """A drawn polygon's incidents, read into memory by month x borough (the grid rollup's cells wholly inside
-    it, and the packed points of the cells on its edge) and by day x hour x weekday x borough (the packed
+    """A drawn polygon's incidents, read into memory by month x borough (the cell points' groups of the cells
+    wholly inside it, and the packed points of the cells on its edge) and by day x hour x weekday x borough (the packed
     points of every cell it touches, the months asked for), answer every panel as the raw-table SQL does, for random filters, dates, hours,
     weekdays and selected areas; the panels of one polygon read each form once, and no month twice."""
     f, fields = drawn
@@ -427,7 +428,7 @@ def test_a_small_polygon_within_a_few_cells_counts_its_edge_points_as_the_sql(ge
 def test_a_borough_analysts_polygon_counts_only_their_boroughs_records(generated, monkeypatch, request):
     """A borough analyst sees records only in their boroughs: a polygon across Westminster and its
     neighbours, with Westminster selected, counts from memory as row-level security lets the raw SQL count,
-    inside cells included (the rollup itself has every borough's); without the borough it is refused."""
+    inside cells included (their cell points hold every borough's); without the borough it is refused."""
     engine = get_web_engine(generated)  # (as the portal connects: the owner's own policy sees every row)
     analyst = make_user(generated, "borough_analyst", boroughs=("E09000033",))  # (user_boroughs: the database's say)
     request.addfinalizer(lambda: remove_users(generated))
@@ -455,8 +456,9 @@ def test_a_borough_analysts_polygon_counts_only_their_boroughs_records(generated
 
 def test_a_polygons_inside_cells_leave_out_the_counts_retention_folded(generated, monkeypatch):
     """The grid rollup adds retention's folded counts to a cell's live ones, while a polygon's raw SQL counts
-    the records still held: the cells inside a polygon take the folded counts off again, so its panels from
-    memory still equal that SQL (and they would not if the folded counts stayed in)."""
+    the records still held: the cells inside a polygon are counted from the cell points (records), so its panels
+    from memory still equal that SQL (they would not if the inside came from the rollup with the folded counts
+    in)."""
     engine = get_engine(generated)
     state = FilterState(polygon=POLYGONS["central rectangle"])
     with db_scope.acting_as(ANALYST):
@@ -486,10 +488,10 @@ def test_a_polygons_inside_cells_leave_out_the_counts_retention_folded(generated
         queries.clear_caches(keep_reference=True)
 
 
-def test_a_polygons_inside_cells_are_read_from_the_covering_index_alone(generated):
-    """The inside cells are read by an index-only scan of the grid rollup's covering cell index, one scan per
-    cell (migration 0019; bench/README.md: 3,215 pages instead of a page per row, and as a plain join the
-    planner hashed the whole rollup). The plan is asked with sequential and bitmap scans off, as "can it"."""
+def test_a_polygons_inside_cells_are_read_one_index_scan_a_cell(generated):
+    """The inside cells' groups are read by one scan of the cell points' primary key per cell (as a plain join
+    the planner may read the whole table; the edge cells' points are read through the same FROM clause). The
+    plan is asked with sequential scans off, as "can it"."""
     import re
 
     engine = get_web_engine(generated)
@@ -497,13 +499,16 @@ def test_a_polygons_inside_cells_are_read_from_the_covering_index_alone(generate
     with db_scope.acting_as(ANALYST):
         with queries.capture_sql() as statements:
             queries._read_polygon_by_month(engine, ring)
-        (sql, params), = [(sql, params) for sql, params in statements if "rollup_grid_month" in sql]
-        with engine.connect() as conn, conn.begin():
-            cursor = conn.connection.dbapi_connection.cursor()
-            cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
-            cursor.execute("EXPLAIN " + re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql), params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "Index Only Scan using rollup_grid_month_cell_idx" in plan, plan
+        # (the edge cells' read runs on another thread, unrecorded; it shares the inside read's FROM clause)
+        reads = [(sql, params) for sql, params in statements if "incident_cell_points_visible" in sql]
+        assert len(reads) == 1 and "r.groups" in reads[0][0], reads
+        for sql, params in reads:
+            with engine.connect() as conn, conn.begin():
+                cursor = conn.connection.dbapi_connection.cursor()
+                cursor.execute("SET LOCAL enable_seqscan = off")
+                cursor.execute("EXPLAIN " + re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql), params)
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "incident_cell_points_pkey" in plan and "Hash Join" not in plan, plan
 
 
 def test_a_polygons_edge_months_by_binary_search_are_london_months(generated):
@@ -526,13 +531,17 @@ def test_a_polygons_edge_months_by_binary_search_are_london_months(generated):
 
 def _cell_points_as_rows(url: str, where: str = "true") -> list[tuple]:
     """incident_cell_points unpacked: one (month, cell_x, cell_y, supplier, borough, access level, UTC hour,
-    category, theme mask * 4 + precision, x, y) per point, sorted."""
+    category, theme mask * 4 + precision, x, y) per point, sorted; each row's groups checked against its points."""
     out = []
-    for month, cx, cy, supplier, borough, level, points, *packed in query(url, f"""
-            SELECT month, cell_x, cell_y, supplier, borough_code, access_level, points, hours, categories, codes,
-                   xs, ys FROM incident_cell_points WHERE {where}"""):
+    for month, cx, cy, supplier, borough, level, points, groups_packed, counts_packed, *packed in query(url, f"""
+            SELECT month, cell_x, cell_y, supplier, borough_code, access_level, points, groups, group_counts, hours,
+                   categories, codes, xs, ys FROM incident_cell_points WHERE {where}"""):
         columns = [np.frombuffer(bytes(b), dtype=t) for b, t in zip(packed, (">i4", ">i2", ">i2", ">f8", ">f8"))]
         assert all(len(c) == points for c in columns), "every packed column holds one value per point"
+        groups = dict(zip(np.frombuffer(bytes(groups_packed), dtype=">i4").tolist(),
+                          np.frombuffer(bytes(counts_packed), dtype=">i4").tolist()))
+        assert groups == Counter((columns[1] * 64 + columns[2] // 4).tolist()), \
+            "the groups count the row's points by category and themes"
         out += [(month, cx, cy, supplier, borough, level) + tuple(v.item() for v in values)
                 for values in zip(*columns)]
     return sorted(out)
