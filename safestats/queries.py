@@ -2123,7 +2123,8 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
                         GROUP BY 1, 2, 3, 4, 5) AS raw) AS u(month, supplier, category_id, theme_mask, borough_code, n)
             LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = u.borough_code""",
                           {"codes": sorted(levels), "boroughs": list(cells.boroughs),
-                           "polygon_wkt": _polygon_wkt(ring)}, settings=("SET LOCAL enable_sort = off",))
+                           "polygon_wkt": _polygon_wkt(ring)},
+                          settings=("SET LOCAL enable_sort = off",))  # (hashed groups)
     else:
         rows = _cell_groups(engine, inside)
     if edge_points is not None:

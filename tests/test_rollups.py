@@ -591,6 +591,19 @@ def test_the_packed_cell_points_are_every_located_incident_and_follow_a_refresh(
     assert _cell_points_as_rows(generated) == stored
 
 
+def test_a_full_refresh_leaves_fresh_statistics_on_every_table_it_rewrote(generated):
+    """A full refresh rewrites every rollup and the cell points, then ANALYZEs each: planned on the statistics
+    of the empty table a first build starts from, a polygon's one index scan per cell became a sequential scan
+    per cell (18.5 s for the central polygon at 10M, bench/README.md)."""
+    tables = list(rollups.ROLLUP_VIEWS) + [rollups.CELL_POINTS]
+    counts = "SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname = ANY(%s)"
+    before = dict(query(generated, counts, (tables,)))
+    rollups.refresh_rollups(generated, trigger="test statistics")
+    queries.clear_caches(keep_reference=True)
+    after = dict(query(generated, counts, (tables,)))
+    assert [t for t in tables if after.get(t, 0) <= before.get(t, 0)] == [], "every table rewritten is analysed"
+
+
 def test_the_web_role_reads_the_cell_points_as_it_may_read_incidents(generated, request):
     """The packed points are records: the web role cannot read the table, and through its view each tier sees
     exactly the located incidents row-level security lets it see (a borough analyst their borough's; a viewer,
