@@ -2056,20 +2056,10 @@ def _cell_groups(engine: Engine, cells: list[tuple[int, int]]) -> np.ndarray:
                string_agg(r.groups, ''::bytea), string_agg(r.group_counts, ''::bytea)""", cells, [], None)
     if not len(keys):
         return np.zeros(0, dtype=_COPY_ROW)
-    keys = np.repeat(keys, np.frombuffer(row[0], dtype=">i4"))
-    groups, counts = np.frombuffer(row[1], dtype=">i4"), np.frombuffer(row[2], dtype=">i4")
-    # One int64 key a (month, supplier, category, themes, borough): month offset 16 bits, supplier 8, the
-    # group (category * 64 + themes) 22, borough 16.
-    first = int(keys["month"].min())
-    key = ((((keys["month"].astype(np.int64) - first) << 8 | keys["supplier"]) << 22 | groups) << 16
-           | keys["borough"])
-    unique, where = np.unique(key, return_inverse=True)
-    rows = np.zeros(len(unique), dtype=_COPY_ROW)
-    rows["n"] = np.bincount(where, weights=counts, minlength=len(unique))
-    rows["x"] = unique & 0xFFFF
-    rows["category_id"], rows["theme_mask"] = (unique >> 16 & 0x3FFFFF) // 64, (unique >> 16) % 64
-    rows["supplier"], rows["month"] = unique >> 38 & 0xFF, (unique >> 46) + first
-    return rows
+    groups = np.repeat(keys, np.frombuffer(row[0], dtype=">i4"))
+    packed = np.frombuffer(row[1], dtype=">i4")
+    groups["category_id"], groups["theme_mask"] = packed // 64, packed % 64
+    return _counted_by_month(groups, np.frombuffer(row[2], dtype=">i4"))
 
 
 def _polygon_cells(engine: Engine, ring: tuple) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
@@ -2097,8 +2087,6 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
     borough: the cell points' groups of the cells wholly inside it (``_cell_groups``) plus the points of the
     cells on its edge that fall in it (``_cell_points``); for a polygon over more cells than
     ``POLYGON_CELLS_MAX``, its raw points."""
-    levels = supplier_levels(engine)
-    cells = _area_cells(engine)
     found = _polygon_cells(engine, ring)
     inside, edge = found if found is not None else ([], [])
     # The edge cells' points are read on a second connection while this one reads the inside cells (each is a
@@ -2107,10 +2095,11 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
     edge_points = None
     if edge:
         edge_points = _polygon_edge_reader().submit(contextvars.copy_context().run, _cell_points, engine, ring, [],
-                                                  edge, None, False)
+                                                  edge, hours=False)
     if found is None:
         # Each point's London month as its place among the months' first instants (a binary search): the time
         # zone conversion per point was a quarter of this read. Out of that range, the conversion, once a group.
+        cells = _area_cells(engine)
         rows = _copy_rows(engine, f"""
             SELECT u.month, array_position(CAST(%(codes)s AS text[]), u.supplier)::int2, u.category_id,
                    u.theme_mask, coalesce(b.k - 1, {len(cells.boroughs)})::int4, 0::int4, u.n
@@ -2122,7 +2111,7 @@ def _read_polygon_by_month(engine: Engine, ring: tuple) -> dict[date, _GridMonth
                         WHERE geom && {_POLYGON_PARAM} AND ST_Intersects(geom, {_POLYGON_PARAM})
                         GROUP BY 1, 2, 3, 4, 5) AS raw) AS u(month, supplier, category_id, theme_mask, borough_code, n)
             LEFT JOIN unnest(CAST(%(boroughs)s AS text[])) WITH ORDINALITY AS b(code, k) ON b.code = u.borough_code""",
-                          {"codes": sorted(levels), "boroughs": list(cells.boroughs),
+                          {"codes": sorted(supplier_levels(engine)), "boroughs": list(cells.boroughs),
                            "polygon_wkt": _polygon_wkt(ring)},
                           settings=("SET LOCAL enable_sort = off",))  # (hashed groups)
     else:
@@ -2146,13 +2135,17 @@ def _polygon_edge_reader() -> ThreadPoolExecutor:
         return _polygon_edge_readers[pid]
 
 
-def _counted_by_month(points: np.ndarray) -> np.ndarray:
+def _counted_by_month(points: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """``_CELL_POINT`` points counted by month x supplier x category x themes x borough, as ``_COPY_ROW`` rows
-    (the borough in "x") like the SQL's."""
+    (the borough in "x") like the SQL's; with ``weights``, each point counts as its weight (a group of points)."""
     first = int(points["month"].min()) if len(points) else 0
     key = ((((points["month"].astype(np.int64) - first) * 256 + points["supplier"]) * 65536
             + points["category_id"]) * 64 + points["theme_mask"]) * 65536 + points["borough"]
-    groups, n = np.unique(key, return_counts=True)
+    if weights is None:
+        groups, n = np.unique(key, return_counts=True)
+    else:
+        groups, where = np.unique(key, return_inverse=True)
+        n = np.bincount(where, weights=weights, minlength=len(groups))
     rows = np.zeros(len(groups), dtype=_COPY_ROW)
     rows["x"], groups = groups % 65536, groups // 65536
     rows["theme_mask"], groups = groups % 64, groups // 64

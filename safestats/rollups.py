@@ -248,10 +248,16 @@ REFRESH_CONNECTIONS = 2
 _YEAR_LOCK = 0x5afe5747
 
 
-# A drawn polygon's points by 250 m cell (db/sql/cell_points_v1.sql): records, not counts, so not a rollup
-# family (whose refresh compares counts), but rewritten with the grid rollup, in its transaction, so a polygon's
-# inside cells (from the rollup) and its points never disagree about what has been loaded.
+# A drawn polygon's points by 250 m cell (db/sql/cell_points_v1.sql, v2): records, not counts, so not a rollup
+# family (whose refresh compares counts), but rewritten with the grid rollup, in its transaction, so a polygon
+# and the grid's other readers never disagree about what has been loaded.
 CELL_POINTS, CELL_POINTS_WITH = "incident_cell_points", "rollup_grid_month"
+
+
+def _tables_rewritten(chosen: tuple[str, ...]) -> tuple[str, ...]:
+    """The tables a refresh of the ``chosen`` families rewrites, in order: those families, then the cell points
+    when the grid rollup is among them."""
+    return chosen + ((CELL_POINTS,) if CELL_POINTS_WITH in chosen else ())
 
 
 def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trigger: str,
@@ -266,7 +272,7 @@ def _refresh_run(url: str, run: tuple[date, date], chosen: tuple[str, ...], trig
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_YEAR_LOCK, since.year))
-            for name in chosen + ((CELL_POINTS,) if CELL_POINTS_WITH in chosen else ()):
+            for name in _tables_rewritten(chosen):
                 started = time.monotonic()
                 if name == CELL_POINTS:
                     cur.execute("SELECT safestats_refresh_cell_points(%s, %s)", (since, until))
@@ -318,7 +324,7 @@ def refresh_rollups(url: str, trigger: str, views: Iterable[str] = ROLLUP_VIEWS,
             if full:  # a whole table rewritten: fresh statistics for the planner (ANALYZE blocks no reader)
                 # (the cell points too: planned as the empty table a first build starts from, a polygon's
                 # per-cell scans became sequential scans, 18.5 s for the central polygon at 10M)
-                for name in chosen + ((CELL_POINTS,) if CELL_POINTS_WITH in chosen else ()):
+                for name in _tables_rewritten(chosen):
                     cur.execute(f"ANALYZE {name}")
             if not runs:
                 # Nothing to refresh (no incidents at all, e.g. after emptying the tables): still a new data
