@@ -3,9 +3,10 @@
 The row path (csv module + SupplierFormat.harmonise_row) defines what a drop means; the column path
 (pyarrow + harmonise_columns) must reproduce it row for row: the same harmonised values, the same
 quarantine (line number, raw text, reason), the same replace key, or decline the file. Checked on the real
-police.uk files, on files full of anomalies, and on randomly corrupted files; then end to end (the rows
-in the database are the same either way), the binary COPY encoder on every kind of value, and a batch
-holding a month, its re-issue and a duplicate (written by two connections, still in file order).
+police.uk files, on files full of anomalies, and on randomly corrupted files, each also cut into parts
+(parse_columns_in_parts, how large files are parsed); then end to end (the rows in the database are the same
+either way), the binary COPY encoder on every kind of value, and a batch holding a month, its re-issue and a
+duplicate (written by two connections, still in file order).
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from db import libpq_dsn
 from loaders import pipeline
 from loaders.columnar import binary_copy, json_text
 from loaders.pipeline import (HARMONISED_COLUMNS, HARMONISED_TYPES, decode_supplier_bytes, format_for,
-                              load_category_mapping, load_paths, parse_columns, parse_rows, read_drop_bytes,
-                              utf8_for_column_path)
+                              load_category_mapping, load_paths, parse_columns, parse_columns_in_parts,
+                              parse_rows, read_drop_bytes, utf8_for_column_path)
 from tests.conftest import query, truncate_data
 
 HEADER = ("Crime ID,Month,Reported by,Falls within,Longitude,Latitude,Location,LSOA code,LSOA name,Crime type,"
@@ -58,6 +59,13 @@ def both_paths(name: str, data: bytes, mapping):
     return (rows, by_rows), (columns, by_columns)
 
 
+def parsed_in_parts(name: str, data: bytes, mapping, parts: int = 3):
+    """The column path with the file cut into ``parts`` parts, however small (with its format instance)."""
+    fmt = format_for(Path(name))(name, mapping)
+    column_input = utf8_for_column_path(data)
+    return parse_columns_in_parts(fmt, column_input[0], None, parts, min_part_bytes=1) if column_input else None, fmt
+
+
 def assert_same(row_result, column_result):
     (rows, by_rows), (columns, by_columns) = row_result, column_result
     assert columns.rows_read == rows.rows_read
@@ -73,11 +81,21 @@ def assert_same(row_result, column_result):
 
 
 def check(data: bytes, mapping, expect_column_path: bool = True, name: str = NAME):
+    """The row path and the column path, whole and in parts, agree (or the column path declines, both ways)."""
     row_result, column_result = both_paths(name, data, mapping)
+    in_parts = parsed_in_parts(name, data, mapping)
     if column_result[0] is None:
         assert not expect_column_path, "the column path declined a file it should read"
+        assert in_parts[0] is None, "in parts, the column path read a file it declines whole"
         return None
+    assert in_parts[0] is not None, "in parts, the column path declined a file it reads whole"
     assert_same(row_result, column_result)
+    assert_same(row_result, in_parts)
+    # The raw lines of every row (what a row found outside the area is quarantined with) are the file's.
+    rows, parts = row_result[0], in_parts[0]
+    line_no = parts.columns["line_no"].to_pylist()
+    for k in range(0, parts.n_rows, max(1, parts.n_rows // 200)):
+        assert parts.raw_text(line_no[k] - 1, int(parts.line_ends[k])) == rows.raw_text(line_no[k] - 1, int(rows.line_ends[k]))
     return column_result[0]
 
 
@@ -222,6 +240,11 @@ def test_both_paths_load_the_same_rows(clean_data, shared_data, tmp_path, monkey
     files.append(messy)
     assert [r.status for r in load_paths(clean_data, files, progress=False)] == ["loaded"] * len(files)
     by_columns = loaded_state(clean_data)
+
+    truncate_data(clean_data)
+    monkeypatch.setattr(pipeline, "PARSE_PART_MIN_BYTES", 1)    # every file parsed in parts
+    assert [r.status for r in load_paths(clean_data, files, progress=False)] == ["loaded"] * len(files)
+    assert loaded_state(clean_data) == by_columns
 
     truncate_data(clean_data)
     monkeypatch.setattr(pipeline, "has_column_path", lambda fmt: False)
