@@ -1762,10 +1762,10 @@ def _panel_months(engine: Engine, state: FilterState, source: str, months: list[
 # the panels), in two forms, each read when a panel first needs it, and kept for later filter changes that
 # keep the polygon (categories, dates, hours, a borough):
 # * by month x borough (the borough months' layout), every month: the whole-month panels (headline, time
-#   series, categories, top areas, a borough map). The 250 m cells of the grid rollup wholly inside the
-#   polygon give most of it (a cell inside holds only points inside), read by an index-only scan of the
-#   rollup's covering cell index (db/sql/polygon_cells_v1.sql); only the points of the cells on its edge are
-#   counted, from the packed points of those cells (db/sql/cell_points_v1.sql, ``_cell_points``).
+#   series, categories, top areas, a borough map). The 250 m cells wholly inside the polygon give most of it
+#   (a cell inside holds only points inside), counted from their packed points' groups (category x themes,
+#   db/sql/cell_points_v2.sql, ``_cell_groups``); only the points of the cells on its edge are tested, from
+#   the packed points of those cells (db/sql/cell_points_v1.sql, ``_cell_points``).
 #   At 30M a central polygon of a million incidents took 1.2 s from raw points (bench/README.md).
 # * by day x hour x weekday x borough (the day x hour months' layout), only the months asked for: the hour
 #   x weekday grid, and every panel under a time of day, a weekday or a day-level range. The packed points of

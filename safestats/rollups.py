@@ -67,9 +67,6 @@ ROLLUPS = (
            ("month", "supplier", "category_id", "theme_mask", "borough_code", "h3_r8")),
 )
 ROLLUP_VIEWS = tuple(r.name for r in ROLLUPS)
-# Retention's folded counts (db/sql/retention_v1.sql) the web role reads through a visible view as well: a
-# drawn polygon's inside cells take them off the grid rollup's counts (migration 0019).
-RETAINED_WITH_VISIBLE_VIEW = ("retained_grid_month",)
 DEPENDS_ON = {r.name: r.reads for r in ROLLUPS}
 # Every rollup counts incidents in a column of that name.
 COUNT_COLUMN = "incidents"

@@ -28,7 +28,7 @@ from db.web_role import WEB_ROLE, web_database_url
 from safestats import db_scope, queries
 from safestats.access import HEALTH_RECORD_LEVEL, RECORD_LEVEL, TIER_POLICIES, TIERS, policy_for
 from safestats.filters import FilterState
-from safestats.rollups import RETAINED_WITH_VISIBLE_VIEW, ROLLUP_VIEWS, visible_view
+from safestats.rollups import ROLLUP_VIEWS, visible_view
 from tests.conftest import query, refresh_after_seeding, truncate_data
 
 CAMDEN, WESTMINSTER, CROYDON = "E09000007", "E09000033", "E09000008"
@@ -178,8 +178,8 @@ def test_views_are_security_invoker_or_barriers_over_rollups_and_no_rollup_is_gr
     url = mixed  # a year of incidents, so its rollups hold rows
     assert query(url, "SELECT matviewname FROM pg_matviews WHERE schemaname = 'public'") == []
     # Each rollup is a table (version 3), closed to the web role, and so are the folded counts retention adds
-    # to one, which a drawn polygon's inside cells take off again through a visible view.
-    for view in ROLLUP_VIEWS + RETAINED_WITH_VISIBLE_VIEW + ("incident_cell_points",):
+    # to the grid rollup (no view of them since 0025) and a drawn polygon's packed points.
+    for view in ROLLUP_VIEWS + ("retained_grid_month", "incident_cell_points"):
         assert query(url, "SELECT relkind FROM pg_class WHERE relname = %s", (view,)) == [("r",)], view
         # (autovacuum's truncation of a table's empty end would lock the dashboard's readers out: 0023)
         assert query(url, "SELECT 'vacuum_truncate=false' = ANY(reloptions) FROM pg_class WHERE relname = %s",
@@ -198,18 +198,17 @@ def test_views_are_security_invoker_or_barriers_over_rollups_and_no_rollup_is_gr
             JOIN pg_depend d ON d.objid = w.oid JOIN pg_class c ON c.oid = d.refobjid
             WHERE w.ev_class = %s::regclass AND d.refobjid <> %s::regclass""", (name, name))}
         assert "incidents" not in read and "quarantine" not in read, name
-        # Any other view with its owner's rights must be a security barrier reading rollups (or their folded
-        # counts), or a drawn polygon's packed points, records which the view keeps as incidents' policy does.
+        # Any other view with its owner's rights must be a security barrier reading rollups, or a drawn
+        # polygon's packed points, records which the view keeps as incidents' policy does.
         assert "security_barrier=true" in options, name
         if name == "incident_cell_points_visible":
             assert set(read) == {"incident_cell_points"}
             definition = query(url, "SELECT pg_get_viewdef(%s::regclass)", (name,))[0][0]
             assert "safestats_record_level()" in definition and "safestats_record_boroughs()" in definition
             continue
-        assert read and set(read) <= (set(ROLLUP_VIEWS) | set(RETAINED_WITH_VISIBLE_VIEW)
-                                      | {"public.safestats_aggregate_suppliers"}), (name, read)
+        assert read and set(read) <= set(ROLLUP_VIEWS) | {"public.safestats_aggregate_suppliers"}, (name, read)
     # Every rollup has its visible view, granted to the web role.
-    for view in ROLLUP_VIEWS + RETAINED_WITH_VISIBLE_VIEW:
+    for view in ROLLUP_VIEWS:
         assert query(url, "SELECT has_table_privilege(%s, %s, 'SELECT')",
                      (WEB_ROLE, visible_view(view))) == [(True,)], view
 

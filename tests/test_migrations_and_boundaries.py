@@ -83,6 +83,17 @@ def test_migrations_up_down_up(shared_data):
     assert query(url, "SELECT sum(points) FROM incident_cell_points") == located
     assert query(url, groups_sum) == grid_rows
 
+    # 0025 down and up: 0019's covering cell index and the folded counts' view back, then gone again.
+    cell_index = "SELECT pg_get_indexdef('rollup_grid_month_cell_idx'::regclass)"
+    assert query(url, cell_index)[0][0].endswith("USING btree (cell_x, cell_y)")
+    migrate.downgrade(url, "0024")
+    assert "INCLUDE (month, supplier, category_id, theme_mask, borough_code, incidents)" in query(url, cell_index)[0][0]
+    assert query(url, "SELECT count(*) FROM retained_grid_month_visible") == [(0,)]
+    migrate.upgrade(url)
+    assert query(url, cell_index)[0][0].endswith("USING btree (cell_x, cell_y)")
+    assert query(url, "SELECT to_regclass('retained_grid_month_visible'), to_regclass('retained_grid_month_cell_idx')"
+                 ) == [(None, None)]
+
     # 0012 (locating; 0013 and everything above it go too) down and up again over loaded data: the per-drop quality and
     # confidence are backfilled.
     migrate.downgrade(url, "0011")

@@ -13,12 +13,14 @@ The downgrade puts the plain index back and drops the view.
 from alembic import op
 
 from db import read_sql
-from safestats.rollups import RETAINED_WITH_VISIBLE_VIEW, visible_view_sql_for
+from safestats.rollups import visible_view_sql_for
 
 revision = "0019"
 down_revision = "0018"
 branch_labels = None
 depends_on = None
+
+RETAINED_WITH_VISIBLE_VIEW = ("retained_grid_month",)  # (0025 drops its view again)
 
 
 def upgrade() -> None:
