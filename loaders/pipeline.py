@@ -556,7 +556,9 @@ def parse_columns_in_parts(fmt: SupplierFormat, buf: bytes, progress=None, parts
     Each part is the header line plus a run of whole lines, so it is a file of its own, and the result is
     exactly the whole file's: the parts' rows, quarantine and line numbers put back in file order. Every
     reason parse_columns has to decline a file is a property of single lines (or of bytes anywhere), so the
-    parts decline exactly when the whole would; then this returns None too.
+    parts decline exactly when the whole would; then this returns None too. The parts share ``fmt``, each on
+    its own thread, so a format with a column path must judge each row on its own (police.uk's does; a rule
+    across rows, such as LFB's first line of an incident number, would need the whole file).
     """
     parts = PARSE_PARTS if parts is None else parts
     min_part_bytes = PARSE_PART_MIN_BYTES if min_part_bytes is None else min_part_bytes
