@@ -34,6 +34,7 @@ import re
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -576,8 +577,6 @@ def parse_columns_in_parts(fmt: SupplierFormat, buf: bytes, progress=None, parts
     pieces = [buf[:end] if start == header_end else buf[:header_end] + buf[start:end] for start, end in spans]
     # A part's line i (its header is line 0) is the file's line i + shift.
     shifts = [buf.count(b"\n", 0, start) - 1 for start, _ in spans]
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=len(pieces), thread_name_prefix="parse-part") as pool:
         parsed = list(pool.map(lambda piece: parse_columns(fmt, piece, progress), pieces))
     if any(p is None for p in parsed):
@@ -596,7 +595,7 @@ def _concatenated(parts: list[ParsedDrop], shifts: list[int]) -> ParsedDrop:
                 type(v) is type(values[0]) and v == values[0] for v in values):
             columns[name] = values[0]       # one value for every row of every part
             continue
-        arrays = [(v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v) if isinstance(v, (pa.Array, pa.ChunkedArray))
+        arrays = [v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v if isinstance(v, pa.Array)
                   else pa.array([v] * p.n_rows, HARMONISED_TYPES[name]) for v, p in zip(values, parts)]
         if any(a.type != arrays[0].type for a in arrays):
             arrays = [json_text(a).cast(HARMONISED_TYPES[name]) for a in arrays]
@@ -1358,7 +1357,6 @@ def load_paths(url: str, paths: Iterable[Path], progress: bool = True,
     order: as given, but update drops last, gazetteer-located ones before them and large files first; see below.)
     """
     from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
