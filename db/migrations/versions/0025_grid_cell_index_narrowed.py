@@ -7,8 +7,8 @@ Create Date: 2026-12-01
 Since 0024 a drawn polygon's inside cells are counted from the cell points' groups (``queries._cell_groups``),
 which hold only the records still kept. Nothing reads the grid rollup by cell for them any more, so 0019's
 covering index is narrowed back to the plain (cell_x, cell_y) index the picked-cell queries use: the grid
-rollup's refresh no longer maintains six included columns (at 30 million incidents the index shrank from
-724 MB; bench/README.md), and retention's folded counts lose their cell index and the web role's view of
+rollup's refresh no longer maintains six included columns (at 30 million incidents the index went from
+708 MB to 85 MB; a drop's refresh took as long as before, bench/README.md), and retention's folded counts lose their cell index and the web role's view of
 them (they stay closed to the web role, as every rollup table is). The downgrade puts 0019's objects back.
 """
 from alembic import op
